@@ -1,0 +1,1 @@
+"""Figures drawn only from saved data files (CSV/npy), so they can be redrawn without recomputing."""

@@ -1,0 +1,188 @@
+"""ERF: analytic receptive fields, batched == one-at-a-time, area ratios, CLI end to end."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from stm_probe.cli import main
+from stm_probe.erf import (
+    area_ratio,
+    area_ratios,
+    bootstrap_area_ci,
+    compute_erf,
+    contribution_maps,
+    log_normalize,
+)
+from stm_probe.models.features import Normalized
+
+
+class ConvStack(nn.Module):
+    """k stacked 3x3 convolutions (stride 1) exposed as one 'stage' through forward_intermediates."""
+
+    def __init__(self, k: int, kernel: int = 3, depthwise: bool = False, positive: bool = False) -> None:
+        super().__init__()
+        groups = 3 if depthwise else 1
+        self.convs = nn.Sequential(*[nn.Conv2d(3, 3, kernel, padding=kernel // 2, groups=groups) for _ in range(k)])
+        if positive:
+            for conv in self.convs:
+                nn.init.constant_(conv.weight, 1.0)
+                nn.init.zeros_(conv.bias)
+        self.feature_info = [dict(num_chs=3, reduction=1, module="convs")]
+        self.pretrained_cfg = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+    def forward_intermediates(self, x, indices, intermediates_only=True, output_fmt="NCHW"):
+        return [self.convs(x)]
+
+    def forward(self, x):
+        return self.convs(x).mean((2, 3))
+
+
+def _support(m: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(m > 0)
+    return ys.min(), ys.max(), xs.min(), xs.max()
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_stacked_3x3_convs_have_exact_square_support(k: int) -> None:
+    """Centre-pixel gradient of k positive 3x3 convs is non-zero exactly on the (2k+1)^2 square."""
+    net = Normalized(ConvStack(k, positive=True)).eval()
+    maps = contribution_maps(net, torch.rand(2, 3, 33, 33) + 0.1, [0])[0].numpy()
+    c = 33 // 2
+    for m in maps:
+        assert _support(m) == (c - k, c + k, c - k, c + k)
+
+
+def test_depthwise_7x7_gives_side_7_at_099() -> None:
+    net = Normalized(ConvStack(1, kernel=7, depthwise=True, positive=True)).eval()
+    mean = contribution_maps(net, torch.rand(3, 3, 31, 31), [0])[0].double().mean(0).numpy()
+    ratio = area_ratio(log_normalize(mean), 0.99)
+    assert (ratio.side_px, ratio.reached) == (7, True)
+    assert ratio.area_ratio == pytest.approx(49 / 31**2)
+
+
+def test_batched_equals_one_image_at_a_time() -> None:
+    """One backward for a batch == a straightforward per-image loop (autograd on each image)."""
+    from stm_probe.models import create_model
+
+    model = create_model("unified_convnext_micro").eval()
+    net = Normalized(model)
+    images = torch.rand(4, 3, 64, 64)
+    batched = compute_erf(net, [images[:3], images[3:]], [0, 1, 3], torch.device("cpu"), batch_size=8)
+    for stage in (0, 1, 3):
+        reference = []
+        for img in images:
+            x = net.normalize(img[None]).requires_grad_(True)
+            feat = model.forward_stages(x, [stage])[0]
+            h, w = feat.shape[-2:]
+            feat[0, :, h // 2, w // 2].relu().sum().backward()
+            reference.append(x.grad[0].relu().sum(0).numpy())
+        reference = np.stack(reference)
+        np.testing.assert_allclose(batched.stacked(stage), reference, rtol=1e-3, atol=1e-4 * reference.max())
+
+
+def test_sub_batching_does_not_change_the_result() -> None:
+    from stm_probe.models import create_model
+
+    net = Normalized(create_model("unified_swin_micro")).eval()
+    images = torch.rand(4, 3, 64, 64)
+    whole = compute_erf(net, [images], [1], torch.device("cpu"), batch_size=4)
+    single = compute_erf(net, [images], [1], torch.device("cpu"), batch_size=1)
+    reference = single.stacked(1)
+    np.testing.assert_allclose(whole.stacked(1), reference, rtol=1e-3, atol=1e-4 * reference.max())
+
+
+class SquareNet(ConvStack):
+    """conv(x * x): the input gradient 2 x w depends on the pixel values, so a NaN pixel makes a NaN map."""
+
+    def forward_intermediates(self, x, indices, intermediates_only=True, output_fmt="NCHW"):
+        return [self.convs(x * x)]
+
+
+def test_nan_images_are_skipped_and_counted() -> None:
+    net = Normalized(SquareNet(1, positive=True)).eval()
+    images = torch.rand(3, 3, 9, 9) + 0.1
+    images[1, 0, 4, 4] = float("nan")
+    acc = compute_erf(net, [images], [0], torch.device("cpu"), batch_size=3)
+    assert acc.skipped[0] == 1
+    kept = acc.stacked(0)
+    assert kept.shape == (2, 9, 9) and np.isfinite(kept).all()
+    # kept: images 0 and 2; d/dx of 3 output channels of conv(x^2) with unit weights = 3 * 2x, summed over RGB
+    expected = 6 * images[[0, 2], :, 3:6, 3:6].sum(1).numpy()
+    np.testing.assert_allclose(kept[:, 3:6, 3:6], expected, rtol=1e-5)
+
+
+def test_area_ratio_on_hand_made_maps() -> None:
+    uniform = np.ones((21, 21))
+    # uniform: a (2i+1)^2 square holds (2i+1)^2 / 441 of the total: first side above 0.5 is 15 (225/441 > .5)
+    assert area_ratio(uniform, 0.5).side_px == 15
+    assert area_ratio(uniform, 0.2).side_px == 11  # 121/441 = 0.274 > 0.2, 81/441 = 0.18
+    delta = np.zeros((21, 21))
+    delta[10, 10] = 1.0
+    assert area_ratio(delta, 0.99).side_px == 3  # squares start at i = 1 (RepLKNet)
+    # Gaussian of sigma 2: the square of half-side a holds erf(a'/(sigma sqrt2))^2 of the mass
+    yy, xx = np.mgrid[-50:51, -50:51]
+    sigma = 2.0
+    gauss = np.exp(-(yy**2 + xx**2) / (2 * sigma**2))
+    from scipy.special import erf
+
+    def mass(i: int) -> float:  # continuous approximation of the discrete square (half-side i + 0.5)
+        return erf((i + 0.5) / (sigma * np.sqrt(2))) ** 2
+
+    expected = next(2 * i + 1 for i in range(1, 50) if mass(i) > 0.9)
+    assert area_ratio(gauss, 0.9).side_px == expected
+
+
+def test_threshold_never_reached_is_flagged_not_a_crash() -> None:
+    uniform = np.ones((10, 10))
+    r = area_ratio(uniform, 0.99)  # the largest square tried is 9x9 = 81% of the total
+    assert (r.reached, r.side_px, r.area_ratio) == (False, 10, 1.0)
+    assert area_ratios(uniform[None], [0.99])[0][0] == 1.0
+
+
+def test_vectorised_ratios_equal_single() -> None:
+    rng = np.random.default_rng(0)
+    maps = rng.random((5, 24, 24)) ** 4
+    for t in (0.2, 0.5, 0.9):
+        expected = [area_ratio(m, t).area_ratio for m in maps]
+        np.testing.assert_allclose(area_ratios(maps, [t])[0], expected)
+
+
+def test_bootstrap_ci_brackets_and_is_seeded() -> None:
+    rng = np.random.default_rng(1)
+    maps = rng.random((12, 21, 21)) * np.exp(-((np.mgrid[-10:11, -10:11] ** 2).sum(0)) / 20.0)
+    point = area_ratio(log_normalize(maps.mean(0)), 0.5).area_ratio
+    ci = bootstrap_area_ci(maps, [0.5], n_boot=200, seed=3)[0]
+    assert ci == bootstrap_area_ci(maps, [0.5], n_boot=200, seed=3)[0]
+    assert ci[0] <= point <= ci[1]
+
+
+def test_cli_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code = main(["erf", "--model", "unified_convnext_micro", "--model", "unified_halo_micro",
+                 "--num-images", "3", "--input-size", "64", "--bootstrap", "20", "--out", str(out), "--quiet"])
+    assert code == 0
+    frame = pd.read_csv(out / "erf.csv")
+    assert list(frame.columns)[:14] == ["model", "stm", "size", "weights", "stage", "threshold", "side_px",
+                                        "side_ratio", "area_ratio", "ci_low", "ci_high", "n_images", "n_skipped",
+                                        "input_size"]
+    assert len(frame) == 2 * 4 * 4 and set(frame["weights"]) == {"random-init"}
+    assert (frame["n_images"] == 3).all()
+    assert ((frame["ci_low"] <= frame["area_ratio"] + 1e-12) & (frame["area_ratio"] <= frame["ci_high"] + 1e-12)).all()
+    for model in ("unified_convnext_micro", "unified_halo_micro"):
+        for stage in range(1, 5):
+            raw = np.load(out / "erf" / f"{model}_stage{stage}.npy")
+            assert raw.dtype == np.float64 and raw.shape == (64, 64)
+            np.testing.assert_allclose(np.load(out / "erf" / f"{model}_stage{stage}_norm.npy"), log_normalize(raw))
+        assert (out / f"erf_{model}.png").stat().st_size > 0 and (out / f"erf_{model}.pdf").exists()
+    assert (out / "erf_grid.png").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_images"] == 3 and manifest["models"][0]["weights"] == "random-init"
+    (out / "erf_grid.png").unlink()
+    assert main(["plot", "erf", str(out)]) == 0
+    assert (out / "erf_grid.png").exists()
