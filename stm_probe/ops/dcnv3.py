@@ -1,0 +1,138 @@
+"""Deformable convolution v3 (DCNv3) sampling in plain PyTorch.
+
+The unified InternImage blocks of "Demystify Transformers & Convolutions" sample a zero-padded
+value map at ``points`` locations per query and group, each a learned offset from a fixed 3x3
+grid around the query, and sum the samples weighted by softmax-normalised attention weights.
+The original relies on a compiled CUDA op (the multi-scale deformable attention kernel of
+Deformable DETR, single level); here the same function is computed with ``F.grid_sample``
+(bilinear, zero padding, ``align_corners=False``), so it runs on any device, in any floating
+dtype, and is differentiable with respect to the value map, the locations and the weights.
+
+Coordinate conventions (kept from the original so released weights compute the same function):
+
+* locations are ``(x, y)`` pairs normalised to ``[0, 1]`` over the *padded* map, where pixel
+  ``j`` covers ``[j / W, (j + 1) / W)``; ``loc * size - 0.5`` is the pixel-centre coordinate;
+* the reference point of query ``(i, j)`` of an ``H x W`` map padded by ``p`` is
+  ``((j + p + 0.5) / (W + 2p), (i + p + 0.5) / (H + 2p))``, built in float32;
+* the base grid is generated as ``(row, col)`` pairs but read as ``(x, y)``, so point ``k`` of
+  a ``k x k`` kernel sits at ``dx = r[k // ks]``, ``dy = r[k % ks]`` (``r = -1, 0, 1`` for 3x3);
+* offsets are in pixels and are added to the base grid before normalising by the padded size.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "dcnv3_base_grid",
+    "dcnv3_core",
+    "dcnv3_from_offsets",
+    "dcnv3_reference_points",
+    "dcnv3_sampling_locations",
+]
+
+
+def dcnv3_base_grid(points: int = 9, device: torch.device | str | None = None) -> torch.Tensor:
+    """The fixed sampling grid, (points, 2) float32 ``(dx, dy)`` in pixels.
+
+    For 9 points: ``dx = k // 3 - 1`` and ``dy = k % 3 - 1`` (the original's row/column swap).
+    """
+    ks = math.isqrt(points)
+    if ks * ks != points:
+        raise ValueError(f"points must be a square number, got {points}")
+    # taps -ks//2+1 .. ks//2, as the original's linspace (-1, 0, 1 for a 3x3 kernel)
+    taps = torch.linspace(-ks // 2 + 1, ks // 2, ks, dtype=torch.float32, device=device)
+    first, second = torch.meshgrid(taps, taps, indexing="ij")
+    return torch.stack((first.reshape(-1), second.reshape(-1)), dim=-1)
+
+
+def dcnv3_reference_points(
+    height: int, width: int, padding: int = 1, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Normalised pixel centres of an unpadded ``height x width`` map, (H * W, 2) float32 ``(x, y)``.
+
+    Normalised by the padded size: ``x = (j + padding + 0.5) / (width + 2 * padding)``.
+    """
+    padded_h, padded_w = height + 2 * padding, width + 2 * padding
+    ys = torch.linspace(padding + 0.5, padded_h - padding - 0.5, height, dtype=torch.float32, device=device)
+    xs = torch.linspace(padding + 0.5, padded_w - padding - 0.5, width, dtype=torch.float32, device=device)
+    ref_y, ref_x = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack((ref_x.reshape(-1) / padded_w, ref_y.reshape(-1) / padded_h), dim=-1)
+
+
+def dcnv3_sampling_locations(
+    offsets: torch.Tensor,
+    reference_points: torch.Tensor,
+    base_grid: torch.Tensor,
+    padded_size: tuple[int, int],
+) -> torch.Tensor:
+    """Sampling locations ``ref + (grid + offsets) / (W_pad, H_pad)``, normalised ``(x, y)``.
+
+    Args:
+        offsets: (B, L, G, P, 2) pixel offsets ``(x, y)`` from the base grid.
+        reference_points: (L, 2) normalised query centres (`dcnv3_reference_points`).
+        base_grid: (P, 2) base grid in pixels (`dcnv3_base_grid`).
+        padded_size: (H_pad, W_pad) of the value map being sampled.
+
+    Returns:
+        (B, L, G, P, 2) locations in the promoted dtype of the inputs.
+    """
+    padded_h, padded_w = padded_size
+    normalizer = torch.tensor([padded_w, padded_h], dtype=torch.float32, device=offsets.device)
+    return reference_points[None, :, None, None, :] + (base_grid + offsets) / normalizer
+
+
+def dcnv3_core(
+    value: torch.Tensor, sampling_locations: torch.Tensor, attention_weights: torch.Tensor
+) -> torch.Tensor:
+    """Weighted bilinear sampling of a channels-last map, grouped over channels.
+
+    Args:
+        value: (B, H, W, C) map to sample (already zero-padded in DCNv3), C = G * D.
+        sampling_locations: (B, L, G, P, 2) normalised ``(x, y)`` in [0, 1] over (W, H);
+            samples outside the map read zeros.
+        attention_weights: (B, L, G, P) weight of each sample.
+
+    Returns:
+        (B, L, C): ``sum_p w[b, l, g, p] * bilinear(value[b, :, :, g*D:(g+1)*D], loc[b, l, g, p])``.
+    """
+    batch, height, width, channels = value.shape
+    _, length, groups, points, _ = sampling_locations.shape
+    if channels % groups:
+        raise ValueError(f"channels {channels} not divisible by groups {groups}")
+    group_dim = channels // groups
+    # (B, H, W, G, D) -> (B * G, D, H, W)
+    value = value.reshape(batch, height * width, groups, group_dim).permute(0, 2, 3, 1)
+    value = value.reshape(batch * groups, group_dim, height, width)
+    # [0, 1] -> [-1, 1]: with align_corners=False, grid_sample reads pixel loc * size - 0.5
+    grid = 2 * sampling_locations.to(value.dtype) - 1
+    grid = grid.transpose(1, 2).reshape(batch * groups, length, points, 2)
+    sampled = F.grid_sample(value, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    # sampled: (B * G, D, L, P)
+    weights = attention_weights.to(value.dtype).transpose(1, 2).reshape(batch * groups, 1, length, points)
+    out = (sampled * weights).sum(-1)  # (B * G, D, L)
+    return out.reshape(batch, channels, length).transpose(1, 2)
+
+
+def dcnv3_from_offsets(
+    value: torch.Tensor, offsets: torch.Tensor, attention_weights: torch.Tensor, padding: int = 1
+) -> torch.Tensor:
+    """DCNv3 sampling of an unpadded map with pixel offsets, as the unified InternImage block does.
+
+    Args:
+        value: (B, H, W, C) unpadded value map; zero-padded by ``padding`` here.
+        offsets: (B, H * W, G, P, 2) pixel offsets ``(x, y)`` from the base grid, queries row-major.
+        attention_weights: (B, H * W, G, P) (already normalised over P in DCNv3).
+
+    Returns:
+        (B, H * W, C).
+    """
+    _, height, width, _ = value.shape
+    points = offsets.shape[-2]
+    value = F.pad(value, (0, 0, padding, padding, padding, padding))
+    ref = dcnv3_reference_points(height, width, padding, device=value.device)
+    grid = dcnv3_base_grid(points, device=value.device)
+    locations = dcnv3_sampling_locations(offsets, ref, grid, (height + 2 * padding, width + 2 * padding))
+    return dcnv3_core(value, locations, attention_weights)

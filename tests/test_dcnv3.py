@@ -1,0 +1,192 @@
+"""DCNv3 in plain PyTorch against a naive loop implementation, analytic cases, and the block."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stm_probe.models.blocks.dcn_v3 import DCNv3, DCNv3Block
+from stm_probe.ops import dcnv3_base_grid, dcnv3_core, dcnv3_from_offsets, dcnv3_reference_points
+
+B, H, W, G, D, P = 2, 5, 6, 2, 3, 9
+
+
+# --- naive reference: explicit loops, hand-written bilinear interpolation ----------------------
+
+def _bilinear(vmap: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Sample vmap (Hv, Wv, D) at pixel-centre coordinates (x, y); zeros outside the map."""
+    height, width = vmap.shape[:2]
+    x0, y0 = math.floor(x.item()), math.floor(y.item())
+    fx, fy = x - x0, y - y0
+    out = vmap.new_zeros(vmap.shape[-1])
+    for yy, wy in ((y0, 1 - fy), (y0 + 1, fy)):
+        for xx, wx in ((x0, 1 - fx), (x0 + 1, fx)):
+            if 0 <= yy < height and 0 <= xx < width:
+                out = out + wy * wx * vmap[yy, xx]
+    return out
+
+
+def naive_core(value: torch.Tensor, locations: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """value (B, Hv, Wv, G*D), locations (B, L, G, P, 2) normalised (x, y), weights (B, L, G, P)."""
+    batch, height, width, channels = value.shape
+    _, length, groups, points, _ = locations.shape
+    dim = channels // groups
+    rows = []
+    for b in range(batch):
+        per_query = []
+        for q in range(length):
+            per_group = []
+            for g in range(groups):
+                vmap = value[b, :, :, g * dim:(g + 1) * dim]
+                acc = value.new_zeros(dim)
+                for p in range(points):
+                    x = locations[b, q, g, p, 0] * width - 0.5
+                    y = locations[b, q, g, p, 1] * height - 0.5
+                    acc = acc + weights[b, q, g, p] * _bilinear(vmap, x, y)
+                per_group.append(acc)
+            per_query.append(torch.cat(per_group))
+        rows.append(torch.stack(per_query))
+    return torch.stack(rows)
+
+
+def naive_from_offsets(value: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """DCNv3 in pixel units: query (i, j), point k samples the 1-padded map at
+    (x, y) = (j + 1 + k // 3 - 1 + off_x, i + 1 + k % 3 - 1 + off_y)  (PROTOCOLS.md section 8)."""
+    batch, height, width, channels = value.shape
+    groups = offsets.shape[2]
+    dim = channels // groups
+    padded = value.new_zeros(batch, height + 2, width + 2, channels)
+    padded[:, 1:height + 1, 1:width + 1] = value
+    rows = []
+    for b in range(batch):
+        per_query = []
+        for i in range(height):
+            for j in range(width):
+                q = i * width + j
+                per_group = []
+                for g in range(groups):
+                    vmap = padded[b, :, :, g * dim:(g + 1) * dim]
+                    acc = value.new_zeros(dim)
+                    for k in range(9):
+                        x = j + 1 + (k // 3 - 1) + offsets[b, q, g, k, 0]
+                        y = i + 1 + (k % 3 - 1) + offsets[b, q, g, k, 1]
+                        acc = acc + weights[b, q, g, k] * _bilinear(vmap, x, y)
+                    per_group.append(acc)
+                per_query.append(torch.cat(per_group))
+        rows.append(torch.stack(per_query))
+    return torch.stack(rows)
+
+
+def _grads(fn, inputs: tuple[torch.Tensor, ...], probe: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    out = fn(*inputs)
+    return (out,) + torch.autograd.grad((out * probe).sum(), inputs)
+
+
+def _inputs(offset_scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    value = torch.randn(B, H, W, G * D, dtype=torch.float64, requires_grad=True)
+    offsets = (offset_scale * torch.randn(B, H * W, G, P, 2, dtype=torch.float64)).requires_grad_()
+    weights = torch.randn(B, H * W, G, P, dtype=torch.float64).softmax(-1).requires_grad_()
+    return value, offsets, weights
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+def test_core_matches_naive_values_and_grads() -> None:
+    """Random locations, some outside the map (zeros there); padded-map sampling as in DCNv3."""
+    hv, wv = H + 2, W + 2
+    value = torch.randn(B, hv, wv, G * D, dtype=torch.float64, requires_grad=True)
+    locations = (torch.rand(B, H * W, G, P, 2, dtype=torch.float64) * 1.4 - 0.2).requires_grad_()
+    weights = torch.randn(B, H * W, G, P, dtype=torch.float64).requires_grad_()
+    probe = torch.randn(B, H * W, G * D, dtype=torch.float64)
+
+    ours = _grads(dcnv3_core, (value, locations, weights), probe)
+    ref = _grads(naive_core, (value, locations, weights), probe)
+    assert (locations < 0).any() and (locations > 1).any()
+    torch.testing.assert_close(ours[0], ref[0], atol=1e-5, rtol=0)
+    for name, a, b in zip(("value", "locations", "weights"), ours[1:], ref[1:]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=f"grad wrt {name}")
+
+
+def test_offsets_path_matches_naive_values_and_grads() -> None:
+    """Full DCNv3 sampling (padding, float32 reference points, swapped base grid) vs pixel loops."""
+    value, offsets, weights = _inputs(offset_scale=1.5)
+    probe = torch.randn(B, H * W, G * D, dtype=torch.float64)
+
+    ours = _grads(dcnv3_from_offsets, (value, offsets, weights), probe)
+    ref = _grads(naive_from_offsets, (value, offsets, weights), probe)
+    torch.testing.assert_close(ours[0], ref[0], atol=1e-5, rtol=0)
+    for name, a, b in zip(("value", "offsets", "weights"), ours[1:], ref[1:]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=f"grad wrt {name}")
+
+
+def test_zero_offsets_uniform_weights_is_padded_3x3_mean() -> None:
+    for dtype, tol in ((torch.float64, 1e-6), (torch.float32, 1e-5)):
+        value = torch.randn(B, H, W, G * D, dtype=dtype)
+        offsets = torch.zeros(B, H * W, G, P, 2, dtype=dtype)
+        weights = torch.full((B, H * W, G, P), 1 / 9, dtype=dtype)
+        out = dcnv3_from_offsets(value, offsets, weights)
+        mean = F.avg_pool2d(value.permute(0, 3, 1, 2), 3, stride=1, padding=1, count_include_pad=True)
+        torch.testing.assert_close(out, mean.flatten(2).transpose(1, 2), atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("k", range(9))
+def test_single_point_reads_swapped_grid(k: int) -> None:
+    """Point k alone reads the neighbour at dx = k // 3 - 1, dy = k % 3 - 1 (zero outside)."""
+    value = torch.randn(1, H, W, 4, dtype=torch.float64)
+    weights = F.one_hot(torch.full((1, H * W, 2), k), P).to(torch.float64)
+    out = dcnv3_from_offsets(value, torch.zeros(1, H * W, 2, P, 2, dtype=torch.float64), weights)
+    padded = F.pad(value, (0, 0, 1, 1, 1, 1))
+    dx, dy = k // 3 - 1, k % 3 - 1
+    expected = padded[:, 1 + dy:1 + dy + H, 1 + dx:1 + dx + W].reshape(1, H * W, 4)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_grid_helpers() -> None:
+    grid = dcnv3_base_grid(9)
+    assert grid.dtype == torch.float32
+    assert grid.tolist() == [[k // 3 - 1, k % 3 - 1] for k in range(9)]
+    ref = dcnv3_reference_points(3, 4)  # padded 5 x 6
+    assert ref.dtype == torch.float32 and ref.shape == (12, 2)
+    expected = torch.tensor([[(j + 1.5) / 6, (i + 1.5) / 5] for i in range(3) for j in range(4)])
+    torch.testing.assert_close(ref, expected, atol=0, rtol=0)
+
+
+def test_block_zero_predictors_average_value_projection() -> None:
+    """With the original's block-level init (zero offset/weight predictors) DCNv3 is
+    output_proj(3x3 zero-padded mean of value_proj(x)), on a non-square map."""
+    dim, height, width = 8, 4, 7
+    mixer = DCNv3(dim, num_heads=2).double()
+    x = torch.randn(2, height, width, dim, dtype=torch.float64)
+    v = mixer.value_proj(x).permute(0, 3, 1, 2)
+    mean = F.avg_pool2d(v, 3, stride=1, padding=1, count_include_pad=True).permute(0, 2, 3, 1)
+    torch.testing.assert_close(mixer(x), mixer.output_proj(mean), atol=1e-6, rtol=0)
+
+
+def test_block_runs_any_size_and_caches_grids() -> None:
+    block = DCNv3Block(16, layer_scale_init_value=1.0, num_heads=2)
+    for p in (block.attn.sampling_offsets.weight, block.attn.attention_weights.weight):
+        torch.nn.init.normal_(p, std=0.5)
+    for height, width in ((8, 8), (4, 10), (8, 8)):
+        x = torch.randn(2, 16, height, width, requires_grad=True)
+        y = block(x)
+        assert y.shape == x.shape and torch.isfinite(y).all()
+        y.square().sum().backward()
+        assert torch.isfinite(x.grad).all() and block.attn.sampling_offsets.weight.grad.abs().sum() > 0
+    assert set(k[:2] for k in block.attn._grid_cache) == {(8, 8), (4, 10)}
+    assert not any("grid" in k for k in block.state_dict())
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # core runs in float32, like the original op
+        assert torch.isfinite(block(torch.randn(1, 16, 4, 4))).all()
+
+
+def test_backbone_init_overrides_zero_init() -> None:
+    """As in the original, the backbone's trunc_normal(0.02) init overwrites the block's zero init."""
+    from stm_probe.models.unified import UnifiedNet
+
+    net = UnifiedNet(DCNv3Block, dict(num_heads=(2, 4, 8, 16), points=9, kernel_size=3),
+                     depths=(1, 1, 1, 1), dims=(32, 64, 128, 256), num_classes=10)
+    attn = net.stages[0][0].attn
+    for layer in (attn.sampling_offsets, attn.attention_weights, attn.value_proj):
+        assert 0.015 < layer.weight.std().item() < 0.025
+        assert layer.bias.abs().max() == 0
