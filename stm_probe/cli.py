@@ -158,6 +158,7 @@ class RunContext:
     out_dir: Path
     args: argparse.Namespace
     record: RunRecord
+    source: Any  # stm_probe.data.ImageSource of --data (validated before the run starts)
 
     @property
     def quiet(self) -> bool:
@@ -179,14 +180,12 @@ class RunContext:
             yield LoadedModel(name, spec.stm, spec.size, weights["weights"], net, entry)
             del net, model
 
-    def data_source(self) -> Any:
-        from .data import resolve_source
-
-        return resolve_source(self.args.data)
-
 
 def make_context(analysis: str, args: argparse.Namespace) -> RunContext:
-    """Validate the shared options and open the run (output folder, manifest record)."""
+    """Validate the shared options, then open the run (output folder, manifest record).
+
+    Every check that can fail on user input runs before the output folder is created.
+    """
     from .models import expand_model_patterns, resolve_name
 
     models = expand_model_patterns(args.model)
@@ -198,13 +197,16 @@ def make_context(analysis: str, args: argparse.Namespace) -> RunContext:
         raise UsageError(f"--input-size {args.input_size} is not a multiple of 32, which the unified models need: "
                          f"use {max(32, round(args.input_size / 32) * 32)}")
     device = resolve_device(args.device)
+    from .data import resolve_source
+
+    source = resolve_source(args.data)
     seed_everything(args.seed)
     out_dir = args.out if args.out is not None else default_out_dir(analysis)
     out_dir.mkdir(parents=True, exist_ok=True)
     record = RunRecord(analysis, out_dir)
     record.update(device=str(device), seed=args.seed, input_size=args.input_size, batch_size=args.batch_size,
                   num_images_requested=args.num_images)
-    return RunContext(analysis, models, checkpoints, device, out_dir, args, record)
+    return RunContext(analysis, models, checkpoints, device, out_dir, args, record, source)
 
 
 # --- subcommands -------------------------------------------------------------------------------
@@ -232,7 +234,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 # analysis -> (module, function) drawing its figures from a run folder
-PLOTTERS: dict[str, tuple[str, str]] = {"erf": ("stm_probe.plots.erf", "plot_erf")}
+PLOTTERS: dict[str, tuple[str, str]] = {"erf": ("stm_probe.plots.erf", "plot_erf"),
+                                        "adversarial": ("stm_probe.plots.adversarial", "plot_adversarial")}
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -251,6 +254,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # name -> (module with add_arguments/run, help); analyses register here as they are added
 ANALYSES: dict[str, tuple[str, str]] = {
     "erf": ("commands.erf", "effective receptive field of every stage: heatmaps and area ratios"),
+    "adversarial": ("commands.adversarial", "adversarial robustness: robust accuracy (or flip rate) under FGSM, PGD, "
+                                            "AutoAttack, ... per eps"),
 }
 
 

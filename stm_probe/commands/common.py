@@ -12,7 +12,7 @@ from ..data import ImageLoader, eval_transform, make_loader
 
 def open_images(ctx: RunContext, mode: str = "center") -> ImageLoader:
     """Loader of the run's images ((B, 3, S, S) pixels in [0, 1]); records the source in the manifest."""
-    source = ctx.data_source()
+    source = ctx.source
     loader = make_loader(source, batch_size=ctx.args.batch_size, num_images=ctx.args.num_images,
                          transform=eval_transform(ctx.args.input_size, mode), num_workers=ctx.args.workers,
                          spread_classes=source.has_labels, pin_memory=ctx.device.type == "cuda")

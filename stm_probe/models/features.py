@@ -10,29 +10,40 @@ from torch import nn
 from .unified import UnifiedNet
 
 
+def _timm_stage_indices(model: nn.Module) -> list[int]:
+    """feature_info indices of a timm model's stages: those at stride >= 4 (a stride-2 stem
+    output, as in ResNets, is not a stage), so stage k lines up with the unified models' k."""
+    info = getattr(model, "feature_info", None)
+    if not info:
+        raise ValueError(f"{type(model).__name__} exposes no feature stages (no feature_info)")
+    reductions = [entry.get("reduction", 1) if isinstance(entry, dict) else 1 for entry in info]
+    kept = [i for i, r in enumerate(reductions) if r >= 4]
+    return kept or list(range(len(info)))
+
+
 def num_stages(model: nn.Module) -> int:
-    """Number of feature stages (4 for unified models, len(feature_info) for timm models)."""
+    """Number of feature stages (4 for unified models; timm: feature_info entries at stride >= 4)."""
     if isinstance(model, UnifiedNet):
         return len(model.depths)
-    info = getattr(model, "feature_info", None)
-    if info:
-        return len(info)
-    raise ValueError(f"{type(model).__name__} exposes no feature stages (no feature_info)")
+    return len(_timm_stage_indices(model))
 
 
 def stage_outputs(model: nn.Module, x: torch.Tensor, stages: Sequence[int]) -> list[torch.Tensor]:
     """Feature maps of ``stages`` (0-based) for normalised images ``x`` (B, 3, H, W).
 
     Unified models: the output after each stage's LayerNorm (PROTOCOLS.md s. 1), (B, C_i, H_i, W_i).
-    timm models: the stage outputs of ``forward_intermediates`` (NCHW), the same stages that
-    ``features_only=True`` exposes. Computation stops at the last requested stage where possible.
+    timm models: the ``forward_intermediates`` outputs (NCHW) of the feature_info entries at
+    stride >= 4, the stages ``features_only=True`` exposes. Maps come in ascending stage order;
+    computation stops at the last requested stage where the model allows it.
     """
     if isinstance(model, UnifiedNet):
         return model.forward_stages(x, stages)
-    if hasattr(model, "forward_intermediates"):
-        outs = model.forward_intermediates(x, indices=list(stages), intermediates_only=True, output_fmt="NCHW")
-        return list(outs)
-    raise ValueError(f"{type(model).__name__} has no forward_intermediates: cannot read its stages")
+    if not hasattr(model, "forward_intermediates"):
+        raise ValueError(f"{type(model).__name__} has no forward_intermediates: cannot read its stages")
+    mapping = _timm_stage_indices(model)
+    indices = [mapping[s] for s in stages]
+    outs = model.forward_intermediates(x, indices=indices, intermediates_only=True, output_fmt="NCHW")
+    return list(outs)
 
 
 class Normalized(nn.Module):

@@ -57,6 +57,11 @@ class ModelSpec:
         return self.stm != "timm"
 
 
+def release_stem(spec: ModelSpec) -> str:
+    """File stem of the released checkpoint, e.g. ``unified_halonet_tiny`` for unified_halo_tiny."""
+    return f"unified_{_BLOCKS[spec.stm][2]}_{spec.size}"
+
+
 def _aliases(stm: str, size: str) -> tuple[str, ...]:
     names = {f"unified_{_BLOCKS[stm][2]}_{size}"}
     names.update(f"unified_{size}_{short}" for short, full in STM_ALIASES.items() if full == stm)
@@ -115,7 +120,7 @@ def default_cfg(spec: ModelSpec, num_classes: int = 1000) -> dict[str, Any]:
         architecture=spec.name, input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
         mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, num_classes=num_classes,
         first_conv="downsample_layers.0.stem.0", classifier="head",
-        file=f"unified_{_BLOCKS[spec.stm][2]}_{spec.size}.pth",
+        file=f"{release_stem(spec)}.pth",
     )
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .registry import build_unified, list_specs
+from .registry import STM_ALIASES, ModelSpec, build_unified, list_specs, release_stem
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -26,6 +26,13 @@ def count_gmacs(model: nn.Module, input_size: int = 224) -> float:
     return counter.get_total_flops() / 2e9
 
 
+def display_aliases(spec: ModelSpec) -> list[str]:
+    """The aliases worth listing: the release-file stem (if it differs) and ``unified_<size>_<stm>``."""
+    stem = release_stem(spec)
+    short = [f"unified_{spec.size}_{alias}" for alias, stm in STM_ALIASES.items() if stm == spec.stm]
+    return ([stem] if stem != spec.name else []) + short
+
+
 def model_table() -> list[dict[str, Any]]:
     """One row per unified model: name, stm, size, params, gmacs_224, aliases."""
     rows = []
@@ -33,5 +40,5 @@ def model_table() -> list[dict[str, Any]]:
         with torch.device("meta"):
             model = build_unified(spec.name)
         rows.append(dict(name=spec.name, stm=spec.stm, size=spec.size, params=count_parameters(model),
-                         gmacs_224=round(count_gmacs(model), 3), aliases=" ".join(spec.aliases)))
+                         gmacs_224=round(count_gmacs(model), 3), aliases=" ".join(display_aliases(spec))))
     return rows

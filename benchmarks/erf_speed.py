@@ -1,0 +1,74 @@
+"""ERF speed: batched maps vs a one-image-at-a-time loop, and vs raw forward+input-gradient.
+
+Reported as ratios (images/s over images/s), e.g.
+
+    python benchmarks/erf_speed.py --model unified_convnext_tiny --batch-size 16 --images 32
+    python benchmarks/erf_speed.py --model unified_convnext_tiny --input-size 1024 --images 2 --memory-only
+
+Targets (issue 3): batched >= 3x the loop on CPU; last-stage ERF >= 90% of the model's
+batched forward+input-gradient throughput; peak memory of a tiny model at 1024 on CPU < 16 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import torch
+
+from stm_probe.cli import resolve_device
+from stm_probe.erf import compute_erf, contribution_maps
+from stm_probe.models import create_model
+from stm_probe.models.features import Normalized
+
+
+def _timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="unified_convnext_micro")
+    parser.add_argument("--input-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--images", type=int, default=32)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--memory-only", action="store_true", help="only run the batched ERF and report peak memory")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    net = Normalized(create_model(args.model)).to(device).eval()
+    images = torch.rand(args.images, 3, args.input_size, args.input_size, device=device)
+    batches = list(images.split(args.batch_size))
+    all_stages, last = [0, 1, 2, 3], [3]
+    contribution_maps(net, images[:1], all_stages)  # warm-up
+
+    batched = args.images / _timed(lambda: compute_erf(net, batches, all_stages, device, args.batch_size), device)
+    peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    print(f"{args.model} on {device}, input {args.input_size}, batch {args.batch_size}, {args.images} images")
+    print(f"batched ERF, 4 stages:        {batched:8.2f} img/s   peak memory {peak:.2f} GB")
+    if args.memory_only:
+        return
+    loop = args.images / _timed(lambda: [contribution_maps(net, img[None], all_stages) for img in images], device)
+    last_stage = args.images / _timed(lambda: compute_erf(net, batches, last, device, args.batch_size), device)
+
+    def forward_input_grad() -> None:
+        for batch in batches:
+            x = batch.detach().requires_grad_(True)
+            torch.autograd.grad(net(x).sum(), x)
+
+    raw = args.images / _timed(forward_input_grad, device)
+    print(f"one-image loop, 4 stages:     {loop:8.2f} img/s   batched/loop = {batched / loop:.2f}x (target >= 3)")
+    print(f"batched ERF, last stage:      {last_stage:8.2f} img/s")
+    print(f"forward+input-gradient (raw): {raw:8.2f} img/s   last-stage ERF/raw = {last_stage / raw:.2f} "
+          f"(target >= 0.90); 4-stage ERF/raw = {batched / raw:.2f}")
+
+
+if __name__ == "__main__":
+    main()

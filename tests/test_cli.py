@@ -1,0 +1,53 @@
+"""The command line: the models table against the reference manifest, one-line errors, exit codes."""
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stm_probe.cli import main
+
+
+def test_models_table_matches_manifest(manifest: dict, capsys: pytest.CaptureFixture) -> None:
+    assert main(["models", "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["name"] for r in rows] == list(manifest)
+    for row in rows:
+        ref = manifest[row["name"]]
+        assert int(row["params"]) == ref["param_count"]
+        assert float(row["gmacs_224"]) == pytest.approx(ref["gmacs_224"], rel=0.01)
+        assert (row["stm"], row["size"]) == (ref["family"], ref["size"])
+    assert "unified_tiny_attn" in next(r for r in rows if r["name"] == "unified_pvt_tiny")["aliases"]
+
+
+def _error_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("stm-probe: error:")
+    return err
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["erf", "--model", "unified_swim_tiny"], "did you mean unified_swin_tiny"),
+    (["erf", "--model", "unified_micro_conv", "--batch-size", "0"], "--batch-size"),
+    (["erf", "--model", "unified_micro_conv", "--input-size", "100"], "multiple of 32"),
+    (["erf", "--model", "unified_micro_conv", "--checkpoint", "/nope.pth"], "does not exist"),
+    (["erf", "--model", "unified_micro_conv", "--data", "/no/such/dir"], "no such file"),
+    (["erf", "--model", "unified_micro_conv", "--thresholds", "0.2,x"], "'x' is not a number"),
+    (["erf", "--model", "unified_micro_conv", "--device", "tpu"], "--device"),
+    (["plot", "erf", "/no/such/run"], "not found"),
+])
+def test_bad_input_is_one_line_exit_2(argv: list[str], expected: str, capsys, tmp_path: Path) -> None:
+    assert main(argv + (["--out", str(tmp_path / "o")] if argv[0] != "plot" else [])) == 2
+    assert expected in _error_line(capsys)
+    assert not (tmp_path / "o").exists()  # nothing written for a run that never started
+
+
+def test_unknown_subcommand_and_help() -> None:
+    done = subprocess.run([sys.executable, "-m", "stm_probe", "erf", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "--compare-init" in done.stdout and "--checkpoint" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "stm_probe", "frobnicate"], capture_output=True, text=True)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
