@@ -186,3 +186,41 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     (out / "erf_grid.png").unlink()
     assert main(["plot", "erf", str(out)]) == 0
     assert (out / "erf_grid.png").exists()
+
+
+def test_timm_model_stages() -> None:
+    """timm models give one map per stride>=4 stage, each supported on a growing centred region."""
+    from stm_probe.models import create_model
+
+    net = Normalized(create_model("resnet18", zero_init_last=False)).eval()  # timm zero-inits residual branches
+    acc = compute_erf(net, [torch.rand(2, 3, 96, 96)], [0, 1, 2, 3], torch.device("cpu"), batch_size=2)
+    sides = []
+    for stage in range(4):
+        mean = acc.mean_map(stage)
+        assert mean.shape == (96, 96) and mean.sum() > 0
+        ys, xs = np.nonzero(mean > 0)
+        sides.append(ys.max() - ys.min())
+    assert sides == sorted(sides) and sides[0] < sides[-1]
+
+
+def test_compare_init_with_checkpoint(tmp_path: Path) -> None:
+    from stm_probe.models import create_model
+
+    gen = torch.Generator().manual_seed(5)
+    sd = {k: (v + 0.05 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v)
+          for k, v in create_model("unified_convnext_micro").state_dict().items()}
+    ckpt = tmp_path / "conv.pth"
+    torch.save({"model": sd}, ckpt)
+    out = tmp_path / "run"
+    assert main(["erf", "--model", "unified_micro_conv", "--checkpoint", f"unified_micro_conv={ckpt}",
+                 "--compare-init", "--num-images", "2", "--input-size", "64", "--stages", "2,4",
+                 "--thresholds", "0.5", "--bootstrap", "0", "--out", str(out), "--quiet"]) == 0
+    frame = pd.read_csv(out / "erf.csv")
+    assert list(zip(frame["weights"], frame["init_copy"], frame["stage"])) == [
+        ("checkpoint", False, 2), ("checkpoint", False, 4), ("random-init", True, 2), ("random-init", True, 4)]
+    trained = np.load(out / "erf" / "unified_convnext_micro_stage4.npy")
+    fresh = np.load(out / "erf" / "unified_convnext_micro_init_stage4.npy")
+    assert not np.allclose(trained, fresh)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["models"][0]["checkpoint_key"] == "model" and len(manifest["models"][0]["sha256"]) == 64
+    assert (out / "erf_grid.png").exists()
