@@ -136,3 +136,20 @@ def test_pvt_pos_embed_resized_bilinear_on_load(tmp_path: Path) -> None:
     assert model.state_dict()[key].shape == (1, 32, 64, 64)
     expected = F.interpolate(sd[key], size=(64, 64), mode="bilinear", align_corners=True)
     assert torch.allclose(model.state_dict()[key], expected)
+
+
+def test_swin_bias_table_resized_bicubic_on_load(tmp_path: Path) -> None:
+    """A model built at 128 has a 4x4 last-stage window (7x7 table); a 224 checkpoint's 13x13
+    tables are resized bicubically, as the original loader does."""
+    sd = create_model("unified_swin_micro").state_dict()
+    path = tmp_path / "swin224.pth"
+    torch.save({"model": sd}, path)
+    model = create_model("unified_swin_micro", img_size=128, checkpoint=path)
+    key = "stages.3.0.attn.relative_position_bias_table"
+    table = sd[key]  # (169, heads)
+    grid = table.permute(1, 0).reshape(1, -1, 13, 13)
+    expected = F.interpolate(grid, size=(7, 7), mode="bicubic").reshape(-1, 49).permute(1, 0)
+    assert model.state_dict()[key].shape == (49, table.shape[1])
+    assert torch.allclose(model.state_dict()[key], expected)
+    key0 = "stages.0.0.attn.relative_position_bias_table"
+    assert torch.equal(model.state_dict()[key0], sd[key0])  # same size: untouched
