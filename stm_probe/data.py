@@ -49,6 +49,7 @@ __all__ = [
     "ImageDataset",
     "ImageLoader",
     "ImageSource",
+    "ShortSideResize",
     "SkippedFile",
     "default_data_dir",
     "eval_transform",
@@ -347,6 +348,41 @@ def eval_transform(
 ) -> EvalTransform:
     """The standard evaluation transform (see :class:`EvalTransform`)."""
     return EvalTransform(input_size, mode, crop_pct)
+
+
+class ShortSideResize:
+    """PIL image -> ``float32`` tensor ``(3, h, w)`` in [0, 1]: short side resized, nothing cropped.
+
+    The short side becomes ``short_side`` (bicubic, antialiased) and the long side
+    ``int(short_side * long / short)``, the rounding of :class:`EvalTransform`, so
+    ``EvalTransform(S)(img)`` is the centre ``S x S`` crop of ``ShortSideResize(resize_size(S))(img)``.
+    With ``max_short_side`` (>= ``short_side``), an image whose short side lies in
+    ``[short_side, max_short_side]`` keeps its native size and a larger one is reduced to
+    ``max_short_side``: a higher-resolution base for views that zoom in (the invariance analysis).
+    Sizes differ between images, so load these with ``batch_size=1``.
+    """
+
+    def __init__(self, short_side: int, max_short_side: int | None = None):
+        if short_side < 1 or (max_short_side is not None and max_short_side < short_side):
+            raise UsageError(f"bad short side {short_side} / maximum {max_short_side}")
+        self.short_side = int(short_side)
+        self.max_short_side = int(max_short_side) if max_short_side is not None else self.short_side
+
+    def __call__(self, img: Image.Image) -> torch.Tensor:
+        img = img.convert("RGB")
+        w, h = img.size
+        r = min(max(min(w, h), self.short_side), self.max_short_side)
+        nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+        if (nw, nh) != (w, h):
+            img = img.resize((nw, nh), Image.BICUBIC)
+        arr = np.asarray(img, dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+
+    def __repr__(self) -> str:
+        if self.max_short_side == self.short_side:
+            return f"ShortSideResize(short side {self.short_side} bicubic, no crop, [0,1])"
+        return (f"ShortSideResize(short side clamped to [{self.short_side}, {self.max_short_side}] bicubic, "
+                "no crop, [0,1])")
 
 
 # --------------------------------------------------------------------------------------------
