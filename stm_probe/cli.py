@@ -170,6 +170,7 @@ class RunContext:
         from .models.features import Normalized
 
         for name in self.models:
+            seed_everything(self.args.seed)  # random-init weights depend on the seed only, not on model order
             model = create_model(name, checkpoint=self.checkpoints.get(name), checkpoint_key=self.args.checkpoint_key,
                                  strict=not self.args.non_strict, **kwargs)
             spec = model.stm_probe_spec
@@ -235,6 +236,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 # analysis -> (module, function) drawing its figures from a run folder
 PLOTTERS: dict[str, tuple[str, str]] = {"erf": ("stm_probe.plots.erf", "plot_erf"),
+                                        "invariance": ("stm_probe.plots.invariance", "plot_invariance"),
                                         "adversarial": ("stm_probe.plots.adversarial", "plot_adversarial")}
 
 
@@ -254,6 +256,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # name -> (module with add_arguments/run, help); analyses register here as they are added
 ANALYSES: dict[str, tuple[str, str]] = {
     "erf": ("commands.erf", "effective receptive field of every stage: heatmaps and area ratios"),
+    "invariance": ("commands.invariance", "invariance to translation, rotation and scale; circular-shift consistency; "
+                                          "per-stage shift equivariance"),
     "adversarial": ("commands.adversarial", "adversarial robustness: robust accuracy (or flip rate) under FGSM, PGD, "
                                             "AutoAttack, ... per eps"),
 }
