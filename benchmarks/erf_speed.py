@@ -7,6 +7,12 @@ Reported as ratios (images/s over images/s), e.g.
 
 Targets (issue 3): batched >= 3x the loop on CPU; last-stage ERF >= 90% of the model's
 batched forward+input-gradient throughput; peak memory of a tiny model at 1024 on CPU < 16 GB.
+
+The loop is the straightforward reference (as in tests/test_erf.py and RepLKNet's script): for
+each image and each stage, a forward to that stage and a backward of its centre score. A second
+loop line runs the same per-image loop with frozen parameters, as the analysis does. Subnormal
+floats are flushed to zero for the whole process, as `stm-probe erf` does, so every line
+benefits equally.
 """
 from __future__ import annotations
 
@@ -17,9 +23,9 @@ import time
 import torch
 
 from stm_probe.cli import resolve_device
-from stm_probe.erf import compute_erf, contribution_maps
+from stm_probe.erf import compute_erf, contribution_maps, flush_denormals_for_process
 from stm_probe.models import create_model
-from stm_probe.models.features import Normalized
+from stm_probe.models.features import Normalized, frozen_parameters, stage_outputs
 
 
 def _timed(fn, device: torch.device) -> float:
@@ -32,6 +38,16 @@ def _timed(fn, device: torch.device) -> float:
     return time.perf_counter() - start
 
 
+def reference_loop(net: Normalized, images: torch.Tensor, stages: list[int]) -> None:
+    """Per image, per stage: forward to the stage, backward of the centre score."""
+    for img in images:
+        for stage in stages:
+            x = net.normalize(img[None]).detach().requires_grad_(True)
+            feat = stage_outputs(net.model, x, [stage])[0]
+            h, w = feat.shape[-2:]
+            torch.autograd.grad(feat[0, :, h // 2, w // 2].relu().sum(), x)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="unified_convnext_micro")
@@ -41,6 +57,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-only", action="store_true", help="only run the batched ERF and report peak memory")
     args = parser.parse_args()
+    flush_denormals_for_process()  # as `stm-probe erf` does; applies to every timing below
     device = resolve_device(args.device)
     net = Normalized(create_model(args.model)).to(device).eval()
     images = torch.rand(args.images, 3, args.input_size, args.input_size, device=device)
@@ -55,7 +72,9 @@ def main() -> None:
     print(f"batched ERF, 4 stages:        {batched:8.2f} img/s   peak memory {peak:.2f} GB")
     if args.memory_only:
         return
-    loop = args.images / _timed(lambda: [contribution_maps(net, img[None], all_stages) for img in images], device)
+    loop = args.images / _timed(lambda: reference_loop(net, images, all_stages), device)
+    with frozen_parameters(net):
+        loop_same = args.images / _timed(lambda: reference_loop(net, images, all_stages), device)
     last_stage = args.images / _timed(lambda: compute_erf(net, batches, last, device, args.batch_size), device)
 
     def forward_input_grad() -> None:
@@ -65,6 +84,7 @@ def main() -> None:
 
     raw = args.images / _timed(forward_input_grad, device)
     print(f"one-image loop, 4 stages:     {loop:8.2f} img/s   batched/loop = {batched / loop:.2f}x (target >= 3)")
+    print(f"  same loop, frozen params:  {loop_same:8.2f} img/s   batched/loop = {batched / loop_same:.2f}x")
     print(f"batched ERF, last stage:      {last_stage:8.2f} img/s")
     print(f"forward+input-gradient (raw): {raw:8.2f} img/s   last-stage ERF/raw = {last_stage / raw:.2f} "
           f"(target >= 0.90); 4-stage ERF/raw = {batched / raw:.2f}")

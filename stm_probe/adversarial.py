@@ -14,13 +14,12 @@ inside the eps ball (float tolerance) before any metric is computed.
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import inspect
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
+from .models.features import frozen_parameters
 from .stats import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -272,19 +272,6 @@ def build_attack(net: nn.Module, spec: AttackSpec, num_classes: int, seed: int) 
     return attack
 
 
-@contextlib.contextmanager
-def frozen(net: nn.Module) -> Iterator[None]:
-    """Parameters do not require grad inside the block (the attack only needs the input gradient)."""
-    flags = [(p, p.requires_grad) for p in net.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def perturbation_norms(delta: torch.Tensor, norm: str) -> torch.Tensor:
     """Per-image norm of perturbations (B, 3, H, W) in pixel units, float64 (B,)."""
     flat = delta.detach().flatten(1).double()
@@ -316,7 +303,7 @@ def run_attack(net: nn.Module, spec: AttackSpec, images: torch.Tensor, targets: 
     else the one with the highest loss. Returns (adversarial images, their logits (B, C)).
     """
     cuda = [images.device.index or 0] if images.device.type == "cuda" else []
-    with frozen(net), torch.random.fork_rng(devices=cuda):  # the caller's RNG stream is left as it was
+    with frozen_parameters(net), torch.random.fork_rng(devices=cuda):  # the caller's RNG stream is left as it was
         torch.manual_seed(seed)
         attack = build_attack(net, spec, num_classes, seed)
         adv = attack(images, targets)

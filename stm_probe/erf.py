@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models.features import Normalized, stage_outputs
+from .models.features import Normalized, frozen_parameters, stage_outputs
 
 
 # --- contribution maps -----------------------------------------------------------------------
@@ -108,14 +108,35 @@ class ErfAccumulator:
         return maps.astype(np.float64).mean(axis=0)
 
 
+def flush_denormals_for_process() -> bool:
+    """Flush subnormal floats to zero on the CPU for the rest of the process (call it first).
+
+    Gradients of a centre pixel decay towards the edge of its receptive field (layer scale 1e-6
+    on every residual branch, -100 attention masks) into subnormal floats, which x86 CPUs process
+    many times slower; flushing changes a contribution map by less than 1.2e-38 per pixel and
+    speeds the backward up to 2x. The setting is per thread and worker threads inherit it when
+    they are created, so it must run before torch's first parallel operation (the `erf` command
+    does). Returns False where the CPU does not support it.
+    """
+    return torch.set_flush_denormal(True)
+
+
 def compute_erf(net: Normalized, batches: Iterable[torch.Tensor], stages: Sequence[int], device: torch.device,
                 batch_size: int, progress=None) -> ErfAccumulator:
     """Contribution maps of every image in ``batches`` ((B, 3, H, W) pixels in [0, 1]).
 
     Batches are split into sub-batches that fit in memory (measured on the first image); on a
-    CUDA out-of-memory error the sub-batch is halved and the work retried.
+    CUDA out-of-memory error the sub-batch is halved and the work retried. Parameters are frozen
+    meanwhile (only input gradients are needed).
     """
     acc = ErfAccumulator(stages)
+    with frozen_parameters(net):
+        _accumulate(acc, net, batches, stages, device, batch_size, progress)
+    return acc
+
+
+def _accumulate(acc: ErfAccumulator, net: Normalized, batches: Iterable[torch.Tensor], stages: Sequence[int],
+                device: torch.device, batch_size: int, progress) -> None:
     sub = None
     for pixels in batches:
         pixels = pixels.to(device, non_blocking=True)
@@ -136,7 +157,6 @@ def compute_erf(net: Normalized, batches: Iterable[torch.Tensor], stages: Sequen
             start += chunk.shape[0]
             if progress is not None:
                 progress.update(chunk.shape[0])
-    return acc
 
 
 # --- normalisation and area ratios -------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..cli import add_common_options, float_list, int_list, make_context, positive_int, seed_everything
-from ..erf import area_ratio, bootstrap_area_ci, compute_erf, log_normalize
+from ..erf import area_ratio, bootstrap_area_ci, compute_erf, flush_denormals_for_process, log_normalize
 from ..errors import UsageError
 from ..models.features import Normalized, num_stages
 from ..plots.erf import map_path, plot_erf
@@ -96,6 +96,7 @@ def analyse(ctx, loaded, net: Normalized, label: str, init_copy: bool, loader, s
 
 
 def run(args: argparse.Namespace) -> int:
+    flush_denormals_for_process()  # before any parallel torch op, so every CPU thread inherits it
     _check_options(args)
     ctx = make_context("erf", args)
     loader = open_images(ctx, mode="warp" if args.resize == "warp" else "center")

@@ -1,7 +1,8 @@
 """One way to get stage outputs and to feed [0, 1] pixels to any model."""
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -44,6 +45,20 @@ def stage_outputs(model: nn.Module, x: torch.Tensor, stages: Sequence[int]) -> l
     indices = [mapping[s] for s in stages]
     outs = model.forward_intermediates(x, indices=indices, intermediates_only=True, output_fmt="NCHW")
     return list(outs)
+
+
+@contextlib.contextmanager
+def frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Parameters do not require grad inside the block: analyses that only need input gradients
+    (ERF, attacks) skip saving what weight gradients would need. Restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
 
 
 class Normalized(nn.Module):
