@@ -17,7 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stm_probe.adversarial import check_perturbation, frozen, image_outcomes, make_spec, run_attack, targets_for
+from stm_probe.adversarial import check_perturbation, image_outcomes, make_spec, run_attack, targets_for
+from stm_probe.models.features import frozen_parameters
 from stm_probe.cli import resolve_device
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized
@@ -48,7 +49,7 @@ def raw_fn(net, images: torch.Tensor, passes: int):
     targets = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
 
     def run() -> None:
-        with frozen(net):
+        with frozen_parameters(net):
             for _ in range(passes):
                 x = images.detach().requires_grad_(True)
                 torch.autograd.grad(F.cross_entropy(net(x), targets), x)
