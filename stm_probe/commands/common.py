@@ -10,14 +10,20 @@ from ..cli import RunContext
 from ..data import ImageLoader, eval_transform, make_loader
 
 
-def open_images(ctx: RunContext, mode: str = "center") -> ImageLoader:
-    """Loader of the run's images ((B, 3, S, S) pixels in [0, 1]); records the source in the manifest."""
+def open_images(ctx: RunContext, mode: str = "center", transform: Any = None, batch_size: int | None = None) -> ImageLoader:
+    """Loader of the run's images; records the source and transform in the manifest.
+
+    Default: ``eval_transform(input_size, mode)`` batches ((B, 3, S, S) pixels in [0, 1]) of
+    ``--batch-size``; an analysis that needs other views passes its own ``transform`` and
+    ``batch_size``.
+    """
     source = ctx.source
-    loader = make_loader(source, batch_size=ctx.args.batch_size, num_images=ctx.args.num_images,
-                         transform=eval_transform(ctx.args.input_size, mode), num_workers=ctx.args.workers,
+    transform = transform if transform is not None else eval_transform(ctx.args.input_size, mode)
+    loader = make_loader(source, batch_size=batch_size or ctx.args.batch_size, num_images=ctx.args.num_images,
+                         transform=transform, num_workers=ctx.args.workers,
                          spread_classes=source.has_labels, pin_memory=ctx.device.type == "cuda")
     ctx.record.update(data={"source": source.describe(), "kind": source.kind, "location": str(source.location),
-                            "labelled": source.has_labels, "transform": repr(loader.loader.dataset.transform)})
+                            "labelled": source.has_labels, "transform": repr(transform)})
     return loader
 
 

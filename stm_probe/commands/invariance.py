@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import math
 
-from ..cli import RunContext, add_common_options, float_list, make_context
-from ..data import ImageLoader, ImageSource, ShortSideResize, make_loader
+from ..cli import add_common_options, float_list, make_context
+from ..data import ShortSideResize
 from ..errors import UsageError
 from ..invariance import KINDS, TRANSLATION_MODES, UNITS, SweepPlan, default_levels, group_images, run_sweep, summarise
 from ..models.unified import UnifiedNet
 from ..plots.invariance import plot_invariance
 from ..report import write_csv
-from .common import finish, progress, record_images
+from .common import finish, open_images, progress, record_images
 
 COLUMNS = ("model", "stm", "size", "weights", "kind", "level", "metric", "value", "ci_low", "ci_high", "n_images")
 HELP = "invariance to translation, rotation and scale; circular-shift consistency; per-stage shift equivariance"
@@ -73,18 +73,6 @@ def check_options(args: argparse.Namespace) -> dict[str, tuple[float, ...]]:
     return {kind: tuple(args.levels)}
 
 
-def open_resized_images(ctx: RunContext, source: ImageSource, plan: SweepPlan) -> ImageLoader:
-    """Loader of single decoded images, short side resized but not cropped (see `ShortSideResize`);
-    records the source in the manifest as `open_images` does."""
-    short, max_short = plan.base_short_sides()
-    loader = make_loader(source, batch_size=1, num_images=ctx.args.num_images,
-                         transform=ShortSideResize(short, max_short), num_workers=ctx.args.workers,
-                         spread_classes=source.has_labels, pin_memory=ctx.device.type == "cuda")
-    ctx.record.update(data={"source": source.describe(), "kind": source.kind, "location": str(source.location),
-                            "labelled": source.has_labels, "transform": repr(loader.loader.dataset.transform)})
-    return loader
-
-
 def _check_stages(net, name: str) -> None:
     """Equivariance reads stage outputs: fail early, in one line, for a model without them."""
     model = net.model
@@ -114,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
     source = ctx.source
     plan = SweepPlan(tuple(args.kind), levels, args.input_size, min(args.num_images, len(source)), seed=args.seed,
                      translation_mode=args.translation_mode)
-    loader = open_resized_images(ctx, source, plan)
+    # one decoded image at a time, short side resized but not cropped (views are made on the device)
+    loader = open_images(ctx, transform=ShortSideResize(*plan.base_short_sides()), batch_size=1)
     ctx.record.update(invariance={"kinds": list(plan.kinds), "levels": {k: list(v) for k, v in levels.items()},
                                   "units": {k: UNITS[k] for k in plan.kinds}, "translation_mode": args.translation_mode,
                                   "bootstrap": args.bootstrap, "base_short_side": list(plan.base_short_sides()),
