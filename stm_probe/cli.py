@@ -185,7 +185,8 @@ class RunContext:
 def make_context(analysis: str, args: argparse.Namespace) -> RunContext:
     """Validate the shared options, then open the run (output folder, manifest record).
 
-    Every check that can fail on user input runs before the output folder is created.
+    Every check of the shared options runs first; the output folder itself is only created by
+    the first file written into it, so a run refused on bad input leaves nothing behind.
     """
     from .models import expand_model_patterns, resolve_name
 
@@ -203,7 +204,6 @@ def make_context(analysis: str, args: argparse.Namespace) -> RunContext:
     source = resolve_source(args.data)
     seed_everything(args.seed)
     out_dir = args.out if args.out is not None else default_out_dir(analysis)
-    out_dir.mkdir(parents=True, exist_ok=True)
     record = RunRecord(analysis, out_dir)
     record.update(device=str(device), seed=args.seed, input_size=args.input_size, batch_size=args.batch_size,
                   num_images_requested=args.num_images)
