@@ -16,7 +16,6 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from .models.features import Normalized, frozen_parameters, stage_outputs
 

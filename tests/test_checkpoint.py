@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from stm_probe.checkpoint import file_sha256, load_checkpoint
+from stm_probe.checkpoint import file_sha256
 from stm_probe.errors import UsageError
 from stm_probe.models import create_model
 

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import copy
 
 import numpy as np
-import torch
 
-from ..cli import add_common_options, float_list, int_list, make_context, positive_int, seed_everything
+from ..cli import add_common_options, float_list, int_list, make_context, seed_everything
 from ..erf import area_ratio, bootstrap_area_ci, compute_erf, flush_denormals_for_process, log_normalize
 from ..errors import UsageError
 from ..models.features import Normalized, num_stages

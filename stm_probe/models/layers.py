@@ -29,3 +29,8 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+def layer_scale(init_value: float, *shape: int) -> nn.Parameter | None:
+    """A layer-scale parameter of ``shape`` filled with ``init_value`` (1e-6), or None if <= 0."""
+    return nn.Parameter(init_value * torch.ones(*shape)) if init_value > 0 else None

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import timm
-import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 

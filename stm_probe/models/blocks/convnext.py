@@ -10,7 +10,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from ..layers import LayerNorm2d
+from ..layers import LayerNorm2d, layer_scale
 
 
 class ConvNeXtBlock(nn.Module):
@@ -49,11 +49,8 @@ class ConvNeXtBlock(nn.Module):
         self.act = nn.GELU()
         self.pwconv2 = nn.Linear(hidden, dim)
 
-        if layer_scale_init_value > 0:
-            self.gamma_1 = nn.Parameter(layer_scale_init_value * torch.ones(1, dim, 1, 1))
-            self.gamma_2 = nn.Parameter(layer_scale_init_value * torch.ones(1, 1, 1, dim))
-        else:
-            self.gamma_1 = self.gamma_2 = None
+        self.gamma_1 = layer_scale(layer_scale_init_value, 1, dim, 1, 1)
+        self.gamma_2 = layer_scale(layer_scale_init_value, 1, 1, 1, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def token_mixer(self, x: torch.Tensor) -> torch.Tensor:

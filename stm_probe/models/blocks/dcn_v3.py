@@ -23,7 +23,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from ...ops.dcnv3 import dcnv3_base_grid, dcnv3_core, dcnv3_reference_points, dcnv3_sampling_locations
-from ..layers import Mlp
+from ..layers import Mlp, layer_scale
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -149,11 +149,8 @@ class DCNv3Block(nn.Module):
         self.attn = DCNv3(dim, num_heads=num_heads, points=points, kernel_size=kernel_size)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        if layer_scale_init_value > 0:
-            self.gamma1 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
-            self.gamma2 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
-        else:
-            self.gamma1 = self.gamma2 = None
+        self.gamma1 = layer_scale(layer_scale_init_value, dim)
+        self.gamma2 = layer_scale(layer_scale_init_value, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     @staticmethod

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, make_divisible
 from torch import nn
 
-from ..layers import Mlp
+from ..layers import Mlp, layer_scale
 
 
 def _round_up(size: int, multiple: int) -> int:
@@ -226,11 +226,8 @@ class HaloBlock(nn.Module):
             raise NotImplementedError(f"halo pos_embed_type {pos_embed_type!r} (only 'query_related')")
         self.norm1 = nn.LayerNorm(dim, eps=1e-5)
         self.attn = HaloAttention(dim, num_heads=num_heads, block_size=block_size, halo_size=halo_size)
-        if layer_scale_init_value > 0:
-            self.gamma_1 = nn.Parameter(layer_scale_init_value * torch.ones(1, 1, 1, dim))
-            self.gamma_2 = nn.Parameter(layer_scale_init_value * torch.ones(1, 1, 1, dim))
-        else:
-            self.gamma_1 = self.gamma_2 = None
+        self.gamma_1 = layer_scale(layer_scale_init_value, 1, 1, 1, dim)
+        self.gamma_2 = layer_scale(layer_scale_init_value, 1, 1, 1, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))

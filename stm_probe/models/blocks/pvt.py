@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from ..layers import Mlp
+from ..layers import Mlp, layer_scale
 
 
 class SpatialReductionAttention(nn.Module):
@@ -97,11 +97,8 @@ class PvtBlock(nn.Module):
         self.attn = SpatialReductionAttention(dim, num_heads=num_heads, sr_ratio=sr_ratio, qkv_bias=qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=1e-5)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        if layer_scale_init_value > 0:
-            self.gamma_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
-            self.gamma_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
-        else:
-            self.gamma_1 = self.gamma_2 = None
+        self.gamma_1 = layer_scale(layer_scale_init_value, dim)
+        self.gamma_2 = layer_scale(layer_scale_init_value, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def position_embedding(self, size: tuple[int, int]) -> torch.Tensor:

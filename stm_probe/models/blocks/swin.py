@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from ..layers import LayerNorm2d, Mlp
+from ..layers import LayerNorm2d, Mlp, layer_scale
 
 MASK_VALUE = -100.0
 _MAX_CACHED = 8
@@ -220,11 +220,8 @@ class SwinBlock(nn.Module):
 
         self.norm1 = LayerNorm2d(dim, eps=1e-6)
         self.attn = WindowAttention(dim, num_heads=num_heads, window_size=window_size, qkv_bias=qkv_bias)
-        if layer_scale_init_value > 0:
-            self.gamma_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
-            self.gamma_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
-        else:
-            self.gamma_1 = self.gamma_2 = None
+        self.gamma_1 = layer_scale(layer_scale_init_value, dim)
+        self.gamma_2 = layer_scale(layer_scale_init_value, dim)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = LayerNorm2d(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
