@@ -142,6 +142,7 @@ class AttackSpec:
     random_start: bool | None = None  # None: the attack's own default / not applicable
     restarts: int | None = 1  # None: fixed by the attack (AutoAttack's version)
     version: str | None = None  # AutoAttack only
+    target_classes: int | None = None  # targeted parts (APGD-T, FAB-T): classes attacked; None: n/a
 
     @property
     def scale(self) -> float:
@@ -164,13 +165,14 @@ class AttackSpec:
                 "alpha_abs": None if self.alpha is None else self.alpha * self.scale, "steps": self.steps,
                 "random_start": self.random_start, "restarts": self.restarts,
                 "restart_mode": "rerun, worst case per image" if self.rerun_restarts else "attack's own",
-                "version": self.version}
+                "version": self.version, "target_classes": self.target_classes}
 
 
 def make_spec(name: str, norm: str, eps: float, alpha: float | None = None, steps: int | None = None,
-              random_start: bool | None = None, restarts: int = 1, version: str = "standard") -> AttackSpec:
+              random_start: bool | None = None, restarts: int = 1, version: str = "standard",
+              target_classes: int = AUTOATTACK_TARGET_CLASSES) -> AttackSpec:
     """Validated setting of one attack at one eps (magnitudes in units; defaults filled in:
-    alpha = eps/4, steps = 10, AutoAttack steps = 100 as the original)."""
+    alpha = eps/4, steps = 10, AutoAttack steps = 100 and 9 target classes as the original)."""
     if norm not in NORMS:
         raise UsageError(f"--norm {norm}: use Linf or L2")
     cls_name = resolve_attack(name, norm)
@@ -183,8 +185,12 @@ def make_spec(name: str, norm: str, eps: float, alpha: float | None = None, step
         raise UsageError(f"--steps {steps}: give a positive number of iterations")
     if restarts < 1:
         raise UsageError(f"--restarts {restarts}: give 1 or more")
+    if target_classes < 1:
+        raise UsageError(f"--target-classes {target_classes}: give 1 or more")
+    targets = target_classes if "n_classes" in params else None
     if cls_name == "AutoAttack":
-        return AttackSpec(name.lower(), cls_name, norm, eps, None, steps or AUTOATTACK_STEPS, None, None, version)
+        return AttackSpec(name.lower(), cls_name, norm, eps, None, steps or AUTOATTACK_STEPS, None, None, version,
+                          targets)
     start = None
     if "random_start" in params:  # None: the attack's own default, recorded as such
         default = _signature(cls_name).parameters["random_start"].default
@@ -194,12 +200,12 @@ def make_spec(name: str, norm: str, eps: float, alpha: float | None = None, step
         name=name.lower(), cls_name=cls_name, norm=norm, eps=eps,
         alpha=(eps / 4 if alpha is None else alpha) if "alpha" in params else None,
         steps=1 if cls_name in _SINGLE_STEP else ((steps or DEFAULT_STEPS) if "steps" in params else None),
-        random_start=start, restarts=restarts if randomised else 1)
+        random_start=start, restarts=restarts if randomised else 1, target_classes=targets)
 
 
 def make_specs(names: Sequence[str], norm: str, eps_items: Sequence[str], alpha: str | None = None,
                steps: int | None = None, random_start: bool | None = None, restarts: int = 1,
-               version: str = "standard") -> list[AttackSpec]:
+               version: str = "standard", target_classes: int = AUTOATTACK_TARGET_CLASSES) -> list[AttackSpec]:
     """Settings of every attack x eps (attack-major order). An option no requested attack can
     use (``--alpha`` with only fgsm, ``--restarts 3`` with only deterministic attacks) is an error."""
     try:
@@ -207,12 +213,14 @@ def make_specs(names: Sequence[str], norm: str, eps_items: Sequence[str], alpha:
         alpha_value = None if alpha is None else in_units(alpha, norm)
     except ValueError as exc:
         raise UsageError(f"--eps/--alpha: {exc}") from None
-    specs = [make_spec(n, norm, e, alpha_value, steps, random_start, restarts, version)
+    specs = [make_spec(n, norm, e, alpha_value, steps, random_start, restarts, version, target_classes)
              for n in names for e in eps_values]
     checks = (("--alpha", alpha is not None, any(s.alpha is not None for s in specs)),
               ("--steps", steps is not None, any(s.steps and s.cls_name not in _SINGLE_STEP for s in specs)),
               ("--random-start", random_start is not None, any(s.random_start is not None for s in specs)),
-              ("--restarts", restarts > 1, any((s.restarts or 1) > 1 for s in specs)))
+              ("--restarts", restarts > 1, any((s.restarts or 1) > 1 for s in specs)),
+              ("--target-classes", target_classes != AUTOATTACK_TARGET_CLASSES,
+               any(s.target_classes is not None for s in specs)))
     unused = [opt for opt, given, used in checks if given and not used]
     if unused:
         raise UsageError(f"{unused[0]} does not apply to --attack {','.join(names)}: drop it or add an attack that "
@@ -229,8 +237,9 @@ def attack_seed(base: int, *parts: Any) -> int:
 
 def attack_kwargs(spec: AttackSpec, num_classes: int, seed: int) -> dict[str, Any]:
     """Constructor arguments of ``spec.cls_name`` (pixel units). ``n_classes`` is what
-    torchattacks turns into n_target_classes = n_classes - 1 for APGD-T / FAB-T: capped at 10,
-    the original AutoAttack's 9 target classes (the real class count would run 999 targets)."""
+    torchattacks turns into n_target_classes = n_classes - 1 for APGD-T / FAB-T: the model's
+    class count, capped at ``spec.target_classes + 1`` (the original AutoAttack attacks the top-9
+    other classes; the real class count alone would run 999 targeted attacks on ImageNet)."""
     params = _params(spec.cls_name)
     kwargs: dict[str, Any] = {"eps": spec.eps_abs}
     if spec.alpha is not None:
@@ -246,7 +255,7 @@ def attack_kwargs(spec: AttackSpec, num_classes: int, seed: int) -> dict[str, An
     if "seed" in params:
         kwargs["seed"] = seed
     if "n_classes" in params:
-        kwargs["n_classes"] = min(num_classes, AUTOATTACK_TARGET_CLASSES + 1)
+        kwargs["n_classes"] = min(num_classes, (spec.target_classes or AUTOATTACK_TARGET_CLASSES) + 1)
     if "version" in params:
         kwargs["version"] = spec.version
     return kwargs

@@ -219,3 +219,14 @@ def test_cli_end_to_end(tmp_path: Path, labelled: bool) -> None:
     (out / "adversarial.png").unlink()
     assert main(["plot", "adversarial", str(out)]) == 0
     assert (out / "adversarial.png").exists()
+
+
+def test_autoattack_target_classes_reach_torchattacks() -> None:
+    """torchattacks attacks n_classes - 1 target classes: the original's 9 by default, capped by
+    the model's class count, and settable (--target-classes)."""
+    from stm_probe.adversarial import attack_kwargs, make_spec
+
+    assert attack_kwargs(make_spec("autoattack", "Linf", 4), num_classes=1000, seed=0)["n_classes"] == 10
+    assert attack_kwargs(make_spec("apgdt", "Linf", 4, target_classes=3), num_classes=1000, seed=0)["n_classes"] == 4
+    assert attack_kwargs(make_spec("autoattack", "Linf", 4), num_classes=5, seed=0)["n_classes"] == 5
+    assert make_spec("pgd", "Linf", 4).target_classes is None

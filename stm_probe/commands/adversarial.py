@@ -81,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="random restarts; each image keeps its worst case (default 1)")
     g.add_argument("--autoattack-version", choices=("standard", "plus", "rand"), default="standard",
                    help="AutoAttack version (default standard: APGD-CE, APGD-T, FAB-T, Square)")
+    g.add_argument("--target-classes", type=positive_int, default=9, metavar="N",
+                   help="classes the targeted parts of autoattack/apgdt/fab attack, capped by the model's class "
+                        "count (default 9, the original AutoAttack's)")
     g.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="bootstrap replicates for the 95%% CIs over images (default 1000; 0 = none)")
     g.add_argument("--save-examples", type=int, default=0, metavar="K",
@@ -95,7 +98,7 @@ def _specs(args: argparse.Namespace) -> list[AttackSpec]:
         raise UsageError(f"--save-examples {args.save_examples}: give 0 or a positive number of images")
     eps = args.eps if args.eps is not None else list(DEFAULT_EPS[args.norm])
     return make_specs(args.attack, args.norm, eps, args.alpha, args.steps, args.random_start, args.restarts,
-                      args.autoattack_version)
+                      args.autoattack_version, args.target_classes)
 
 
 def class_names(num_classes: int) -> list[str]:
