@@ -32,16 +32,11 @@ def positive_int(text: str) -> int:
 
 
 def float_list(text: str) -> list[float]:
-    """'0.2,0.3' -> [0.2, 0.3]; also accepts 'k/255' items (parsed, never eval'd)."""
+    """'0.2,0.3' -> [0.2, 0.3]."""
     values = []
-    for item in text.split(","):
-        item = item.strip()
+    for item in (i.strip() for i in text.split(",")):
         try:
-            if "/" in item:
-                num, den = item.split("/", 1)
-                values.append(float(num) / float(den))
-            else:
-                values.append(float(item))
+            values.append(float(item))
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{item}' is not a number (give comma-separated numbers)") from None
     return values
@@ -253,14 +248,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-# name -> (module with add_arguments/run, help); analyses register here as they are added
-ANALYSES: dict[str, tuple[str, str]] = {
-    "erf": ("commands.erf", "effective receptive field of every stage: heatmaps and area ratios"),
-    "invariance": ("commands.invariance", "invariance to translation, rotation and scale; circular-shift consistency; "
-                                          "per-stage shift equivariance"),
-    "adversarial": ("commands.adversarial", "adversarial robustness: robust accuracy (or flip rate) under FGSM, PGD, "
-                                            "AutoAttack, ... per eps"),
-}
+# subcommand -> module under stm_probe with HELP, add_arguments(parser) and run(args)
+ANALYSES: dict[str, str] = {"erf": "commands.erf", "invariance": "commands.invariance",
+                            "adversarial": "commands.adversarial"}
 
 
 def build_parser() -> Parser:
@@ -277,9 +267,9 @@ def build_parser() -> Parser:
     p.add_argument("dir", type=Path, help="the run folder (the analysis' --out)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_plot)
-    for name, (module_name, help_text) in ANALYSES.items():
-        module = __import__(f"stm_probe.{module_name}", fromlist=["add_arguments", "run"])
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    for name, module_name in ANALYSES.items():
+        module = __import__(f"stm_probe.{module_name}", fromlist=["HELP", "add_arguments", "run"])
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(handler=module.run)
     return parser
