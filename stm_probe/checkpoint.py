@@ -104,15 +104,15 @@ def _strip_prefixes(key: str) -> str:
     return key
 
 
-def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
+                     ) -> dict[str, torch.Tensor]:
     """Fit a checkpoint made at another input size, as the original loader does.
 
     Drops computed buffers (relative_position_index, attn_mask: the model's own are kept),
     resizes Swin relative-position bias tables (bicubic), halo relative tables (linear,
     align_corners=True) and PVT position embeddings (bilinear, align_corners=True) whose shapes
-    differ from the model's.
+    differ from the model's. ``target``: the model's own state dict.
     """
-    target = model.state_dict()
     adapted: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if key.rsplit(".", 1)[-1] in COMPUTED_BUFFERS:
@@ -143,9 +143,8 @@ def _resize_table(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Ten
     return value
 
 
-def check_fit(state_dict: Mapping[str, torch.Tensor], model: nn.Module) -> list[str]:
-    """Problems (missing, unexpected, shape) between a state dict and a model, as short strings."""
-    target = model.state_dict()
+def check_fit(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> list[str]:
+    """Problems (missing, unexpected, shape) between a state dict and the model's (``target``)."""
     missing = [k for k in target if k not in state_dict]
     unexpected = [k for k in state_dict if k not in target]
     shapes = [f"{k} {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
@@ -183,14 +182,14 @@ def load_checkpoint(model: nn.Module, path: str | Path, key: str | None = None, 
     """
     state_dict, used = select_state_dict(read_checkpoint(path), path, key)
     name = getattr(getattr(model, "stm_probe_spec", None), "name", type(model).__name__)
-    adapted = adapt_state_dict(state_dict, model)
-    problems = check_fit(adapted, model)
+    target = model.state_dict()
+    adapted = adapt_state_dict(state_dict, target)
+    problems = check_fit(adapted, target)
     if problems and strict:
         guess = guess_model(state_dict)
         hint = f"it looks like a checkpoint of {guess} (use --model {guess})" if guess and guess != name else \
             "pass --non-strict to load what fits"
         raise UsageError(f"checkpoint '{path}' does not fit {name}: {'; '.join(problems)}; {hint}")
-    target = model.state_dict()
     fitting = {k: v for k, v in adapted.items() if k in target and v.shape == target[k].shape}
     model.load_state_dict(fitting, strict=False)
     return {

@@ -91,10 +91,10 @@ class ErfAccumulator:
 
     def add(self, batch_maps: dict[int, torch.Tensor]) -> None:
         for stage, maps in batch_maps.items():
-            arr = maps.detach().to("cpu", torch.float64).numpy()
+            arr = maps.detach().to("cpu", torch.float32).numpy()
             finite = np.isfinite(arr).all(axis=(1, 2))
             self.skipped[stage] = self.skipped.get(stage, 0) + int((~finite).sum())
-            self.maps.setdefault(stage, []).append(arr[finite].astype(np.float32))
+            self.maps.setdefault(stage, []).append(arr[finite])
 
     def stacked(self, stage: int) -> np.ndarray:
         """All kept maps of ``stage``, (N, H, W) float32."""
