@@ -42,6 +42,23 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), 
     return paths
 
 
+def model_palette(models: Sequence[str]) -> dict[str, tuple]:
+    """One colour per model, in order (tab10 up to 10 models, husl beyond)."""
+    import seaborn as sns
+
+    return dict(zip(models, sns.color_palette("tab10" if len(models) <= 10 else "husl", len(models))))
+
+
+def lines_with_ci(ax, data: pd.DataFrame, x: str, palette: dict[str, tuple], legend: bool = False) -> None:
+    """One seaborn line per model of ``value`` vs ``x`` with its ``ci_low``..``ci_high`` band."""
+    import seaborn as sns
+
+    sns.lineplot(data=data, x=x, y="value", hue="model", hue_order=list(palette), palette=palette, marker="o",
+                 markersize=4, errorbar=None, legend=legend, ax=ax)
+    for model, line in data.groupby("model", sort=False):
+        ax.fill_between(line[x], line["ci_low"], line["ci_high"], color=palette[model], alpha=0.2, linewidth=0)
+
+
 def use_headless_backend() -> None:
     """Select matplotlib's Agg backend (no display needed)."""
     import matplotlib

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report import save_figure, use_headless_backend
+from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend
 
 
 def examples_path(out_dir: Path, model: str) -> Path:
@@ -31,20 +31,15 @@ def plot_curves(out_dir: Path, frame: pd.DataFrame) -> list[Path]:
     """``adversarial.png/.pdf``: one panel per attack (and norm), one line per model with its
     95% bootstrap band; robust accuracy when the run had labels, else flip rate."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     metric = "robust_acc" if (frame["metric"] == "robust_acc").any() else "flip_rate"
     panels = list(frame.groupby(["attack", "norm"], sort=False))
     models = list(dict.fromkeys(frame["model"]))
-    colours = dict(zip(models, sns.color_palette(n_colors=len(models))))
+    colours = model_palette(models)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False, sharey=True)
     for ax, ((attack, norm), rows) in zip(axes[0], panels):
         curves = pd.concat([_with_clean_point(r, metric) for _, r in rows.groupby("model", sort=False)])
-        sns.lineplot(data=curves, x="eps", y="value", hue="model", palette=colours, marker="o", errorbar=None,
-                     ax=ax, legend=ax is axes[0][0])
-        for model, curve in curves.groupby("model", sort=False):
-            ax.fill_between(curve["eps"], curve["ci_low"], curve["ci_high"], color=colours[model], alpha=0.2,
-                            linewidth=0)
+        lines_with_ci(ax, curves, "eps", colours, legend=ax is axes[0][0])
         steps = rows["steps"].dropna()
         count = int(steps.iloc[0]) if len(steps) else None
         ax.set_title(f"{attack} ({norm}" + (f", {count} step{'s' if count > 1 else ''})" if count else ")"), fontsize=9)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..invariance import KINDS, PREDICTION_METRICS
-from ..report import save_figure, use_headless_backend
+from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend
 
 AXIS_LABELS = {"translation": "jitter (px)", "pre-rotation": "rotation before the crop (degrees)",
                "post-rotation": "rotation after the crop (degrees)", "scale": "crop ratio",
@@ -39,24 +39,18 @@ def plot_invariance(out_dir: str | Path) -> list[Path]:
     one line per model (seaborn) with its bootstrap 95% CI band (ci_low..ci_high)."""
     use_headless_backend()
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     out_dir = Path(out_dir)
     frame = pd.read_csv(out_dir / "invariance.csv")
     models = list(dict.fromkeys(frame["model"]))
-    palette = dict(zip(models, sns.color_palette("tab10" if len(models) <= 10 else "husl", len(models))))
+    palette = model_palette(models)
     written: list[Path] = []
     for kind in [k for k in KINDS if k in set(frame["kind"])]:
         rows = frame[frame["kind"] == kind].sort_values("level")
         metrics = _metrics(rows)
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.3 * len(metrics) + 1.6, 3.0), squeeze=False)
         for ax, metric in zip(axes[0], metrics):
-            sel = rows[rows["metric"] == metric]
-            sns.lineplot(data=sel, x="level", y="value", hue="model", hue_order=models, palette=palette,
-                         marker="o", markersize=4, errorbar=None, legend=False, ax=ax)
-            for model, line in sel.groupby("model", sort=False):
-                ax.fill_between(line["level"], line["ci_low"], line["ci_high"], color=palette[model], alpha=0.2,
-                                linewidth=0)
+            lines_with_ci(ax, rows[rows["metric"] == metric], "level", palette)
             ax.set_xlabel(AXIS_LABELS[kind])
             ax.set_ylabel(_metric_label(kind, metric), fontsize=8)
         handles = [plt.Line2D([], [], color=palette[m], marker="o", markersize=4) for m in models]
