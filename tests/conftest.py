@@ -1,23 +1,22 @@
-"""Shared fixtures: the reference manifest in ../shared (tests skip with a reason when absent)."""
+"""Shared fixtures: the original models' reference layout (tests/data, see its README)."""
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-MANIFEST_PATH = SHARED / "reference" / "official_models.json"
+DATA = Path(__file__).resolve().parent / "data"
+MANIFEST_PATH = DATA / "official_models.json.gz"
 
 
 @pytest.fixture(scope="session")
 def manifest() -> dict:
-    """The original models' state-dict layouts (../shared/reference/official_models.json)."""
-    if not MANIFEST_PATH.is_file():
-        pytest.skip(f"reference manifest not found at {MANIFEST_PATH} (../shared is absent)")
-    return json.loads(MANIFEST_PATH.read_text())["models"]
+    """The original models' state-dict layouts, parameter counts, GMACs and factory settings, by name."""
+    with gzip.open(MANIFEST_PATH, "rt", encoding="utf-8") as handle:
+        return json.load(handle)["models"]
 
 
 @pytest.fixture(autouse=True)
