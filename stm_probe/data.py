@@ -5,39 +5,54 @@
 * an ImageFolder tree (``root/<class>/.../<image>``): labels from the class folder names. If
   every class folder is an ImageNet-1k synset (``n01440764`` ...), the label is the standard
   ImageNet-1k class index (timm's ``ImageNetInfo``), so a tree holding any subset of the
-  classes is labelled correctly; otherwise the label is the folder's rank among the sorted
-  class folders (torchvision ``ImageFolder`` convention);
+  classes is labelled correctly; if every class folder name is a non-negative integer
+  (ImageNet-V2's ``0/ 1/ ... 999/``), the label is that integer; otherwise the label is the
+  folder's rank among the sorted class folders (torchvision ``ImageFolder`` convention);
 * a flat folder of images: unlabelled, every label is ``-1``;
 * a text file list: one image per line, ``path`` or ``path label``; relative paths are
-  relative to the list file; blank lines and lines starting with ``#`` are ignored;
+  relative to the list file (to the working directory when the list is a pipe, as with
+  ``--data <(ls imgs/*.png)``); blank lines and lines starting with ``#`` are ignored;
 * a single image file;
 * nothing (``None``): the embedded sample set in the repository's ``data/`` folder (16
   public-domain / CC0 photographs, unlabelled; see ``data/README.md``), or whatever
   ``$STM_PROBE_DATA`` points to.
 
+Folders are scanned recursively and symbolic links are followed, but every real directory is
+entered once (the first path reaching it, walking in sorted name order; a link back to an
+enclosing folder is not followed) and every real file is listed once per class folder (under
+the first of its paths in sorted order). :meth:`ImageSource.restrict` keeps only the images
+named in an id list (RobustBench's ImageNet test set); :meth:`ImageSource.check_labels` checks
+the labels against a model's number of classes.
+
 Pixels stay in [0, 1]: the dataset applies **no** mean/std normalisation. Batches are
 ``float32`` ``(B, 3, H, W)`` in [0, 1] and the model wrapper normalises with the model's own
 mean/std, so analyses that perturb pixels (adversarial attacks, invariance transforms) work
-in the natural pixel range.
+in the natural pixel range. :func:`to_rgb_tensor` turns every PIL mode into RGB in [0, 1]
+(16-bit images keep their precision; transparent pixels are composited on white; EXIF
+orientation is not applied, as in torchvision and timm).
 
-Unreadable or corrupt files are never fatal: ``__getitem__`` decodes lazily, a failure is
-turned into a sentinel, the collate drops it, and :class:`ImageLoader` counts it in the main
-process (this also works with ``num_workers > 0``). After a pass, ``loader.skipped`` lists
-the skipped files and ``loader.skip_summary()`` gives a one-line report.
+Unreadable files are never fatal: ``__getitem__`` reads lazily and only regular files (a FIFO,
+device or directory is never opened for reading), a failure is turned into a sentinel, the
+collate drops it, and :class:`ImageLoader` counts it in the main process (this also works with
+``num_workers > 0``). After a pass, ``loader.skipped`` lists the skipped files and
+``loader.skip_summary()`` gives the one-line report that callers print; the loader itself only
+logs at debug level.
 """
 from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import re
+import stat
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Literal, NamedTuple, Sequence, Union
+from typing import BinaryIO, Callable, Iterator, Literal, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import UsageError
@@ -56,6 +71,7 @@ __all__ = [
     "make_loader",
     "resize_size",
     "resolve_source",
+    "to_rgb_tensor",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -63,15 +79,27 @@ _logger = logging.getLogger(__name__)
 #: File suffixes (lower case) recognised as images when scanning folders (torchvision's list).
 IMG_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
+#: Decoders PIL may use, whatever the file's suffix says (a ``.jpg`` holding a PNG is read).
+#: JPEG includes multi-picture (MPO) camera files. Other formats are refused, so a renamed EPS
+#: file never reaches Ghostscript.
+IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "PPM", "BMP", "TIFF", "WEBP", "GIF")
+
 #: Environment variable that replaces the embedded sample set as the default source.
 DATA_ENV_VAR = "STM_PROBE_DATA"
 
 DEFAULT_CROP_PCT = 0.875
 _SYNSET_RE = re.compile(r"^n\d{8}$")
+_INTEGER_RE = re.compile(r"^\d+$")
 
 PathLike = Union[str, os.PathLike]
 SourceKind = Literal["imagefolder", "folder", "list", "file"]
 TransformMode = Literal["center", "warp"]
+
+
+def _printable(path: PathLike) -> str:
+    """``path`` as text that stays on one line (control characters escaped)."""
+    text = os.fspath(path)
+    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -92,7 +120,8 @@ class ImageSource:
     kind: SourceKind
     location: Path
     class_names: tuple[str, ...] = ()
-    label_space: str | None = None  # "imagenet-1k", "folder-index", "list" or None (unlabelled)
+    # "imagenet-1k", "folder-integer", "folder-index", "list" or None (unlabelled)
+    label_space: str | None = None
     is_default: bool = False
     notes: tuple[str, ...] = field(default=())
 
@@ -107,6 +136,11 @@ class ImageSource:
     def has_labels(self) -> bool:
         """True if at least one image has a known label (``>= 0``)."""
         return any(lab >= 0 for lab in self.labels)
+
+    @property
+    def root(self) -> Path:
+        """The folder relative paths refer to: the folder itself, or the list file's folder."""
+        return self.location if self.kind in ("imagefolder", "folder") else self.location.parent
 
     def take(self, num_images: int | None, spread_classes: bool = False) -> "ImageSource":
         """The first ``num_images`` images (all if ``None`` or larger than the source).
@@ -128,10 +162,86 @@ class ImageSource:
             order = order[:num_images]
         if order == list(range(len(self.paths))):
             return self
+        return self._select(order)
+
+    def _select(self, order: Sequence[int], note: str | None = None) -> "ImageSource":
+        notes = self.notes + ((note,) if note else ())
         return replace(
             self,
             paths=tuple(self.paths[i] for i in order),
             labels=tuple(self.labels[i] for i in order),
+            notes=notes,
+        )
+
+    def restrict(self, ids_file: PathLike) -> "ImageSource":
+        """Exactly the images named in ``ids_file``, in the file's order (``--image-list``).
+
+        ``ids_file`` holds one image id per line (blank lines and ``#`` comments ignored), a
+        path relative to :attr:`root` with forward slashes, as in RobustBench's ImageNet
+        test-set list (``n01440764/ILSVRC2012_val_00000293.JPEG``); a bare file name is
+        accepted when exactly one image of the source has it, and an absolute path matches
+        itself. An id listed twice is kept twice. Raises :class:`UsageError` when an id
+        matches no image (naming how many and the first) or several. Labels are kept; the
+        source records a note, nothing else is stored.
+        """
+        ids_path = Path(ids_file).expanduser()
+        flag = f"--image-list {_printable(ids_file)}"
+        ids = _read_id_list(ids_path, flag)
+        root = os.path.abspath(self.root)
+        prefix = root.rstrip(os.sep) + os.sep
+        by_rel: dict[str, int] = {}
+        by_name: dict[str, list[int]] = {}
+        for i, p in enumerate(self.paths):
+            rel = p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)
+            by_rel.setdefault(rel.replace(os.sep, "/"), i)
+            by_name.setdefault(os.path.basename(p), []).append(i)
+        by_abs = {os.path.normpath(p): i for i, p in reversed(list(enumerate(self.paths)))}
+
+        order: list[int] = []
+        missing: list[str] = []
+        for id_ in ids:
+            key = id_.replace("\\", "/")
+            if os.path.isabs(id_):
+                found = [by_abs[os.path.normpath(id_)]] if os.path.normpath(id_) in by_abs else []
+            elif posixpath.normpath(key) in by_rel:
+                found = [by_rel[posixpath.normpath(key)]]
+            elif "/" not in key:
+                found = by_name.get(key, [])
+            else:
+                found = []
+            if len(found) > 1:
+                shown = ", ".join(_printable(self.paths[j]) for j in found[:2])
+                raise UsageError(f"{flag}: '{_printable(id_)}' matches {len(found)} images ({shown}); "
+                                 f"write its path relative to {_printable(root)}")
+            if found:
+                order.append(found[0])
+            else:
+                missing.append(id_)
+        if missing:
+            raise UsageError(
+                f"{flag}: {len(missing)} of {len(ids)} listed images are not in {_printable(self.location)} "
+                f"(first: {_printable(missing[0])}); pass the --data folder the ids are relative to"
+            )
+        return self._select(order, f"restricted to the {len(order)} images listed in {_printable(ids_path.name)}")
+
+    def check_labels(self, num_classes: int, model: str) -> None:
+        """Raise :class:`UsageError` if a label does not fit a model with ``num_classes`` outputs.
+
+        Known labels must lie in ``0 .. num_classes - 1``; ``-1`` (unknown) is always allowed,
+        anything below it is not. ``num_classes`` must be positive (a model without a
+        classifier has no labels to check).
+        """
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        bad = [i for i, lab in enumerate(self.labels) if lab >= num_classes or lab < -1]
+        if not bad:
+            return
+        i = bad[0]
+        more = f", and {len(bad) - 1} more" if len(bad) > 1 else ""
+        fix = {"list": "list file", "imagefolder": "class folders"}.get(self.kind, "--data")
+        raise UsageError(
+            f"label {self.labels[i]} in {_printable(self.location)} (image {_printable(self.paths[i])}{more}) "
+            f"is out of range for {model} ({num_classes} classes, labels 0..{num_classes - 1}): fix the {fix}"
         )
 
     def describe(self) -> str:
@@ -150,13 +260,14 @@ class ImageSource:
         extra.append(
             {
                 "imagenet-1k": "ImageNet-1k labels from synset folders",
+                "folder-integer": "labels = integer class-folder names",
                 "folder-index": "labels = sorted class-folder index",
                 "list": "labels from the list",
                 None: "unlabelled",
             }.get(self.label_space, str(self.label_space))
         )
         extra.extend(self.notes)
-        return f"{what} {self.location} ({len(self)} images, {'; '.join(extra)})"
+        return f"{what} {_printable(self.location)} ({len(self)} images, {'; '.join(extra)})"
 
 
 def default_data_dir() -> Path:
@@ -168,13 +279,66 @@ def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
 
-def _scan_images(folder: Path) -> list[str]:
-    """Image files under ``folder`` (recursive, follows links, skips hidden), sorted."""
-    found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
-    return sorted(found)
+def _list_dir(folder: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Non-hidden subfolders and image entries of ``folder``, sorted by name.
+
+    Subfolders are entries that are (or link to) directories. Image entries are every other
+    image-named entry, regular file or not (FIFOs and broken links are listed; the loader
+    skips them), as ``(path, real path)``. Raises ``OSError`` if the folder cannot be read.
+    """
+    real_folder = os.path.realpath(folder)
+    subdirs: list[str] = []
+    images: list[tuple[str, str]] = []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        try:
+            is_dir = e.is_dir()  # follows links
+        except OSError:
+            is_dir = False
+        if is_dir:
+            subdirs.append(e.path)
+        elif _is_image(e.name):
+            images.append((e.path, os.path.realpath(e.path) if e.is_symlink() else os.path.join(real_folder, e.name)))
+    return subdirs, images
+
+
+def _unique_files(found: list[tuple[str, str]]) -> list[str]:
+    """Paths sorted, each real file kept once (its first path in sorted order)."""
+    seen: set[str] = set()
+    unique: list[str] = []
+    for path, real in sorted(found):
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    return unique
+
+
+def _scan_images(folder: Path, exclude: Sequence[str] = ()) -> list[str]:
+    """Image files under ``folder`` (recursive, follows links, skips hidden), sorted.
+
+    Each real directory is entered once, walking depth-first in sorted name order (so a link
+    loop ends at once); directories whose real path is in ``exclude`` (the tree's root) are
+    not entered. Each real file is listed once. Unreadable subfolders are passed over.
+    """
+    seen_dirs = {os.path.realpath(d) for d in exclude}
+    found: list[tuple[str, str]] = []
+    stack = [str(folder)]
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in seen_dirs:
+            continue
+        seen_dirs.add(real)
+        try:
+            subdirs, images = _list_dir(d)
+        except OSError:
+            continue
+        found.extend(images)
+        stack.extend(reversed(subdirs))
+    return _unique_files(found)
 
 
 @lru_cache(maxsize=1)
@@ -185,47 +349,51 @@ def _imagenet_synset_to_index() -> dict[str, int]:
     return {s: i for i, s in enumerate(ImageNetInfo("imagenet-1k").label_names())}
 
 
+def _class_index(names: list[str], all_dirs: list[str]) -> tuple[dict[str, int], str, tuple[str, ...]]:
+    """Label of every class folder, the label space and notes (see the module docstring)."""
+    if all(_SYNSET_RE.match(n) for n in names):
+        synsets = _imagenet_synset_to_index()
+        if all(n in synsets for n in names):
+            return {n: synsets[n] for n in names}, "imagenet-1k", ()
+        unknown = [n for n in names if n not in synsets]
+        note = f"synset folders not in ImageNet-1k ({', '.join(unknown[:3])}); using sorted folder index"
+        return {n: all_dirs.index(n) for n in names}, "folder-index", (note,)
+    if all(_INTEGER_RE.match(n) for n in names):
+        values = {n: int(n) for n in names}
+        if len(set(values.values())) == len(values):
+            return values, "folder-integer", ()
+        note = "integer class folders name the same number twice; using sorted folder index"
+        return {n: all_dirs.index(n) for n in names}, "folder-index", (note,)
+    return {n: all_dirs.index(n) for n in names}, "folder-index", ()
+
+
 def _folder_source(root: Path) -> ImageSource:
     try:
-        entries = sorted(os.scandir(root), key=lambda e: e.name)
+        subdirs, top = _list_dir(str(root))
     except OSError as e:
-        raise UsageError(f"--data {root}: cannot read the folder ({e.strerror}); check its permissions") from e
-    subdirs = [e for e in entries if not e.name.startswith(".") and e.is_dir()]
-    top_images = [os.path.join(root, e.name) for e in entries if _is_image(e.name) and e.is_file()]
-    class_files = {d.name: _scan_images(Path(d.path)) for d in subdirs}
+        raise UsageError(
+            f"--data {_printable(root)}: cannot read the folder ({e.strerror}); check its permissions"
+        ) from e
+    top_images = _unique_files(top)
+    class_files = {os.path.basename(d): _scan_images(Path(d), exclude=(str(root),)) for d in subdirs}
     class_files = {k: v for k, v in class_files.items() if v}
 
     if class_files and top_images:
         raise UsageError(
-            f"--data {root}: holds both image files and class subfolders ({', '.join(list(class_files)[:3])}); "
+            f"--data {_printable(root)}: holds both image files and class subfolders "
+            f"({', '.join(_printable(n) for n in list(class_files)[:3])}); "
             "use a folder of class subfolders only (ImageFolder), images only, or a list file"
         )
     if top_images:
         return ImageSource(tuple(top_images), (-1,) * len(top_images), "folder", root)
     if not class_files:
         raise UsageError(
-            f"--data {root}: no images found ({', '.join(IMG_EXTENSIONS)}); "
+            f"--data {_printable(root)}: no images found ({', '.join(IMG_EXTENSIONS)}); "
             "pass a folder of images, an ImageFolder tree or a text file list"
         )
 
-    # Class index: ImageNet-1k index if every class folder is a 1k synset, else rank among
-    # the sorted non-hidden subfolders (as torchvision's ImageFolder does).
     names = sorted(class_files)
-    notes: tuple[str, ...] = ()
-    if all(_SYNSET_RE.match(n) for n in names):
-        synsets = _imagenet_synset_to_index()
-        if all(n in synsets for n in names):
-            class_index, space = {n: synsets[n] for n in names}, "imagenet-1k"
-        else:
-            unknown = [n for n in names if n not in synsets]
-            notes = (f"synset folders not in ImageNet-1k ({', '.join(unknown[:3])}); using sorted folder index",)
-            class_index, space = None, "folder-index"
-    else:
-        class_index, space = None, "folder-index"
-    if class_index is None:
-        all_dirs = sorted(d.name for d in subdirs)
-        class_index = {n: all_dirs.index(n) for n in names}
-
+    class_index, space, notes = _class_index(names, sorted(os.path.basename(d) for d in subdirs))
     paths: list[str] = []
     labels: list[int] = []
     for n in names:
@@ -234,22 +402,37 @@ def _folder_source(root: Path) -> ImageSource:
     return ImageSource(tuple(paths), tuple(labels), "imagefolder", root, tuple(names), space, notes=notes)
 
 
-def _list_source(list_file: Path) -> ImageSource:
+def _read_text_lines(path: Path, flag: str, what: str) -> list[str]:
+    """Non-blank, non-comment lines of a UTF-8 text file (a BOM is ignored), stripped."""
     try:
-        text = list_file.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
+        if "\x00" in text:
+            raise UnicodeDecodeError("utf-8", b"\x00", 0, 1, "NUL byte in a text file")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
-        raise UsageError(
-            f"--data {list_file}: cannot read it as a UTF-8 text list ({reason}); "
-            "pass an image folder, an ImageFolder tree, or a text file with one 'path [label]' per line"
-        ) from e
-    base = list_file.parent
+        raise UsageError(f"{flag}: cannot read it as a UTF-8 text list ({reason}); {what}") from e
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _read_id_list(path: Path, flag: str) -> list[str]:
+    ids = _read_text_lines(path, flag, "pass a text file with one image id (path relative to --data) per line")
+    if not ids:
+        raise UsageError(f"{flag}: the list names no images; write one image path (relative to --data) per line")
+    return ids
+
+
+def _list_source(list_file: Path) -> ImageSource:
+    lines = _read_text_lines(
+        list_file,
+        f"--data {_printable(list_file)}",
+        "pass an image folder, an ImageFolder tree, or a text file with one 'path [label]' per line",
+    )
+    # a pipe (--data <(ls imgs/*.png)) lives in /dev/fd: its relative paths mean the cwd
+    base = list_file.parent if list_file.is_file() else Path.cwd()
     paths: list[str] = []
     labels: list[int] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
+    for line in lines:
         label = -1
         parts = line.rsplit(maxsplit=1)
         if len(parts) == 2 and re.fullmatch(r"-?\d+", parts[1]):
@@ -258,7 +441,9 @@ def _list_source(list_file: Path) -> ImageSource:
         paths.append(os.path.normpath(p if p.is_absolute() else base / p))
         labels.append(label)
     if not paths:
-        raise UsageError(f"--data {list_file}: the list names no images; write one 'path [label]' per line")
+        raise UsageError(
+            f"--data {_printable(list_file)}: the list names no images; write one 'path [label]' per line"
+        )
     space = "list" if any(lab >= 0 for lab in labels) else None
     return ImageSource(tuple(paths), tuple(labels), "list", list_file, label_space=space)
 
@@ -268,7 +453,8 @@ def resolve_source(path: PathLike | None = None) -> ImageSource:
 
     ``None`` means the default set: ``$STM_PROBE_DATA`` if set, else the embedded ``data/``.
     Raises :class:`~stm_probe.errors.UsageError` for a missing path, an unreadable list or an
-    empty source. Files are not opened here; unreadable images are skipped by the loader.
+    empty source. Image files are not opened here; unreadable images are skipped by the loader.
+    An ``--image-list`` is applied afterwards with :meth:`ImageSource.restrict`.
     """
     is_default = path is None
     if path is None:
@@ -276,11 +462,14 @@ def resolve_source(path: PathLike | None = None) -> ImageSource:
         path = env if env else default_data_dir()
         if not Path(path).exists():
             where = f"${DATA_ENV_VAR}={env}" if env else str(path)
-            raise UsageError(f"default image set not found at {where}; pass --data PATH or set {DATA_ENV_VAR}")
+            raise UsageError(
+                f"default image set not found at {_printable(where)}; pass --data PATH or set {DATA_ENV_VAR}"
+            )
     p = Path(path).expanduser().absolute()
     if not p.exists():
         raise UsageError(
-            f"--data {path}: no such file or directory; pass an image folder, an ImageFolder tree or a text file list"
+            f"--data {_printable(path)}: no such file or directory; "
+            "pass an image folder, an ImageFolder tree or a text file list"
         )
     if p.is_dir():
         src = _folder_source(p)
@@ -289,6 +478,89 @@ def resolve_source(path: PathLike | None = None) -> ImageSource:
     else:
         src = _list_source(p)
     return replace(src, is_default=is_default) if is_default else src
+
+
+# --------------------------------------------------------------------------------------------
+# Pixels: any PIL mode -> RGB in [0, 1]
+# --------------------------------------------------------------------------------------------
+
+#: Colour behind transparent pixels (RGBA, LA, PA, palette or colour-key transparency).
+ALPHA_BACKGROUND: tuple[int, int, int] = (255, 255, 255)
+
+_HIGH_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def _integer_range(img: Image.Image) -> float:
+    """Largest value of an integer-mode image's sample format.
+
+    Pillow reads 16-bit PNG / TIFF as ``I;16*`` and 16-bit PGM/PPM as ``I`` (scaled to
+    0..65535), so the range is 65535 unless a TIFF declares another bit depth
+    (``BitsPerSample``; signed when ``SampleFormat`` is 2).
+    """
+    tags = getattr(img, "tag_v2", None)
+    if img.mode != "I" or tags is None or 258 not in tags:
+        return 65535.0
+    bits, sample_format = tags[258], tags.get(339, 1)
+    bits = int(bits[0] if isinstance(bits, tuple) else bits)
+    signed = (sample_format[0] if isinstance(sample_format, tuple) else sample_format) == 2
+    return float(2 ** (bits - 1) - 1 if signed else 2 ** bits - 1)
+
+
+def _rgb_planes(img: Image.Image) -> tuple[Image.Image, ...]:
+    """``img`` as one 8-bit ``RGB`` image, or as 1 (grey) or 3 float ``F`` planes in [0, 1].
+
+    * ``I;16*``: divided by 65535; ``I``: divided by its sample range (:func:`_integer_range`),
+      negatives clip to 0; ``F``: taken as intensities, clipped to [0, 1] (NaN -> 0).
+      Transparency of a 16-bit grey image is ignored.
+    * ``RGBA``/``LA``/``PA`` and any image with a ``transparency`` entry (palette index or
+      colour key): composited on :data:`ALPHA_BACKGROUND` (white).
+    * everything else (``L``, ``1``, ``P``, ``CMYK``, ``YCbCr``, ``RGBX``, ...): PIL's
+      ``convert("RGB")`` (CMYK without colour profile: ``(255 - c)(255 - k) / 255``).
+    """
+    mode = img.mode
+    if mode in _HIGH_BIT_MODES:
+        arr = np.asarray(img).astype(np.float32 if mode == "F" else np.float64)
+        if mode != "F":
+            arr = arr / _integer_range(img)
+        arr = np.clip(np.nan_to_num(arr, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+        return (Image.fromarray(arr.astype(np.float32)),)
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        rgba = img.convert("LA").convert("RGBA") if mode == "La" else img.convert("RGBA")
+        background = Image.new("RGBA", img.size, ALPHA_BACKGROUND + (255,))
+        return (Image.alpha_composite(background, rgba).convert("RGB"),)
+    return (img if mode == "RGB" else img.convert("RGB"),)
+
+
+def to_rgb_tensor(
+    img: Image.Image,
+    size: tuple[int, int] | None = None,
+    crop: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
+    """PIL image of any mode -> ``float32`` tensor ``(3, H, W)`` in [0, 1].
+
+    ``size=(width, height)`` resizes first (PIL bicubic, antialiased), then ``crop=(left,
+    top, right, bottom)`` cuts a box out of the resized image. 8-bit images are resized as
+    8-bit RGB, exactly as torchvision's ``Resize`` + ``ToTensor``; 16-bit and float images
+    are resized as float planes (PIL mode ``F``) and keep their precision. Mode conversions
+    are described in :func:`_rgb_planes`. Raises ``ValueError`` if the resized image would
+    exceed PIL's decompression-bomb pixel limit (an extreme aspect ratio).
+    """
+    planes = _rgb_planes(img)
+    if size is not None and tuple(size) != img.size:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and size[0] * size[1] > limit:
+            raise ValueError(f"resizing {img.size[0]}x{img.size[1]} to {size[0]}x{size[1]} pixels is over "
+                             f"PIL's limit of {limit} pixels (extreme aspect ratio)")
+        planes = tuple(p.resize(tuple(size), Image.BICUBIC) for p in planes)
+    if crop is not None:
+        planes = tuple(p.crop(crop) for p in planes)
+    if planes[0].mode == "RGB":
+        arr = np.asarray(planes[0], dtype=np.uint8)
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+    arr = np.stack([np.asarray(p, dtype=np.float32) for p in planes])
+    x = torch.from_numpy(np.clip(arr, 0.0, 1.0))  # bicubic overshoot
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x
 
 
 # --------------------------------------------------------------------------------------------
@@ -301,13 +573,19 @@ def resize_size(input_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> int:
     return int(input_size / crop_pct)
 
 
+def _short_side_size(w: int, h: int, r: int) -> tuple[int, int]:
+    """``(width, height)`` with short side ``r``; long side ``int(r * long / short)`` (torchvision)."""
+    return (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
+
+
 class EvalTransform:
     """PIL image -> ``float32`` tensor ``(3, S, S)`` in [0, 1], ``S = input_size``.
 
     ``mode="center"``: short side to ``resize_size(S)`` (bicubic, antialiased), then centre
     crop ``S x S``; identical to torchvision's ``Resize(R, BICUBIC) + CenterCrop(S) +
-    ToTensor()``. ``mode="warp"``: resize straight to ``S x S`` (bicubic, aspect ratio not
-    kept, nothing cropped), used by the ERF analysis. No mean/std normalisation.
+    ToTensor()`` for RGB images. ``mode="warp"``: resize straight to ``S x S`` (bicubic, aspect
+    ratio not kept, nothing cropped), used by the ERF analysis. No mean/std normalisation.
+    Any PIL mode is accepted (see :func:`to_rgb_tensor`).
     """
 
     def __init__(self, input_size: int = 224, mode: TransformMode = "center", crop_pct: float = DEFAULT_CROP_PCT):
@@ -321,21 +599,13 @@ class EvalTransform:
         self.resize = resize_size(self.input_size, crop_pct)
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = img.convert("RGB")
         s = self.input_size
         if self.mode == "warp":
-            img = img.resize((s, s), Image.BICUBIC)
-        else:
-            w, h = img.size
-            r = self.resize
-            # same rounding as torchvision: long side = int(r * long / short), crop offset = round
-            nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
-            if (nw, nh) != (w, h):
-                img = img.resize((nw, nh), Image.BICUBIC)
-            top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
-            img = img.crop((left, top, left + s, top + s))
-        arr = np.asarray(img, dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+            return to_rgb_tensor(img, (s, s))
+        nw, nh = _short_side_size(*img.size, self.resize)
+        # crop offset rounded as torchvision's CenterCrop
+        top, left = int(round((nh - s) / 2.0)), int(round((nw - s) / 2.0))
+        return to_rgb_tensor(img, (nw, nh), (left, top, left + s, top + s))
 
     def __repr__(self) -> str:
         if self.mode == "warp":
@@ -359,7 +629,8 @@ class ShortSideResize:
     With ``max_short_side`` (>= ``short_side``), an image whose short side lies in
     ``[short_side, max_short_side]`` keeps its native size and a larger one is reduced to
     ``max_short_side``: a higher-resolution base for views that zoom in (the invariance analysis).
-    Sizes differ between images, so load these with ``batch_size=1``.
+    Sizes differ between images, so load these with ``batch_size=1``. Any PIL mode is accepted
+    (see :func:`to_rgb_tensor`).
     """
 
     def __init__(self, short_side: int, max_short_side: int | None = None):
@@ -369,14 +640,9 @@ class ShortSideResize:
         self.max_short_side = int(max_short_side) if max_short_side is not None else self.short_side
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
-        img = img.convert("RGB")
         w, h = img.size
         r = min(max(min(w, h), self.short_side), self.max_short_side)
-        nw, nh = (r, int(r * h / w)) if w <= h else (int(r * w / h), r)
-        if (nw, nh) != (w, h):
-            img = img.resize((nw, nh), Image.BICUBIC)
-        arr = np.asarray(img, dtype=np.uint8)
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255)
+        return to_rgb_tensor(img, _short_side_size(w, h, r))
 
     def __repr__(self) -> str:
         if self.max_short_side == self.short_side:
@@ -418,6 +684,62 @@ class Batch(NamedTuple):
     paths: tuple[str, ...]
 
 
+class _Unreadable(Exception):
+    """A file the loader will not decode; the message is the one-line skip reason."""
+
+
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "named pipe"),
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISSOCK, "socket"),
+)
+
+
+def _check_regular(st: os.stat_result) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _FILE_KINDS if test(st.st_mode)), "special file")
+        raise _Unreadable(f"not a regular file ({kind})")
+    if st.st_size == 0:
+        raise _Unreadable("empty file (0 bytes)")
+
+
+def _open_regular_file(path: str) -> BinaryIO:
+    """``path`` opened for binary reading if it is a non-empty regular file (links followed).
+
+    A FIFO, device, socket or directory is refused before it is opened, so reading never
+    blocks; the open itself is non-blocking and re-checked, in case the path changed between
+    the two. Raises :class:`_Unreadable` or ``OSError``.
+    """
+    _check_regular(os.stat(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        _check_regular(os.fstat(fd))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _skip_reason(e: Exception) -> str:
+    """One line saying why a file could not be read."""
+    if isinstance(e, _Unreadable):
+        return str(e)
+    if isinstance(e, UnidentifiedImageError):
+        return f"not an image in a readable format ({', '.join(IMAGE_FORMATS)})"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def _decode(path: str, transform: Callable[[Image.Image], torch.Tensor]) -> torch.Tensor:
+    """Read one regular image file and apply ``transform`` (EXIF orientation is not applied)."""
+    with _open_regular_file(path) as f, Image.open(f, formats=IMAGE_FORMATS) as img:
+        img.load()
+        return transform(img)
+
+
 class ImageDataset(Dataset):
     """Decodes ``source.paths[i]`` lazily; returns ``(image, label, i, path)`` or a failure sentinel."""
 
@@ -432,12 +754,9 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
-            with Image.open(path) as img:
-                img.load()
-                x = self.transform(img)
+            x = _decode(path, self.transform)
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
-            reason = " ".join(f"{type(e).__name__}: {e}".split())
-            return _Failed(i, path, reason)
+            return _Failed(i, path, _skip_reason(e))
         return x, self.labels[i], i, path
 
 
@@ -490,15 +809,27 @@ class ImageLoader:
             if batch is not None:
                 self.num_loaded += len(batch.paths)
                 yield batch
-        if self.skipped:
-            _logger.warning(self.skip_summary())
 
     def skip_summary(self, max_paths: int = 3) -> str:
-        """One line, e.g. ``skipped 2 of 16 images that could not be read: a.jpg (...), ...``."""
+        """One line, e.g. ``skipped 2 of 16 images that could not be read: a.jpg (...), ...``.
+
+        The count is of list entries (a file listed twice and unreadable counts twice); each
+        path is shown once. This is the one report of skipped files: the loader only logs
+        them at debug level.
+        """
         if not self.skipped:
             return f"all {self.num_loaded} images read"
-        shown = ", ".join(f"{s.path} ({s.reason})" for s in self.skipped[:max_paths])
-        more = f", and {self.num_skipped - max_paths} more" if self.num_skipped > max_paths else ""
+        reasons: dict[str, str] = {}
+        times: dict[str, int] = {}
+        for s in self.skipped:
+            reasons.setdefault(s.path, s.reason)
+            times[s.path] = times.get(s.path, 0) + 1
+        shown = ", ".join(
+            f"{_printable(p)} ({reasons[p]}{f', listed {times[p]} times' if times[p] > 1 else ''})"
+            for p in list(reasons)[:max_paths]
+        )
+        rest = len(reasons) - max_paths
+        more = f", and {rest} more file{'s' if rest > 1 else ''}" if rest > 0 else ""
         return f"skipped {self.num_skipped} of {self.num_images} images that could not be read: {shown}{more}"
 
 

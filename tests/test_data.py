@@ -242,8 +242,10 @@ def test_grayscale_and_rgba_become_rgb(tmp_path):
     images, _, _ = _all(make_loader(tmp_path, batch_size=2, transform=eval_transform(64)))
     assert images.shape == (2, 3, 64, 64)
     torch.testing.assert_close(images[0], torch.full((3, 64, 64), 128 / 255))
+    # transparent pixels are composited on white: c * a + 1 * (1 - a), a = 10 / 255
+    a = 10 / 255
     torch.testing.assert_close(images[1, 0], torch.ones(64, 64))
-    torch.testing.assert_close(images[1, 1:], torch.zeros(2, 64, 64))
+    torch.testing.assert_close(images[1, 1:], torch.full((2, 64, 64), 1 - a), atol=1 / 255, rtol=0)
 
 
 # ---------------------------------------------------------------- embedded default set
