@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from stm_probe.cli import resolve_device
+from stm_probe.runtime.session import resolve_device
 from stm_probe.erf import compute_erf, contribution_maps, flush_denormals_for_process
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized, frozen_parameters, stage_outputs

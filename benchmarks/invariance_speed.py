@@ -22,7 +22,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from stm_probe.cli import resolve_device
+from stm_probe.runtime.session import resolve_device
 from stm_probe.data import ShortSideResize, make_loader, resize_size, resolve_source
 from stm_probe.invariance import (DIRECTIONS, SweepPlan, Views, default_levels, group_images, iter_views,
                                   prediction_metrics, run_sweep)

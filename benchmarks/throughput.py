@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from stm_probe.cli import resolve_device
+from stm_probe.runtime.session import resolve_device
 from stm_probe.models import create_model, expand_model_patterns
 from stm_probe.models.features import Normalized
 

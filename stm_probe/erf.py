@@ -120,42 +120,55 @@ def flush_denormals_for_process() -> bool:
     return torch.set_flush_denormal(True)
 
 
-def compute_erf(net: Normalized, batches: Iterable[torch.Tensor], stages: Sequence[int], device: torch.device,
-                batch_size: int, progress=None) -> ErfAccumulator:
-    """Contribution maps of every image in ``batches`` ((B, 3, H, W) pixels in [0, 1]).
+class MapMaker:
+    """Contribution maps of batches, split into sub-batches that fit in memory.
 
-    Batches are split into sub-batches that fit in memory (measured on the first image); on a
-    CUDA out-of-memory error the sub-batch is halved and the work retried. Parameters are frozen
-    meanwhile (only input gradients are needed).
+    The sub-batch is sized from the first image's saved activations (x3 headroom, half the free
+    memory); on a CUDA out-of-memory error it is halved and the work retried.
     """
-    acc = ErfAccumulator(stages)
-    with frozen_parameters(net):
-        _accumulate(acc, net, batches, stages, device, batch_size, progress)
-    return acc
 
+    def __init__(self, net: Normalized, stages: Sequence[int], device: torch.device, batch_size: int) -> None:
+        self.net, self.stages, self.device, self.batch_size = net, list(stages), device, batch_size
+        self.sub: int | None = None
 
-def _accumulate(acc: ErfAccumulator, net: Normalized, batches: Iterable[torch.Tensor], stages: Sequence[int],
-                device: torch.device, batch_size: int, progress) -> None:
-    sub = None
-    for pixels in batches:
-        pixels = pixels.to(device, non_blocking=True)
-        if sub is None:
-            sub = safe_sub_batch(saved_bytes_per_image(net, pixels, stages), batch_size, device)
+    def __call__(self, pixels: torch.Tensor) -> dict[int, np.ndarray]:
+        """pixels (B, 3, H, W) in [0, 1] -> {stage: (B, H, W) float32 numpy}; NaN maps are kept."""
+        pixels = pixels.to(self.device, non_blocking=True)
+        if self.sub is None:
+            self.sub = safe_sub_batch(saved_bytes_per_image(self.net, pixels, self.stages), self.batch_size,
+                                      self.device)
+        parts: dict[int, list[np.ndarray]] = {s: [] for s in self.stages}
         start = 0
         while start < pixels.shape[0]:
-            chunk = pixels[start:start + sub]
+            chunk = pixels[start:start + self.sub]
             try:
-                acc.add(contribution_maps(net, chunk, stages))
+                with frozen_parameters(self.net):
+                    maps = contribution_maps(self.net, chunk, self.stages)
             except torch.OutOfMemoryError:
-                if sub == 1:
+                if self.sub == 1:
                     raise
-                sub = max(1, sub // 2)
-                if device.type == "cuda":
+                self.sub = max(1, self.sub // 2)
+                if self.device.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
+            for stage, m in maps.items():
+                parts[stage].append(m.detach().to("cpu", torch.float32).numpy())
             start += chunk.shape[0]
-            if progress is not None:
-                progress.update(chunk.shape[0])
+        return {s: np.concatenate(p) for s, p in parts.items()}
+
+
+def compute_erf(net: Normalized, batches: Iterable[torch.Tensor], stages: Sequence[int], device: torch.device,
+                batch_size: int, progress=None) -> ErfAccumulator:
+    """Contribution maps of every image in ``batches`` ((B, 3, H, W) pixels in [0, 1]), gathered
+    in an `ErfAccumulator` (NaN maps skipped and counted). Parameters are frozen meanwhile."""
+    acc = ErfAccumulator(stages)
+    maker = MapMaker(net, stages, device, batch_size)
+    for pixels in batches:
+        maps = maker(pixels)
+        acc.add({s: torch.from_numpy(m) for s, m in maps.items()})
+        if progress is not None:
+            progress.update(pixels.shape[0])
+    return acc
 
 
 # --- normalisation and area ratios -------------------------------------------------------------
@@ -164,6 +177,16 @@ def log_normalize(mean_map: np.ndarray) -> np.ndarray:
     logged = np.log10(np.asarray(mean_map, dtype=np.float64) + 1.0)
     peak = logged.max(axis=(-2, -1), keepdims=True)
     return np.divide(logged, peak, out=np.zeros_like(logged), where=peak > 0)
+
+
+def peak_normalize(mean_map: np.ndarray) -> np.ndarray:
+    """map / max (no log): the scale-free normalisation (a zero map stays zero). (..., H, W)."""
+    mean_map = np.asarray(mean_map, dtype=np.float64)
+    peak = mean_map.max(axis=(-2, -1), keepdims=True)
+    return np.divide(mean_map, peak, out=np.zeros_like(mean_map), where=peak > 0)
+
+
+NORMALISATIONS = {"log": log_normalize, "peak": peak_normalize}
 
 
 def centred_square_fractions(maps: np.ndarray) -> np.ndarray:
@@ -229,18 +252,20 @@ def area_ratio(norm_map: np.ndarray, threshold: float) -> AreaRatio:
 
 
 def bootstrap_area_ci(maps: np.ndarray, thresholds: Sequence[float], n_boot: int, seed: int,
-                      level: float = 0.95, chunk: int = 64) -> list[tuple[float, float]]:
+                      level: float = 0.95, chunk: int = 64, normalise: str = "log") -> list[tuple[float, float]]:
     """Percentile bootstrap CI of the area ratio over images, one (low, high) per threshold.
 
     Each replicate resamples the N per-image maps (N, H, W) with replacement, averages them,
-    log-normalises and measures the area ratio. Replicates are computed in chunks as one matrix
-    product of resampling counts (chunk, N) @ maps (N, H*W).
+    normalises (``log``: log10(x + 1) / max, the paper's; ``peak``: x / max) and measures the
+    area ratio. Replicates are computed in chunks as one matrix product of resampling counts
+    (chunk, N) @ maps (N, H*W).
     """
+    norm_fn = NORMALISATIONS[normalise]
     n = maps.shape[0]
     if n == 0:
         return [(float("nan"), float("nan"))] * len(thresholds)
     if n == 1 or n_boot <= 0:
-        point = area_ratios(log_normalize(maps.astype(np.float64).mean(0)), thresholds)
+        point = area_ratios(norm_fn(maps.astype(np.float64).mean(0)), thresholds)
         return [(float(p), float(p)) for p in point]
     h, w = maps.shape[1:]
     flat = maps.reshape(n, h * w).astype(np.float64)
@@ -252,7 +277,7 @@ def bootstrap_area_ci(maps: np.ndarray, thresholds: Sequence[float], n_boot: int
         counts = np.zeros((size, n))
         np.add.at(counts, (np.arange(size)[:, None], idx), 1.0)
         means = (counts @ flat / n).reshape(size, h, w)
-        for k, values in enumerate(area_ratios(log_normalize(means), thresholds)):
+        for k, values in enumerate(area_ratios(norm_fn(means), thresholds)):
             draws[k].append(values)
     alpha = (1 - level) / 2
     return [tuple(float(q) for q in np.quantile(np.concatenate(d), [alpha, 1 - alpha])) for d in draws]

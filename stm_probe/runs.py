@@ -15,6 +15,17 @@ from typing import Any, Iterator
 
 import torch
 
+TEMP_PATTERN = ".*.tmp*"  # glob of the temporary files atomic_path creates
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
 TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "captum", "torchattacks", "safetensors")
 
 
@@ -22,7 +33,10 @@ TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "captum",
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
-    Readers never see a half-written file: on error the temporary file is removed.
+    Readers never see a half-written file: on error the temporary file is removed. The file gets
+    the permissions a plain ``open`` would give (0666 less the umask), not mkstemp's 0600.
+    Temporary names start with ``.`` and contain ``.tmp`` (`TEMP_PATTERN`), so a later run into the
+    folder can remove those a killed run left behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -30,6 +44,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -76,14 +91,14 @@ def device_description(device: torch.device) -> str:
 class RunRecord:
     """Collects what a run did and writes ``manifest.json`` into its output folder at the end."""
 
-    def __init__(self, analysis: str, out_dir: Path, argv: list[str] | None = None) -> None:
+    def __init__(self, analysis: str, out_dir: Path, call: dict[str, Any] | None = None) -> None:
         from . import __version__
 
         self.out_dir = out_dir
         self.started = time.perf_counter()
         self.data: dict[str, Any] = {
             "tool": "stm-probe", "version": __version__, "analysis": analysis,
-            "argv": list(sys.argv if argv is None else argv),
+            "call": call if call is not None else {"argv": list(sys.argv)},
             "started_at": datetime.now().astimezone().isoformat(timespec="seconds"),
             "packages": package_versions(), "models": [], "outputs": [],
         }

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend
+from ..errors import UsageError
+from ..report import lines_with_ci, model_palette, read_results, save_figure, use_headless_backend
 
 
 def examples_path(out_dir: Path, model: str) -> Path:
@@ -29,7 +30,7 @@ def _with_clean_point(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def plot_curves(out_dir: Path, frame: pd.DataFrame) -> list[Path]:
     """``adversarial.png/.pdf``: one panel per attack (and norm), one line per model with its
-    95% bootstrap band; robust accuracy when the run had labels, else flip rate."""
+    95% CI band (Wilson); robust accuracy when the run had labels, else flip rate."""
     import matplotlib.pyplot as plt
 
     metric = "robust_acc" if (frame["metric"] == "robust_acc").any() else "flip_rate"
@@ -62,8 +63,15 @@ def plot_examples(npz: Path, stem: Path) -> list[Path]:
     """K rows of clean / amplified perturbation / adversarial image with top-1 predictions."""
     import matplotlib.pyplot as plt
 
-    with np.load(npz) as data:
-        d = {k: data[k] for k in data.files}
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            d = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{npz} is not a readable example file ({type(exc).__name__}): rerun the probe") from None
+    missing = [k for k in ("clean", "adversarial", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob",
+                           "clean_name", "adv_name", "attack", "norm", "eps") if k not in d]
+    if missing:
+        raise UsageError(f"{npz} lacks {', '.join(missing)}: the file is damaged; rerun the probe")
     k = d["clean"].shape[0]
     unit = "/255" if str(d["norm"]) == "Linf" else ""
     fig, axes = plt.subplots(k, 3, figsize=(7.2, 2.5 * k), squeeze=False)
@@ -82,13 +90,14 @@ def plot_examples(npz: Path, stem: Path) -> list[Path]:
     return save_figure(fig, stem)
 
 
-def plot_adversarial(out_dir: str | Path) -> list[Path]:
+def plot_adversarial(out_dir: str | Path, probe: str = "adversarial") -> list[Path]:
     """Draw every adversarial figure of a run folder: ``adversarial.png/.pdf`` from the CSV and
     ``adversarial_examples_<model>.png/.pdf`` from each saved example file."""
     use_headless_backend()
     out_dir = Path(out_dir)
-    frame = pd.read_csv(out_dir / "adversarial.csv")
-    written = plot_curves(out_dir, frame) if len(frame) else []
+    frame = read_results(out_dir / "adversarial.csv", ("model", "attack", "norm", "eps", "steps", "metric", "value",
+                                                       "ci_low", "ci_high"))
+    written = plot_curves(out_dir, frame)
     for npz in sorted((out_dir / "adversarial_examples").glob("*.npz")):
         written += plot_examples(npz, out_dir / f"adversarial_examples_{npz.stem}")
     return written

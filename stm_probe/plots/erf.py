@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..report import save_figure, use_headless_backend
+from ..report import load_array, read_results, save_figure, use_headless_backend
 
 
 def map_path(out_dir: Path, label: str, stage: int, normalised: bool = False) -> Path:
@@ -14,15 +14,11 @@ def map_path(out_dir: Path, label: str, stage: int, normalised: bool = False) ->
     return Path(out_dir) / "erf" / f"{label}_stage{stage + 1}{'_norm' if normalised else ''}.npy"
 
 
-def _label(row: pd.Series, init_copy: bool) -> str:
-    return f"{row['model']}_init" if init_copy else str(row["model"])
-
-
 def _panels(frame: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     """(file label, title, rows) per model and weights, in CSV order."""
     panels = []
-    for (model, weights), rows in frame.groupby(["model", "weights"], sort=False):
-        init_copy = bool(rows["init_copy"].iloc[0]) if "init_copy" in rows else False
+    for (model, weights, init_copy), rows in frame.groupby(["model", "weights", "init_copy"], sort=False):
+        init_copy = str(init_copy).lower() == "true"
         label = f"{model}_init" if init_copy else str(model)
         panels.append((label, f"{model} ({weights}{', fresh init' if init_copy else ''})", rows))
     return panels
@@ -34,14 +30,14 @@ def _ratio_title(rows: pd.DataFrame, stage: int) -> str:
     for t in (0.2, 0.99):
         hit = sel[np.isclose(sel["threshold"], t)]
         if len(hit):
-            parts.append(f"{int(round(t * 100))}%: {hit['area_ratio'].iloc[0]:.3f}")
+            parts.append(f"{int(round(t * 100))}%: {hit['value'].iloc[0]:.3f}")
     return "\n".join([parts[0], "  ".join(parts[1:])]) if len(parts) > 1 else parts[0]
 
 
 def _draw_row(axes, out_dir: Path, label: str, rows: pd.DataFrame, stages: list[int]):
     image = None
     for ax, stage in zip(axes, stages):
-        norm = np.load(map_path(out_dir, label, stage - 1, normalised=True))
+        norm = load_array(map_path(out_dir, label, stage - 1, normalised=True))
         image = ax.imshow(norm, cmap="RdYlGn", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(_ratio_title(rows, stage), fontsize=8)
         ax.set_xticks([])
@@ -49,7 +45,7 @@ def _draw_row(axes, out_dir: Path, label: str, rows: pd.DataFrame, stages: list[
     return image
 
 
-def plot_erf(out_dir: str | Path) -> list[Path]:
+def plot_erf(out_dir: str | Path, probe: str = "erf") -> list[Path]:
     """Draw every ERF figure of a run folder from ``erf.csv`` and ``erf/*_norm.npy``.
 
     Per model (and weights): ``erf_<label>.png/.pdf`` with one heatmap per stage on a shared
@@ -59,7 +55,9 @@ def plot_erf(out_dir: str | Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
-    frame = pd.read_csv(out_dir / "erf.csv")
+    frame = read_results(out_dir / "erf.csv", ("model", "weights", "init_copy", "stage", "threshold", "metric",
+                                               "value"))
+    frame = frame[frame["metric"] == "area_ratio"]
     stages = sorted(int(s) for s in frame["stage"].unique())
     panels = _panels(frame)
     written: list[Path] = []

@@ -1,0 +1,198 @@
+"""Settings as frozen dataclasses: one declaration gives the CLI option, the API keyword, the
+manifest entry and the cache key.
+
+A setting is a dataclass field made with `option`: its default, help text, a parser from text
+(CLI) and a check of the value (CLI and API alike). This module imports no torch, so building
+the command line stays fast.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import UsageError
+
+Parser = Callable[[str], Any]
+
+
+def option(default: Any, help: str, parse: Parser | None = None, metavar: str | None = None,
+           choices: Sequence[str] | None = None, flag: str | None = None, cli: bool = True,
+           repeatable: bool = False) -> Any:
+    """A settings field: ``default`` plus what the CLI needs (help, parser, metavar, choices).
+
+    ``parse`` turns the option's text into the value (lists: comma-separated); ``choices``
+    restricts it (with a did-you-mean on a typo); ``repeatable`` makes a list option that may
+    be given several times (``--model a --model b``); ``cli=False`` keeps it out of the CLI.
+    """
+    meta = dict(help=help, parse=parse, metavar=metavar, choices=tuple(choices) if choices else None, flag=flag,
+                cli=cli, repeatable=repeatable)
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("use a tuple for a list default (settings are frozen)")
+    return field(default=default, metadata=meta)
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """``--num-images`` for field ``num_images``."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def settings_dict(settings: Any) -> dict[str, Any]:
+    """Plain dict of a settings dataclass (tuples as lists): the manifest entry."""
+    out = {}
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else (str(value) if isinstance(value, Path) else value)
+    return out
+
+
+def did_you_mean(word: str, choices: Sequence[str]) -> str:
+    """' (did you mean X?)' for the closest choice, else ''."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    """UsageError naming the valid choices (and the closest one) when ``value`` is not among them."""
+    items = value if isinstance(value, (tuple, list)) else (value,)
+    for item in items:
+        if item not in choices:
+            raise UsageError(f"{name} {item!r} is not one of {', '.join(map(str, choices))}{did_you_mean(item, choices)}")
+
+
+def coerce(cls: type, values: dict[str, Any], where: str = "") -> Any:
+    """Build settings ``cls`` from keyword ``values`` (API or parsed CLI), checking names and choices.
+
+    Unknown names get a did-you-mean; strings are parsed with the field's parser, lists become
+    tuples; then ``cls.__post_init__`` validates ranges.
+    """
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for name, value in values.items():
+        if name not in known:
+            raise UsageError(f"{where}unknown setting {name!r}{did_you_mean(name, list(known))}")
+        f = known[name]
+        parse = f.metadata.get("parse")
+        if isinstance(value, str) and parse is not None:
+            try:
+                value = parse(value)
+            except (ValueError, TypeError) as exc:
+                raise UsageError(f"{flag_name(f)} {value!r}: {exc}") from None
+        if isinstance(value, list):
+            value = tuple(value)
+        choices = f.metadata.get("choices")
+        if choices and value is not None:
+            check_choice(flag_name(f), value, choices)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+# --- parsers (text -> value) ----------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"must be 0 or a positive integer, got {text}")
+    return value
+
+
+def float_list(text: str) -> tuple[float, ...]:
+    """'0.2,0.3' -> (0.2, 0.3); plain finite numbers only."""
+    values = []
+    for item in (i.strip() for i in str(text).split(",") if i.strip()):
+        try:
+            value = float(item)
+        except ValueError:
+            raise ValueError(f"'{item}' is not a number (give comma-separated numbers)") from None
+        if not math.isfinite(value):
+            raise ValueError(f"'{item}' is not a finite number")
+        values.append(value)
+    if not values:
+        raise ValueError("give at least one number")
+    return tuple(values)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(item) for item in str(text).split(",") if item.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not a comma-separated list of integers") from None
+    if not values:
+        raise ValueError("give at least one integer")
+    return values
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """'a,b' -> ('a', 'b'), order kept, repeats dropped."""
+    names = tuple(dict.fromkeys(n.strip() for n in str(text).split(",") if n.strip()))
+    if not names:
+        raise ValueError("give at least one name")
+    return names
+
+
+SEED_MAX = 2**63 - 1
+
+
+# --- the settings every probe shares ----------------------------------------------------------------
+@dataclass(frozen=True)
+class RunOptions:
+    """Models, data and run settings shared by every probe (CLI group "models and data" / "run")."""
+
+    model: tuple[str, ...] = option((), "model name, alias or glob over registered names (repeatable), e.g. "
+                                    "unified_tiny_attn, 'unified_*_micro', convnext_tiny", metavar="NAME",
+                                    repeatable=True)
+    checkpoint: tuple[str, ...] = option((), "weights (.pth/.pt/.bin/.safetensors); repeatable, in --model order, "
+                                         "or NAME=PATH", metavar="[NAME=]PATH", repeatable=True)
+    checkpoint_key: str | None = option(None, "entry of the checkpoint holding the state dict (default: model, "
+                                        "state_dict, model_ema, root)", metavar="KEY")
+    non_strict: bool = option(False, "load what fits when checkpoint keys or shapes differ")
+    min_loaded: float = option(0.5, "with --non-strict: refuse a checkpoint that fills less than this fraction of "
+                               "the model's parameters (default 0.5)", parse=float, metavar="F")
+    data: str | None = option(None, "image folder (class subfolders = labels), flat folder, or text file list; "
+                              "default: the embedded sample images in data/", metavar="PATH")
+    image_list: str | None = option(None, "keep only the images named in this file (paths relative to --data, one "
+                                    "per line; e.g. RobustBench's ImageNet ids), in its order", metavar="FILE")
+    num_images: int = option(50, "use the first N images (default 50)", parse=positive_int, metavar="N")
+    batch_size: int = option(16, "images per batch (default 16)", parse=positive_int, metavar="B")
+    input_size: int = option(224, "square input side in pixels; a multiple of 32 for unified models (default 224)",
+                             parse=positive_int, metavar="PX")
+    workers: int = option(0, "data-loading worker processes (default 0)", parse=non_negative_int, metavar="N")
+    device: str = option("auto", "auto | cpu | cuda | cuda:i (default auto: cuda if available)")
+    out: str | None = option(None, "output folder (default runs/<probe>-<timestamp>)", metavar="DIR")
+    resume: bool = option(False, "continue the interrupted run in --out: completed units are kept, the rest computed")
+    seed: int = option(0, "random seed of every draw (default 0)", parse=int)
+    bootstrap: int = option(1000, "bootstrap replicates for the 95%% CIs of means over images (default 1000; 0 = "
+                            "none)", parse=non_negative_int, metavar="N")
+    repeats: int = option(1, "re-draw every random choice (directions, shifts, attack starts) R times and report "
+                          "the spread over repeats (default 1)", parse=positive_int, metavar="R")
+    quiet: bool = option(False, "no progress bars")
+    debug: bool = option(False, "show tracebacks")
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise UsageError("no model given: pass --model NAME (e.g. --model unified_tiny_attn)")
+        if not 0 <= self.seed <= SEED_MAX:
+            raise UsageError(f"--seed {self.seed}: give an integer in [0, 2^63 - 1]")
+        if not 0.0 <= self.min_loaded <= 1.0:
+            raise UsageError(f"--min-loaded {self.min_loaded}: give a fraction in [0, 1]")
+        if self.bootstrap > 100_000:
+            raise UsageError(f"--bootstrap {self.bootstrap}: at most 100000 replicates (1000 is plenty for 95% CIs)")
+        if self.input_size > 4096:
+            raise UsageError(f"--input-size {self.input_size}: at most 4096 px")
+        if self.out is not None and not str(self.out).strip():
+            raise UsageError("--out '' names no folder: give a folder path, or leave --out out for runs/<probe>-<time>")
+        for name in ("batch_size", "num_images", "repeats"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{flag_name(_FIELDS[name])} {getattr(self, name)}: give a positive integer")
+
+
+_FIELDS = {f.name: f for f in fields(RunOptions)}

@@ -1,0 +1,30 @@
+"""Every registered probe. Adding a probe is one file in this folder and one line here.
+
+Probe modules import no torch at module level, so the command line can build its options from
+their settings without the start-up cost of torch and timm.
+"""
+from __future__ import annotations
+
+import importlib
+
+from ..errors import UsageError
+from ..options import did_you_mean
+from .base import Probe, Unit, run_probe
+
+#: probe name -> "module:class"
+PROBES: dict[str, str] = {
+    "erf": "stm_probe.probes.erf:ErfProbe",
+    "invariance": "stm_probe.probes.invariance:InvarianceProbe",
+    "adversarial": "stm_probe.probes.adversarial:AdversarialProbe",
+}
+
+
+def get_probe(name: str) -> type[Probe]:
+    """The probe class registered as ``name`` (UsageError with a did-you-mean otherwise)."""
+    if name not in PROBES:
+        raise UsageError(f"unknown probe {name!r}{did_you_mean(name, list(PROBES))}: choose from {', '.join(PROBES)}")
+    module_name, class_name = PROBES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+__all__ = ["PROBES", "Probe", "Unit", "get_probe", "run_probe"]

@@ -1,0 +1,431 @@
+"""`Probe`, the one abstraction every analysis implements, and `run_probe`, THE loop.
+
+A probe declares
+
+* ``Config``: its settings, a frozen dataclass of `stm_probe.options.option` fields (CLI options,
+  API keywords, manifest entry and cache key all come from it);
+* ``setting_columns``: the CSV columns that name a setting (e.g. ``kind, level``);
+* ``units()``: the passes over the images one model needs (one per setting group and repeat);
+* ``measure(model, unit, batch)``: per-image values of one batch, ``{(*setting values, metric):
+  array (B, ...)}``;
+* optionally ``transform``/``batches`` (the images it needs), ``summarise`` (per-image values ->
+  value and interval; default: `stats.summarise_values` by ``statistics[metric]``),
+  ``artefacts`` (array files), ``plot`` (module:function drawing from the run folder) and
+  ``headline`` (summary lines).
+
+`run_probe` owns everything else: models (one in memory at a time), batches and progress bars,
+seeding, gathering per-image values, per-unit persistence and resume, empty-data checks, tidy
+rows, ``<probe>.csv``, ``per_image.csv``, figures, ``manifest.json`` and the summary.
+
+Tidy CSV columns: ``model, stm, size, weights, <setting columns>, metric, value, ci_low, ci_high,
+n_images, n_skipped, repeats, repeat_mean, repeat_low, repeat_high, <probe constants>, seed,
+input_size``. ``value``/``ci_*``/``n_images`` describe repeat 0 (so a run with ``--repeats 1``
+gives the same numbers); ``repeat_*`` the mean and Student-t 95% interval over the repeats.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import UsageError
+from ..options import settings_dict
+
+ID_COLUMNS = ("model", "stm", "size", "weights")
+VALUE_COLUMNS = ("metric", "value", "ci_low", "ci_high", "n_images", "n_skipped", "repeats", "repeat_mean",
+                 "repeat_low", "repeat_high")
+RUN_COLUMNS = ("seed", "input_size")
+#: decoded images are kept in memory between units when they take less than this (bytes)
+CACHE_BYTES = 2 << 30
+
+Key = tuple  # (*setting values, metric)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One pass over the images for one model: a setting group of the probe, and the repeat."""
+
+    label: str  # for progress bars, e.g. "translation" or "pgd Linf eps=4"
+    parts: tuple = ()  # what defines it (hashable, JSON-able), part of the cache key
+    repeat: int = 0
+
+
+@dataclass
+class UnitResult:
+    """Per-image values of one model x unit, gathered over batches."""
+
+    columns: dict[str, str]  # model, stm, size, weights
+    unit: Unit
+    indices: np.ndarray  # (N,) image positions in the session's source
+    values: dict[Key, np.ndarray]  # (N, ...) per key
+    skipped_files: list[str] = field(default_factory=list)
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"indices": self.indices, **{f"v{i}": v for i, v in enumerate(self.values.values())}}
+        meta = {"columns": self.columns, "label": self.unit.label, "parts": list(self.unit.parts),
+                "repeat": self.unit.repeat, "keys": [list(k) for k in self.values],
+                "skipped_files": self.skipped_files}
+        return arrays, meta
+
+    @classmethod
+    def from_arrays(cls, unit: Unit, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "UnitResult":
+        keys = [tuple(k) for k in meta["keys"]]
+        values = {k: arrays[f"v{i}"] for i, k in enumerate(keys)}
+        return cls(meta["columns"], unit, arrays["indices"], values, list(meta.get("skipped_files", [])))
+
+
+class Probe:
+    """Base class of every probe (see module docstring). Instances hold one run's config and session."""
+
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    setting_columns: ClassVar[tuple[str, ...]] = ()
+    statistics: ClassVar[dict[str, str]] = {}  # metric -> "rate" | "mean" | "max"
+    randomised: ClassVar[bool] = True  # draws at random (so --repeats means something)
+    plot: ClassVar[str | None] = "stm_probe.plots.generic:plot_generic"
+    skip_reason: ClassVar[str] = "no value could be measured"
+
+    def __init__(self, config: Any, session: Any) -> None:
+        self.config = config
+        self.session = session
+
+    # --- what a probe may override -------------------------------------------------------------
+    def check(self) -> None:
+        """Validate settings against the session (raise UsageError); runs before any folder is made."""
+
+    def check_model(self, model: Any) -> None:
+        """Validate one loaded model (e.g. it exposes stages); raise UsageError."""
+
+    def transform(self) -> Any:
+        """PIL image -> (3, H, W) tensor in [0, 1]; default: the standard eval view."""
+        from ..data import eval_transform
+
+        return eval_transform(self.session.options.input_size, "center")
+
+    def loader_batch_size(self) -> int:
+        return self.session.options.batch_size
+
+    def batches(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Group or move the loader's batches; each must have ``indices`` (B,). Default: as loaded."""
+        return iter(batches)
+
+    def units(self) -> list[Unit]:
+        return [Unit(self.name)]
+
+    def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
+        raise NotImplementedError
+
+    def unit_columns(self, model: Any, unit: Unit) -> dict[str, str]:
+        """The identifying columns of one model x unit (default: the model's own)."""
+        return model.columns()
+
+    def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
+        """Per-image values -> {key: (value, ci_low, ci_high, n_images, n_skipped)}."""
+        from ..stats import summarise_values
+
+        n_boot = self.session.options.bootstrap
+        out = {}
+        for key, per_image in values.items():
+            if str(key[-1]).startswith("_"):
+                continue  # artefact data (e.g. saved examples), not a metric
+            statistic = self.statistics.get(key[-1], "mean")
+            value, low, high, n = summarise_values(per_image, statistic, n_boot, seed=_key_seed(seed, key))
+            out[key] = (value, low, high, n, 0)
+        return out
+
+    def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
+        """Per-image scalars (N,) for per_image.csv; default: the 1-D metric values as they are."""
+        return {k: v for k, v in values.items() if v.ndim == 1 and not str(k[-1]).startswith("_")}
+
+    def constants(self) -> dict[str, Any]:
+        """Settings that change numbers, repeated on every CSV row (beside seed and input_size)."""
+        return {}
+
+    def artefacts(self, out_dir: Path, results: list[UnitResult]) -> list[Path]:
+        return []
+
+    def headline(self, frame: Any) -> list[str]:
+        return []
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*ID_COLUMNS, *self.setting_columns, *VALUE_COLUMNS, *self.constants(), *RUN_COLUMNS)
+
+    def repeated(self, units: list[Unit]) -> list[Unit]:
+        """``units`` for every repeat (repeat-major within a setting)."""
+        count = self.session.options.repeats if self.randomised else 1
+        return [Unit(u.label if r == 0 else f"{u.label} (repeat {r})", u.parts, r) for u in units
+                for r in range(count)]
+
+
+def _key_seed(seed: int, key: Key) -> int:
+    from ..runtime.seeds import stream_seed
+
+    return stream_seed(seed, "bootstrap", *key)
+
+
+def require_finite(tensor: Any, model: str, what: str = "logits") -> None:
+    """One line (UsageError) when a model produced NaN or Inf: its numbers cannot be trusted."""
+    import torch
+
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise UsageError(f"{model} produced {bad} non-finite {what} (NaN/Inf): its weights or inputs are broken; "
+                         "check the checkpoint (nothing is reported for a model that cannot be trusted)")
+
+
+# --- the loop ------------------------------------------------------------------------------------
+class _CachedBatches:
+    """The loader's batches, decoded once and replayed for later units while they fit in memory."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.cache: list[Any] | None = None
+        self.skipped: list[str] = []
+        self.num_loaded = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.cache is not None:
+            yield from self.cache
+            return
+        kept, size, fits = [], 0, True
+        for batch in self.loader:
+            if fits:
+                size += batch.images.numel() * batch.images.element_size()
+                fits = size <= CACHE_BYTES
+                kept = kept + [batch] if fits else []
+            yield batch
+        self.skipped = [f"{s.path} ({s.reason})" for s in self.loader.skipped]
+        self.num_loaded = self.loader.num_loaded
+        if fits:
+            self.cache = kept
+
+
+def _images_hash(source: Any) -> str:
+    digest = hashlib.sha256()
+    for path, label in zip(source.paths, source.labels):
+        digest.update(f"{path}\t{label}\n".encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def unit_parts(probe: Probe, model: str, unit: Unit, checkpoint_sha: str) -> dict[str, Any]:
+    """Everything that changes a unit's numbers (its cache key)."""
+    from .. import __version__
+
+    opts = probe.session.options
+    return {"tool": __version__, "probe": probe.name, "config": settings_dict(probe.config), "model": model,
+            "checkpoint": checkpoint_sha, "checkpoint_key": opts.checkpoint_key, "non_strict": opts.non_strict,
+            "images": _images_hash(probe.session.source), "input_size": opts.input_size, "seed": opts.seed,
+            "unit": list(unit.parts), "repeat": unit.repeat}
+
+
+def _run_unit(probe: Probe, model: Any, unit: Unit, batches: _CachedBatches) -> UnitResult:
+    session = probe.session
+    indices, gathered = [], {}
+    with session.progress(len(session.source), f"{probe.name} {model.name} {unit.label}") as bar:
+        for batch in probe.batches(batches):
+            values = probe.measure(model, unit, batch)
+            idx = np.asarray(batch.indices.cpu() if hasattr(batch.indices, "cpu") else batch.indices, dtype=np.int64)
+            indices.append(idx)
+            for key, value in values.items():
+                gathered.setdefault(key, []).append(np.asarray(value))
+            bar.update(len(idx))
+    if not indices:
+        reason = f": {batches.loader.skip_summary()}" if batches.skipped else ""
+        raise UsageError(f"no image could be read from {session.source.location}{reason}; check --data")
+    values = {k: np.concatenate(v) for k, v in gathered.items()}
+    result = UnitResult(probe.unit_columns(model, unit), unit, np.concatenate(indices), values, batches.skipped)
+    if not values or all(not np.isfinite(v.astype(np.float64)).any() for v in values.values()):
+        raise UsageError(f"{probe.name} could not measure any image for {model.name} ({unit.label}): "
+                         f"{probe.skip_reason}")
+    return result
+
+
+def _rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
+    """Tidy rows: repeat 0 gives value/CI/n; the repeats give repeat_mean/low/high."""
+    from ..stats import t_interval
+
+    opts = probe.session.options
+    summaries: dict[tuple, dict[int, tuple]] = {}
+    columns: dict[tuple, dict[str, str]] = {}
+    for result in results:
+        for key, summary in probe.summarise(result.values, opts.seed).items():
+            group = (result.columns["model"], result.columns["weights"], result.unit.parts, key)
+            summaries.setdefault(group, {})[result.unit.repeat] = summary
+            columns[group] = result.columns
+    rows = []
+    constants = probe.constants()
+    n_files = len(results[0].skipped_files) if results else 0
+    for group, by_repeat in summaries.items():
+        key = group[-1]
+        value, low, high, n, skipped = by_repeat[min(by_repeat)]
+        per_repeat = [by_repeat[r][0] for r in sorted(by_repeat)]
+        mean, rep_low, rep_high = t_interval(np.asarray(per_repeat))
+        rows.append({**columns[group], **dict(zip(probe.setting_columns, key[:-1])), "metric": key[-1],
+                     "value": value, "ci_low": low, "ci_high": high, "n_images": n, "n_skipped": skipped + n_files,
+                     "repeats": len(per_repeat), "repeat_mean": mean, "repeat_low": rep_low, "repeat_high": rep_high,
+                     **constants, "seed": opts.seed, "input_size": opts.input_size})
+    return rows
+
+
+def _per_image_rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
+    paths = probe.session.source.paths
+    rows = []
+    for result in results:
+        for key, per_image in probe.per_image(result.values).items():
+            base = {"model": result.columns["model"], "weights": result.columns["weights"],
+                    **dict(zip(probe.setting_columns, key[:-1])), "repeat": result.unit.repeat, "metric": key[-1]}
+            rows.extend({"image": int(i), "path": paths[int(i)], **base, "value": float(v)}
+                        for i, v in zip(result.indices, per_image))
+    return rows
+
+
+def run_probe(probe: Probe, session: Any) -> Any:
+    """Run ``probe`` over every model of ``session``; returns the tidy rows (pandas DataFrame).
+
+    With an output folder: per-unit results are saved as they complete (``--resume`` skips
+    them), then ``<probe>.csv``, ``per_image.csv``, artefacts, figures and ``manifest.json``
+    (last) are written and the summary printed.
+    """
+    import pandas as pd
+
+    from ..data import make_loader
+    from ..runtime.store import RunFolder, unit_key
+
+    probe.check()
+    opts = session.options
+    store = RunFolder(session.out_dir, probe.name, opts.resume) if session.out_dir is not None else None
+    started = time.perf_counter()
+    session.record.update(probe={"name": probe.name, "settings": settings_dict(probe.config),
+                                 "class": f"{type(probe).__module__}.{type(probe).__name__}"},
+                          seeding="every draw from stream (seed, probe, setting, repeat) x image index "
+                                  "(stm_probe.runtime.seeds); random-init weights: torch seeded with seed before each model")
+    try:
+        if store is not None:
+            store.open({"settings": settings_dict(probe.config), "models": session.models})
+        loader = make_loader(session.source, batch_size=probe.loader_batch_size(), transform=probe.transform(),
+                             num_workers=opts.workers, pin_memory=session.device.type == "cuda")
+        session.record.update(data={"source": session.source.describe(), "kind": session.source.kind,
+                                    "location": str(session.source.location), "labelled": session.source.has_labels,
+                                    "transform": repr(loader.loader.dataset.transform)})
+        batches = _CachedBatches(loader)
+        results: list[UnitResult] = []
+        resumed = 0
+        for name in session.models:
+            sha = _checkpoint_sha(session, name)
+            units = probe.repeated(probe.units())
+            keys = {u: unit_key(unit_parts(probe, name, u, sha)) for u in units}
+            todo = []
+            for unit in units:
+                if store is not None and store.has_unit(keys[unit]):
+                    results.append(UnitResult.from_arrays(unit, *store.load_unit(keys[unit])))
+                    resumed += 1
+                else:
+                    todo.append(unit)
+            if not todo:
+                continue
+            model = session.load_model(name)
+            if model.num_classes:
+                session.source.check_labels(model.num_classes, name)
+            probe.check_model(model)
+            for unit in todo:
+                result = _guard_memory(lambda: _run_unit(probe, model, unit, batches), session)
+                if store is not None:
+                    store.save_unit(keys[unit], *result.to_arrays())
+                results.append(result)
+            del model
+        frame = pd.DataFrame(_rows(probe, results), columns=list(probe.columns))
+        if store is not None:
+            _write_outputs(probe, session, store, frame, results, resumed, time.perf_counter() - started)
+    except BaseException as exc:
+        if store is not None:
+            store.close(failed_before_saving=isinstance(exc, UsageError))
+        raise
+    if store is not None:
+        store.close()
+    return frame
+
+
+def _guard_memory(work: Any, session: Any) -> Any:
+    """Run ``work()``; running out of memory becomes one line naming the options to lower."""
+    import torch
+
+    try:
+        return work()
+    except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
+        text = str(exc)
+        if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in text:
+            raise
+        opts = session.options
+        raise UsageError(f"out of memory on {session.device} at --batch-size {opts.batch_size} and --input-size "
+                         f"{opts.input_size}: lower --batch-size (or --input-size); completed units are kept for "
+                         "--resume") from None
+
+
+def _checkpoint_sha(session: Any, name: str) -> str:
+    path = session.checkpoints.get(name)
+    if path is None:
+        return "random-init"
+    from ..checkpoint import file_sha256
+
+    return file_sha256(path)
+
+
+def _write_outputs(probe: Probe, session: Any, store: Any, frame: Any, results: list[UnitResult], resumed: int,
+                   seconds: float) -> None:
+    import pandas as pd
+
+    from ..report import write_frame
+
+    out = store.path
+    record = session.record
+    write_frame(out / f"{probe.name}.csv", frame)
+    per_image = pd.DataFrame(_per_image_rows(probe, results))
+    if len(per_image):
+        write_frame(out / "per_image.csv", per_image)
+    outputs = [out / f"{probe.name}.csv"] + ([out / "per_image.csv"] if len(per_image) else [])
+    outputs += probe.artefacts(out, results)
+    if probe.plot:
+        outputs += plot_run(probe.plot, out, probe.name)
+    skipped = results[0].skipped_files if results else []
+    notes = session.notes + _random_init_note(frame)
+    record.update(num_images=int(len(np.unique(np.concatenate([r.indices for r in results])))) if results else 0,
+                  num_skipped_files=len(skipped), skipped_files=skipped, units_resumed=resumed,
+                  units_computed=len(results) - resumed, notes=notes, compute_seconds=round(seconds, 3))
+    for path in outputs:
+        record.add_output(path)
+    record.write()
+    store.complete()
+    lines = [f"{probe.name}: {len(session.models)} model(s), {record.data['num_images']} image(s)"
+             + (f", {len(skipped)} unreadable file(s) skipped" if skipped else "")
+             + (f", {resumed} unit(s) resumed" if resumed else ""), *probe.headline(frame)]
+    for note in notes:
+        lines.append(f"note: {note}")
+    if skipped:
+        print(f"stm-probe: skipped {len(skipped)} file(s) that could not be read: {', '.join(skipped[:3])}"
+              + (f", and {len(skipped) - 3} more" if len(skipped) > 3 else ""), file=sys.stderr)
+    print("\n".join(lines))
+    print(f"results in {out}")
+
+
+def _random_init_note(frame: Any) -> list[str]:
+    unified = frame[(frame["weights"] == "random-init") & (frame["stm"] != "timm")]["model"].unique()
+    if len(unified) > 1:
+        return [f"{len(unified)} unified models ran at random init: layer scales start at 1e-6, so each is nearly "
+                "its stem and downsampling layers and the STMs give near-identical numbers; pass --checkpoint to "
+                "compare STMs"]
+    return []
+
+
+def plot_run(target: str, out_dir: Path, probe_name: str) -> list[Path]:
+    """Call a plot function ``module:function(out_dir, probe_name)`` that reads the run folder's files."""
+    module_name, func = target.split(":")
+    return getattr(importlib.import_module(module_name), func)(Path(out_dir), probe_name)

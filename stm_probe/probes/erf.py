@@ -1,0 +1,201 @@
+"""`erf`: effective receptive field of every stage (docs/protocols.md, "Effective receptive fields").
+
+Per image and stage: the contribution map of the stage's centre pixel, d(ReLU(centre vector)
+summed over channels) / d(normalised input) -> ReLU -> summed over RGB, (H, W). Summaries come
+from the mean map over images: ``area_ratio`` (the paper's: log10(map + 1) / max), and
+``area_ratio_raw`` (map / max: scale-free, not moved by the gradient's magnitude), each the area
+of the smallest centred square holding more than ``threshold`` of the normalised map, with a
+seeded bootstrap CI over images; ``side_px``, ``side_ratio`` and ``reached`` (1 when the
+threshold was reached inside the image) without an interval.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from ..options import float_list, int_list, option
+from .base import Key, Probe, Unit, UnitResult
+
+INIT_LAYER_SCALES = ("trained", "one", "default")
+
+
+@dataclass(frozen=True)
+class ErfConfig:
+    stages: tuple[int, ...] | None = option(None, "stages to analyse, 1-based (default: all)", parse=int_list,
+                                            metavar="1,2,3,4")
+    thresholds: tuple[float, ...] = option((0.2, 0.3, 0.5, 0.99), "area-ratio thresholds in (0, 1) (default "
+                                           "0.2,0.3,0.5,0.99)", parse=float_list, metavar="T,...")
+    resize: str = option("warp", "warp: resize to input-size square as the authors did (default); crop: short-side "
+                         "resize + centre crop", choices=("warp", "crop"))
+    compare_init: bool = option(False, "also map a freshly initialised, seeded copy of each checkpointed model (the "
+                                "architecture's prior), with layer scales set by --init-layer-scale")
+    init_layer_scale: str = option("trained", "layer scales of the init copy: trained (each block gets the "
+                                   "checkpoint's mean |gamma|, default), one (all 1), default (1e-6, as built: the "
+                                   "copy is then nearly its stem)", choices=INIT_LAYER_SCALES)
+
+    def __post_init__(self) -> None:
+        if any(not 0 < t < 1 for t in self.thresholds):
+            raise UsageError(f"--thresholds {','.join(map(str, self.thresholds))}: every threshold must lie "
+                             "strictly between 0 and 1")
+        if self.stages is not None and any(s < 1 for s in self.stages):
+            raise UsageError(f"--stages {','.join(map(str, self.stages))}: stages are numbered from 1")
+
+
+class ErfProbe(Probe):
+    name = "erf"
+    help = "effective receptive field of every stage: mean contribution maps, heatmaps and area ratios"
+    Config = ErfConfig
+    setting_columns = ("init_copy", "stage", "threshold")
+    randomised = False
+    plot = "stm_probe.plots.erf:plot_erf"
+    skip_reason = "every contribution map was NaN (the model's gradients are not finite)"
+
+    def __init__(self, config: ErfConfig, session: Any) -> None:
+        super().__init__(config, session)
+        self._stages: dict[str, list[int]] = {}
+        self._init_nets: dict[str, Any] = {}
+        self._makers: dict[tuple[str, bool], Any] = {}
+
+    def check(self) -> None:
+        from ..erf import flush_denormals_for_process
+
+        if self.session.options.repeats > 1:
+            raise UsageError("--repeats: erf draws nothing at random; drop --repeats")
+        flush_denormals_for_process()  # subnormal gradients slow the CPU backward up to 2x
+        if self.config.compare_init and not self.session.checkpoints:
+            self.session.notes.append("--compare-init does nothing without --checkpoint: the models are already "
+                                      "at random init")
+
+    def transform(self) -> Any:
+        from ..data import eval_transform
+
+        mode = "warp" if self.config.resize == "warp" else "center"
+        return eval_transform(self.session.options.input_size, mode)
+
+    def units(self) -> list[Unit]:
+        units = [Unit("maps")]
+        if self.config.compare_init and self.session.checkpoints:
+            units.append(Unit("init copy", ("init", self.config.init_layer_scale)))
+        return units
+
+    def check_model(self, model: Any) -> None:
+        from ..models.features import num_stages
+
+        count = num_stages(model.net.model)
+        wanted = list(self.config.stages or range(1, count + 1))
+        bad = [s for s in wanted if not 1 <= s <= count]
+        if bad:
+            raise UsageError(f"--stages {','.join(map(str, wanted))}: {model.name} has stages 1..{count}")
+        self._stages[model.name] = [s - 1 for s in wanted]
+
+    def unit_columns(self, model: Any, unit: Unit) -> dict[str, str]:
+        columns = model.columns()
+        if unit.parts:
+            columns["weights"] = f"random-init (layer scales: {self.config.init_layer_scale})"
+        return columns
+
+    def _net(self, model: Any, unit: Unit) -> Any:
+        if not unit.parts or model.weights == "random-init":
+            return model.net
+        if model.name not in self._init_nets:
+            self._init_nets = {model.name: self._init_copy(model)}  # one copy in memory at a time
+        return self._init_nets[model.name]
+
+    def _init_copy(self, model: Any) -> Any:
+        """A newly initialised, seeded copy of ``model`` with layer scales per --init-layer-scale."""
+        from ..models import create_model
+        from ..models.features import Normalized
+        from ..models.layers import copy_layer_scale_magnitudes, set_layer_scales
+        from ..runtime.seeds import stream_seed
+        from ..runtime.session import seed_everything
+
+        seed_everything(stream_seed(self.session.seed, "erf-init-copy", model.name))
+        fresh = create_model(model.name, num_classes=model.num_classes or 1000,
+                             input_size=self.session.options.input_size)
+        if self.config.init_layer_scale == "trained":
+            copy_layer_scale_magnitudes(model.net.model, fresh)
+        elif self.config.init_layer_scale == "one":
+            set_layer_scales(fresh, 1.0)
+        return Normalized(fresh).to(self.session.device).eval()
+
+    def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
+        from ..erf import MapMaker
+
+        init = bool(unit.parts)
+        key = (model.name, init)
+        if key not in self._makers:
+            self._makers = {key: MapMaker(self._net(model, unit), self._stages[model.name], self.session.device,
+                                          self.session.options.batch_size)}
+        maps = self._makers[key](batch.images)
+        return {(init, stage + 1, "map"): m for stage, m in maps.items()}
+
+    def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
+        from ..erf import NORMALISATIONS, area_ratio, bootstrap_area_ci
+        from .base import _key_seed
+
+        n_boot = self.session.options.bootstrap
+        thresholds = self.config.thresholds
+        out: dict[Key, tuple] = {}
+        for (init, stage, _), maps in values.items():
+            finite = np.isfinite(maps).all(axis=(1, 2))
+            kept = maps[finite]
+            n, skipped = int(kept.shape[0]), int((~finite).sum())
+            mean = kept.astype(np.float64).mean(0) if n else np.zeros(maps.shape[1:])
+            for normalise, metric in (("log", "area_ratio"), ("peak", "area_ratio_raw")):
+                norm = NORMALISATIONS[normalise](mean)
+                cis = bootstrap_area_ci(kept, thresholds, n_boot, seed=_key_seed(seed, (init, stage, metric)),
+                                        normalise=normalise)
+                for t, (low, high) in zip(thresholds, cis):
+                    ratio = area_ratio(norm, t)
+                    out[(init, stage, t, metric)] = (ratio.area_ratio, low, high, n, skipped)
+                    if normalise == "log":
+                        nan = float("nan")
+                        out[(init, stage, t, "side_px")] = (float(ratio.side_px), nan, nan, n, skipped)
+                        out[(init, stage, t, "side_ratio")] = (ratio.side_ratio, nan, nan, n, skipped)
+                        out[(init, stage, t, "reached")] = (float(ratio.reached), nan, nan, n, skipped)
+        return out
+
+    def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
+        """Each image's own area ratio (its map log-normalised alone) at every threshold."""
+        from ..erf import area_ratios, log_normalize
+
+        out = {}
+        for (init, stage, _), maps in values.items():
+            for t, ratios in zip(self.config.thresholds, area_ratios(log_normalize(maps), self.config.thresholds)):
+                out[(init, stage, t, "area_ratio")] = np.where(np.isfinite(maps).all(axis=(1, 2)), ratios, np.nan)
+        return out
+
+    def constants(self) -> dict[str, Any]:
+        return {"resize": self.config.resize, "gradient_wrt": "normalised input"}
+
+    def artefacts(self, out_dir: Path, results: list[UnitResult]) -> list[Path]:
+        """``erf/<model>[_init]_stage<k>.npy`` (mean map, float64) and ``..._norm.npy`` (log-normalised)."""
+        from ..erf import log_normalize
+        from ..plots.erf import map_path
+        from ..runs import atomic_path
+
+        written = []
+        for result in results:
+            for (init, stage, _), maps in result.values.items():
+                kept = maps[np.isfinite(maps).all(axis=(1, 2))]
+                mean = kept.astype(np.float64).mean(0) if len(kept) else np.zeros(maps.shape[1:])
+                label = f"{result.columns['model']}{'_init' if init else ''}"
+                for array, normalised in ((mean, False), (log_normalize(mean), True)):
+                    path = map_path(out_dir, label, stage - 1, normalised)
+                    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+                        np.save(handle, array)
+                    written.append(path)
+        return written
+
+    def headline(self, frame: Any) -> list[str]:
+        last_t = self.config.thresholds[-1]
+        sel = frame[(frame["metric"] == "area_ratio") & np.isclose(frame["threshold"].astype(float), last_t)]
+        if not len(sel):
+            return []
+        last = sel[sel["stage"] == sel["stage"].max()]
+        parts = [f"{r.model}{' (init)' if r.init_copy else ''} {r.value:.3f}" for r in last.itertuples()]
+        return [f"  area ratio at t={last_t:g}, stage {int(last['stage'].max())}: {', '.join(parts)}"]

@@ -1,0 +1,195 @@
+"""The `Session`: everything a probe run shares that is not the probe itself.
+
+Device, seed, models and checkpoints, the image source, the output folder, progress bars,
+bootstrap count and the run record. Precision and distributed fields are placeholders for the
+scale-out work (one process, float32 today). Built from `RunOptions` by `open_session`; the CLI
+and the Python API both go through it.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import UsageError
+from ..options import RunOptions
+from ..runs import RunRecord, default_out_dir
+
+
+def resolve_device(text: str) -> torch.device:
+    """``auto`` -> cuda if available else cpu; otherwise a checked torch.device."""
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device '{text}' is not a device: use auto, cpu, cuda or cuda:i") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s); pick a lower index")
+    elif device.type != "cpu":
+        raise UsageError(f"--device '{text}' is not supported: use auto, cpu, cuda or cuda:i")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (model initialisation draws from torch's global RNG)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed % 2**63)
+
+
+def pair_checkpoints(models: list[str], checkpoints: tuple[str, ...]) -> dict[str, str]:
+    """Map canonical model names to checkpoint paths from ``--checkpoint`` values ([NAME=]PATH)."""
+    from ..models import resolve_name
+
+    named = [c for c in checkpoints if "=" in c and not Path(c).exists()]
+    plain = [c for c in checkpoints if c not in named]
+    mapping: dict[str, str] = {}
+    for item in named:
+        name, path = item.split("=", 1)
+        canonical = resolve_name(name).name
+        if canonical not in models:
+            raise UsageError(f"--checkpoint {item}: model '{name}' is not among --model; add --model {name}")
+        mapping[canonical] = path
+    if plain:
+        rest = [m for m in models if m not in mapping]
+        if len(plain) != len(rest):
+            raise UsageError(f"{len(plain)} unnamed --checkpoint for {len(rest)} model(s): give one per model in "
+                             "--model order, or use NAME=PATH")
+        mapping.update(zip(rest, plain))
+    for name, path in mapping.items():
+        p = Path(path)
+        if p.is_dir():
+            raise UsageError(f"checkpoint '{path}' for {name} is a directory: give the weights file inside it")
+        if not p.is_file():
+            raise UsageError(f"checkpoint '{path}' for {name} does not exist: check the path given to --checkpoint")
+    return mapping
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for a probe: pixels in [0, 1] in, logits out; plus its identifying columns."""
+
+    name: str
+    stm: str
+    size: str
+    weights: str  # 'random-init', 'checkpoint' or 'checkpoint (non-strict, 37% loaded)'
+    net: Any  # stm_probe.models.features.Normalized, eval mode, on the session's device
+    record: dict[str, Any] = field(default_factory=dict)
+    num_classes: int = 0
+
+    def columns(self) -> dict[str, str]:
+        """The identifying columns every tidy CSV starts with."""
+        return {"model": self.name, "stm": self.stm, "size": self.size, "weights": self.weights}
+
+
+@dataclass
+class Session:
+    """Resolved run settings shared by every probe (see module docstring)."""
+
+    options: RunOptions
+    device: torch.device
+    models: list[str]
+    checkpoints: dict[str, str]
+    source: Any  # stm_probe.data.ImageSource, already restricted to the images this run uses
+    out_dir: Path | None  # None: the Python API without files
+    record: RunRecord
+    precision: str = "float32"  # placeholder: the scale issue adds bf16/fp16
+    rank: int = 0  # placeholder: torch.distributed rank
+    world_size: int = 1
+    notes: list[str] = field(default_factory=list)  # said in the summary and the manifest
+
+    @property
+    def seed(self) -> int:
+        return self.options.seed
+
+    @property
+    def quiet(self) -> bool:
+        return self.options.quiet
+
+    def progress(self, total: int, desc: str) -> Any:
+        """A tqdm bar on stderr counting images (hidden with quiet)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, unit="img", disable=self.quiet, leave=False, dynamic_ncols=True)
+
+    def load_model(self, name: str) -> LoadedModel:
+        """Build (and load) one model, eval mode on the device. The RNG is re-seeded before each
+        build, so random-init weights depend on the seed only, never on model order."""
+        from ..models import create_model
+        from ..models.features import Normalized
+
+        seed_everything(self.seed)
+        opts = self.options
+        model = create_model(name, checkpoint=self.checkpoints.get(name), checkpoint_key=opts.checkpoint_key,
+                             strict=not opts.non_strict, min_loaded=opts.min_loaded, input_size=opts.input_size)
+        spec, weights = model.stm_probe_spec, model.stm_probe_weights
+        entry = {"name": name, "stm": spec.stm, "size": spec.size, **weights}
+        self.record.add_model(entry)
+        net = Normalized(model).to(self.device).eval()
+        num_classes = int(getattr(model, "num_classes", 0) or 0)
+        return LoadedModel(name, spec.stm, spec.size, weights["weights"], net, entry, num_classes)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def check_out_dir(out: Path, data_location: Path | None) -> None:
+    """Refuse an output folder that is a file, cannot be written, or lies inside (or is) the data."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
+    parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: cannot write into {parent}; choose a folder you can write to")
+    if data_location is not None:
+        data_dir = data_location if data_location.is_dir() else data_location.parent
+        if _inside(out, data_dir) or (data_location.is_dir() and _inside(data_dir, out)):
+            raise UsageError(f"--out {out} is inside (or contains) the image data {data_location}: a later run would "
+                             "read its own figures; choose a folder outside the data")
+
+
+def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], write_files: bool = True) -> Session:
+    """Validate the shared options and resolve them (models, checkpoints, device, images, out folder).
+
+    Nothing is written here: the run folder is created by `RunFolder.open` once the run starts.
+    """
+    from ..data import resolve_source
+    from ..models import expand_model_patterns, resolve_name
+
+    models = expand_model_patterns(list(options.model))
+    checkpoints = pair_checkpoints(models, options.checkpoint)
+    if any(resolve_name(m).is_unified for m in models) and options.input_size % 32:
+        raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
+                         f"use {max(32, round(options.input_size / 32) * 32)}")
+    device = resolve_device(options.device)
+    source = resolve_source(options.data)
+    if options.image_list is not None:
+        source = source.restrict(Path(options.image_list))
+    available = len(source)
+    source = source.take(options.num_images, spread_classes=source.has_labels)
+    notes = []
+    if options.num_images > available:
+        notes.append(f"--num-images {options.num_images} asked, but the source holds {available} image(s): "
+                     f"using all {available}")
+    out_dir = None
+    if write_files:
+        out_dir = Path(options.out) if options.out is not None else default_out_dir(probe_name)
+        check_out_dir(out_dir, None if source.is_default else Path(source.location))
+    record = RunRecord(probe_name, out_dir or Path("."), call=call)
+    record.update(device=str(device), seed=options.seed, input_size=options.input_size,
+                  batch_size=options.batch_size, num_images_requested=options.num_images,
+                  images=list(source.paths), image_list=options.image_list)
+    return Session(options, device, models, checkpoints, source, out_dir, record, notes=notes)

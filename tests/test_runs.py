@@ -1,0 +1,122 @@
+"""Run folders: lock, refusal to clobber, stale temp files, permissions, output-path checks, repeats."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import stm_probe
+from stm_probe.cli import main
+from stm_probe.data import default_data_dir
+from stm_probe.errors import UsageError
+from stm_probe.runtime.store import RunFolder
+
+QUICK = dict(models=["unified_convnext_micro"], input_size=32, num_images=2, quiet=True, bootstrap=20,
+             stages=(1,), thresholds=(0.5,))
+
+
+def _erf(out: Path, **extra):
+    return stm_probe.run("erf", out=out, **{**QUICK, **extra})
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_second_run_into_a_busy_folder_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname()}))
+    with pytest.raises(UsageError, match="in use by another run"):
+        _erf(out)
+    assert (out / ".lock").exists() and not (out / "erf.csv").exists()
+
+
+def test_a_dead_runs_lock_and_temp_files_are_cleaned_on_resume(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    _erf(out)
+    reference = (out / "erf.csv").read_text()
+    # simulate a run killed while saving a figure: its lock and a 0-byte hidden temp file stay behind
+    (out / ".lock").write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname()}))
+    (out / ".erf_grid.png.k3j2.tmp.png").write_bytes(b"")
+    (out / "erf" / ".x_stage1.npy.a1.tmp.npy").write_bytes(b"")
+    _erf(out, resume=True)
+    assert not list(out.rglob(".*.tmp*")) and not (out / ".lock").exists()
+    assert (out / "erf.csv").read_text() == reference
+
+
+def test_outputs_respect_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        import stm_probe.runs as runs
+
+        runs._UMASK = 0o022
+        out = tmp_path / "run"
+        _erf(out)
+    finally:
+        os.umask(old)
+        runs._UMASK = runs._current_umask()
+    for name in ("erf.csv", "manifest.json", "per_image.csv"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+
+
+@pytest.mark.parametrize("case", ["file", "empty", "inside-data", "contains-data"])
+def test_bad_out_folders_are_refused_before_computing(case: str, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "images"
+    shutil.copytree(default_data_dir(), data, ignore=shutil.ignore_patterns("*.py", "*.md"))
+    out = {"file": tmp_path / "a_file", "empty": "", "inside-data": data / "run",
+           "contains-data": tmp_path}[case]
+    if case == "file":
+        Path(out).write_text("x")
+    argv = ["erf", "--model", "unified_convnext_micro", "--input-size", "32", "--data", str(data), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert {"file": "existing file", "empty": "names no folder", "inside-data": "inside (or contains) the image data",
+            "contains-data": "inside (or contains) the image data"}[case] in err
+    assert not (data / "run").exists()
+
+
+def test_units_are_saved_without_pickle(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path / "r", "erf", resume=False)
+    folder.open({})
+    folder.save_unit("k", {"indices": np.arange(3), "v0": np.ones((3, 2))}, {"keys": [[1, "map"]]})
+    arrays, meta = folder.load_unit("k")
+    assert meta == {"keys": [[1, "map"]]} and arrays["v0"].shape == (3, 2)
+    folder.close()
+    with np.load(folder.unit_path("k"), allow_pickle=False) as data:  # plain numeric arrays only
+        assert all(data[name].dtype != object for name in data.files)
+
+
+def test_repeats_report_the_spread_over_repeats(tmp_path: Path) -> None:
+    from scipy import stats
+
+    common = dict(models=["unified_convnext_micro"], input_size=32, num_images=4, quiet=True, bootstrap=20,
+                  kind=("translation",), levels=(8,))
+    one = stm_probe.run("invariance", **common)
+    three = stm_probe.run("invariance", repeats=3, out=tmp_path / "r", **common)
+    row = lambda f: f[f["metric"] == "kl"].iloc[0]  # noqa: E731
+    # repeat 0 is the run without repeats (same value and interval over images)
+    assert row(three)["value"] == row(one)["value"] and row(three)["ci_low"] == row(one)["ci_low"]
+    assert row(one)["repeats"] == 1 and np.isnan(row(one)["repeat_low"])
+    # the spread: mean and Student-t interval of the three per-repeat means (from per_image.csv)
+    per_image = pd.read_csv(tmp_path / "r" / "per_image.csv")
+    means = per_image[per_image["metric"] == "kl"].groupby("repeat")["value"].mean().to_numpy()
+    assert len(means) == 3 and len(set(np.round(means, 12))) == 3  # directions re-drawn per repeat
+    low, high = stats.t.interval(0.95, 2, loc=means.mean(), scale=stats.sem(means))
+    assert row(three)["repeats"] == 3
+    assert row(three)["repeat_mean"] == pytest.approx(means.mean(), rel=1e-9)
+    assert (row(three)["repeat_low"], row(three)["repeat_high"]) == pytest.approx((low, high), rel=1e-9)
+    with pytest.raises(UsageError, match="erf draws nothing at random"):
+        stm_probe.run("erf", repeats=2, **QUICK)
