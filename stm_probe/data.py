@@ -58,6 +58,8 @@ from torch.utils.data import DataLoader, Dataset
 from .errors import UsageError
 
 __all__ = [
+    "ALPHA_BACKGROUND",
+    "IMAGE_FORMATS",
     "IMG_EXTENSIONS",
     "Batch",
     "EvalTransform",
@@ -406,11 +408,11 @@ def _read_text_lines(path: Path, flag: str, what: str) -> list[str]:
     """Non-blank, non-comment lines of a UTF-8 text file (a BOM is ignored), stripped."""
     try:
         text = path.read_text(encoding="utf-8-sig")
-        if "\x00" in text:
-            raise UnicodeDecodeError("utf-8", b"\x00", 0, 1, "NUL byte in a text file")
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else type(e).__name__
         raise UsageError(f"{flag}: cannot read it as a UTF-8 text list ({reason}); {what}") from e
+    if "\x00" in text:
+        raise UsageError(f"{flag}: cannot read it as a UTF-8 text list (it holds NUL bytes: a binary file); {what}")
     lines = (line.strip() for line in text.splitlines())
     return [line for line in lines if line and not line.startswith("#")]
 
@@ -508,7 +510,10 @@ def _integer_range(img: Image.Image) -> float:
 
 
 def _rgb_planes(img: Image.Image) -> tuple[Image.Image, ...]:
-    """``img`` as one 8-bit ``RGB`` image, or as 1 (grey) or 3 float ``F`` planes in [0, 1].
+    """``img`` as one 8-bit ``RGB`` image, or as float ``F`` planes in [0, 1].
+
+    Pillow's high-bit-depth modes are single-channel (it decodes a 16-bit colour PNG to 8-bit
+    RGB), so they give one grey plane, which :func:`to_rgb_tensor` repeats three times.
 
     * ``I;16*``: divided by 65535; ``I``: divided by its sample range (:func:`_integer_range`),
       negatives clip to 0; ``F``: taken as intensities, clipped to [0, 1] (NaN -> 0).

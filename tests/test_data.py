@@ -13,6 +13,7 @@ from torchvision.transforms import InterpolationMode
 from stm_probe.data import (
     IMG_EXTENSIONS,
     Batch,
+    ShortSideResize,
     default_data_dir,
     eval_transform,
     make_loader,
@@ -234,6 +235,15 @@ def test_warp_transform_matches_torchvision():
     got = eval_transform(224, mode="warp")(img)
     assert got.shape == (3, 224, 224)
     assert torch.equal(got, expected)
+
+
+def test_short_side_resize_matches_torchvision():
+    img = Image.open(DATA_DIR / "rocket.jpg")  # 480 x 320 -> 384 x 256
+    expected = T.Compose([T.Resize(256, InterpolationMode.BICUBIC), T.ToTensor()])(img)
+    got = ShortSideResize(256)(img)
+    assert got.shape == (3, 256, 384)
+    assert torch.equal(got, expected)
+    assert torch.equal(eval_transform(224)(img), got[:, 16:240, 80:304])  # its centre crop
 
 
 def test_grayscale_and_rgba_become_rgb(tmp_path):

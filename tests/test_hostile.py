@@ -1,0 +1,404 @@
+"""Hostile and careless input: cases that must be refused with one line, skipped and counted, or
+handled correctly, never crash, hang or silently give wrong numbers.
+
+Grouped by class under ``# --- <area>: <what> ---`` headers; append new sections at the end.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import struct
+import threading
+import zlib
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from stm_probe.data import (
+    EvalTransform,
+    ShortSideResize,
+    make_loader,
+    resolve_source,
+    to_rgb_tensor,
+)
+from stm_probe.errors import UsageError
+
+
+class Hung(BaseException):
+    """Raised by :func:`_deadline`; a BaseException, so code that skips failures cannot swallow it."""
+
+
+@contextmanager
+def _deadline(seconds: int):
+    """Fail (instead of hanging) if the block runs longer than ``seconds`` (main thread, POSIX)."""
+    if not hasattr(signal, "SIGALRM"):
+        pytest.skip("needs SIGALRM")
+
+    def _fail(signum, frame):
+        raise Hung(f"blocked for more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, _fail)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _load_all(loader) -> tuple[torch.Tensor | None, list[str]]:
+    batches = list(loader)
+    images = torch.cat([b.images for b in batches]) if batches else None
+    return images, [p for b in batches for p in b.paths]
+
+
+# --- data: image files, folders and lists ---
+
+
+def _png(path: Path, size: tuple[int, int] = (8, 6), value: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (value, value, value)).save(path)
+    return path
+
+
+def _raw_png(width: int, height: int, bit_depth: int, color_type: int, rows: bytes) -> bytes:
+    """A PNG file written chunk by chunk (for headers PIL would refuse to write)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
+            + chunk(b"IEND", b""))
+
+
+# image modes: numbers against numpy
+
+
+def test_16bit_png_keeps_its_precision(tmp_path):
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 65536, (24, 40), dtype=np.uint16)  # (H, W)
+    arr[0, :3] = (0, 65535, 40000)  # 40000 would clip to white in a plain convert("RGB")
+    Image.fromarray(arr).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as img:
+        assert img.mode.startswith("I;16")
+        img.load()
+        got = ShortSideResize(24)(img)  # short side already 24: no resize
+    expected = torch.from_numpy(arr.astype(np.float64) / 65535).float().expand(3, -1, -1)
+    assert got.shape == (3, 24, 40) and got.dtype == torch.float32
+    torch.testing.assert_close(got, expected, atol=1 / 65535, rtol=0)
+    # the centre transform with crop_pct 1 on the (24, 24) centre equals the same array slice
+    with Image.open(tmp_path / "g16.png") as img:
+        img.load()
+        centre = EvalTransform(24, crop_pct=1.0)(img.crop((8, 0, 32, 24)))
+    torch.testing.assert_close(centre, expected[:, :, 8:32], atol=1 / 65535, rtol=0)
+
+
+def test_16bit_big_endian_and_mode_i_pgm():
+    arr = (np.arange(6 * 10, dtype=np.uint32).reshape(6, 10) * 1111).astype(np.uint16)
+    big = Image.frombytes("I;16B", (10, 6), arr.astype(">u2").tobytes())
+    expected = torch.from_numpy(arr / 65535).float().expand(3, -1, -1)
+    torch.testing.assert_close(to_rgb_tensor(big), expected, atol=1 / 65535, rtol=0)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "PPM")  # 16-bit PGM (maxval 65535): Pillow reads it as mode I
+    buf.seek(0)
+    with Image.open(buf) as pgm:
+        assert pgm.mode == "I"
+        torch.testing.assert_close(to_rgb_tensor(pgm), expected, atol=1 / 65535, rtol=0)
+
+
+def test_32bit_tiff_uses_its_signed_range(tmp_path):
+    arr = np.array([[0, 2**30, 2**31 - 1, -5]], dtype=np.int32)
+    Image.fromarray(arr).save(tmp_path / "i32.tif")
+    with Image.open(tmp_path / "i32.tif") as img:
+        assert img.mode == "I"
+        got = to_rgb_tensor(img)
+    expected = np.clip(arr / (2**31 - 1), 0, 1)
+    torch.testing.assert_close(got[0], torch.from_numpy(expected).float(), atol=1e-6, rtol=0)
+
+
+def test_float_image_is_clipped_to_unit_range():
+    arr = np.array([[-0.5, 0.25, 0.75, 1.5, np.nan]], dtype=np.float32)
+    got = to_rgb_tensor(Image.fromarray(arr))
+    assert got.shape == (3, 1, 5)
+    torch.testing.assert_close(got[1], torch.tensor([[0.0, 0.25, 0.75, 1.0, 0.0]]))
+
+
+def test_16bit_resize_happens_in_float():
+    # a shallow 16-bit ramp (30000..30255 of 65535): 8-bit resizing would keep about one level
+    ramp = (30000 + np.round(np.linspace(0, 255, 64))).astype(np.uint16)
+    arr = np.tile(ramp, (48, 1))  # (48, 64)
+    got = ShortSideResize(24)(Image.fromarray(arr))  # -> (24, 32)
+    assert got.shape == (3, 24, 32)
+    # independent: torch's antialiased bicubic (a = -0.5, as PIL) on the exact float values
+    x = torch.from_numpy(arr / 65535).float()[None, None]
+    expected = F.interpolate(x, size=(24, 32), mode="bicubic", antialias=True, align_corners=False)[0, 0]
+    torch.testing.assert_close(got[0], expected, atol=2e-6, rtol=0)
+    assert len(torch.unique(got[0, 0])) == 32  # every output column distinct (8 bit: 1-2 levels)
+
+
+def test_8bit_modes_against_numpy():
+    rng = np.random.default_rng(1)
+    grey = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    alpha = rng.integers(0, 256, (5, 7), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    a = alpha[..., None] / 255.0
+
+    def check(img: Image.Image, expected: np.ndarray, atol: float = 1 / 255) -> None:
+        got = to_rgb_tensor(img)
+        assert got.shape == (3, 5, 7) and got.dtype == torch.float32
+        torch.testing.assert_close(got, torch.from_numpy(expected).permute(2, 0, 1).float(), atol=atol, rtol=0)
+
+    check(Image.fromarray(grey), np.repeat(grey[..., None], 3, axis=2) / 255, atol=1e-7)
+    check(Image.fromarray(grey > 127).convert("1"), np.repeat((grey > 127)[..., None], 3, axis=2) * 1.0, atol=0)
+    check(Image.fromarray(np.dstack([rgb, alpha]), "RGBA"), rgb / 255 * a + (1 - a))  # on white
+    check(Image.fromarray(np.dstack([grey, alpha]), "LA"), np.repeat(grey[..., None] / 255, 3, axis=2) * a + (1 - a))
+    cmyk = rng.integers(0, 256, (5, 7, 4), dtype=np.uint8)
+    k = cmyk[..., 3:] / 255.0
+    check(Image.fromarray(cmyk, "CMYK"), (1 - cmyk[..., :3] / 255.0) * (1 - k))
+    ycc = rng.integers(16, 240, (5, 7, 3), dtype=np.uint8).astype(np.float64)
+    y, cb, cr = ycc[..., 0], ycc[..., 1] - 128, ycc[..., 2] - 128  # JPEG / BT.601 full range
+    bt601 = np.stack([y + 1.402 * cr, y - 0.344136 * cb - 0.714136 * cr, y + 1.772 * cb], axis=2)
+    check(Image.fromarray(ycc.astype(np.uint8), "YCbCr"), np.clip(bt601, 0, 255) / 255, atol=2 / 255)
+
+
+def test_palette_with_transparency_goes_through_rgba(tmp_path):
+    palette = np.array([[255, 0, 0], [0, 0, 255], [10, 200, 30]], dtype=np.uint8)
+    index = np.array([[0, 1, 2, 1], [2, 2, 0, 1]], dtype=np.uint8)
+    img = Image.fromarray(index, "P")
+    img.putpalette(palette.ravel().tolist())
+    img.save(tmp_path / "opaque.png")
+    img.save(tmp_path / "keyed.png", transparency=1)  # palette entry 1 is fully transparent
+    with Image.open(tmp_path / "opaque.png") as im:
+        got = to_rgb_tensor(im)
+    torch.testing.assert_close(got, torch.from_numpy(palette[index] / 255).permute(2, 0, 1).float())
+    keyed = palette[index].astype(np.float64) / 255
+    keyed[index == 1] = 1.0  # white background
+    with Image.open(tmp_path / "keyed.png") as im:
+        assert im.mode == "P" and "transparency" in im.info
+        got = to_rgb_tensor(im)
+    torch.testing.assert_close(got, torch.from_numpy(keyed).permute(2, 0, 1).float())
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    arr = np.random.default_rng(2).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    Image.fromarray(arr).save(tmp_path / "rot.png", exif=exif)
+    with Image.open(tmp_path / "rot.png") as im:
+        assert im.getexif().get(0x0112) == 6
+    images, _ = _load_all(make_loader(tmp_path, batch_size=1, transform=ShortSideResize(6)))
+    torch.testing.assert_close(images[0], torch.from_numpy(arr).permute(2, 0, 1).float() / 255)  # stored pixels
+
+
+# folders: links, loops, integer class names
+
+
+@pytest.mark.skipif(not hasattr(os, "symlink"), reason="needs symbolic links")
+def test_symlink_loop_and_duplicate_link_list_each_file_once(tmp_path):
+    root = tmp_path / "tree"
+    for name in ["x.png", "y.png", "sub/w.png"]:
+        _png(root / "a" / name)
+    _png(root / "b" / "z.png")
+    os.symlink(root / "a", root / "a" / "loop")  # a/loop -> a
+    os.symlink(root / "a" / "x.png", root / "a" / "dup.png")  # a second name for x.png
+    os.symlink(root, root / "b" / "up")  # a link back to the tree root is not followed
+    with _deadline(10):
+        src = resolve_source(root)
+    rel = [Path(p).relative_to(root).as_posix() for p in src.paths]
+    # each real file once, under its first path in sorted order (dup.png < x.png)
+    assert rel == ["a/dup.png", "a/sub/w.png", "a/y.png", "b/z.png"]
+    assert src.labels == (0, 0, 0, 1)
+    real_files = {os.path.realpath(p) for p in root.rglob("*.png") if "loop" not in p.parts and "up" not in p.parts}
+    assert {os.path.realpath(p) for p in src.paths} == real_files and len(src) == len(real_files)
+
+
+def test_integer_class_folders_are_their_own_labels(tmp_path):
+    for name in ["0", "1", "2", "10", "100"]:
+        _png(tmp_path / name / "img.png")
+    src = resolve_source(tmp_path)
+    assert src.label_space == "folder-integer"
+    assert [int(Path(p).parent.name) for p in src.paths] == list(src.labels)
+    assert sorted(src.labels) == [0, 1, 2, 10, 100]  # string rank would give 0, 1, 3, 4, 2
+    assert "integer class-folder names" in src.describe()
+
+
+# non-regular files: skipped, never opened for reading
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_fifos_are_skipped_not_opened(tmp_path):
+    good = _png(tmp_path / "flat" / "a.png", value=200)
+    os.mkfifo(tmp_path / "flat" / "b.png")
+    (tmp_path / "flat" / "c.jpg").mkdir()  # a directory named like an image: not listed in a folder
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"{good} 3\nflat/b.png 4\nflat/c.jpg 5\n")
+    with _deadline(10):
+        flat = make_loader(tmp_path / "flat", batch_size=2)
+        images, paths = _load_all(flat)
+        listed = make_loader(lst, batch_size=2)
+        _, listed_paths = _load_all(listed)
+    assert paths == [str(good)] and listed_paths == [str(good)]
+    torch.testing.assert_close(images, torch.full((1, 3, 224, 224), 200 / 255))
+    assert [(Path(s.path).name, s.reason) for s in flat.skipped] == [("b.png", "not a regular file (named pipe)")]
+    assert [(Path(s.path).name, s.reason) for s in listed.skipped] == [
+        ("b.png", "not a regular file (named pipe)"),
+        ("c.jpg", "not a regular file (directory)"),
+    ]
+    assert flat.skip_summary().startswith("skipped 1 of 2 images")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_list_read_from_a_pipe_is_relative_to_the_cwd(tmp_path, monkeypatch):
+    _png(tmp_path / "imgs" / "a.png")
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)  # as `--data <(ls imgs/*.png)` gives
+    writer = threading.Thread(target=lambda: pipe.write_text("imgs/a.png 2\n"), daemon=True)
+    monkeypatch.chdir(tmp_path)
+    writer.start()
+    with _deadline(10):
+        src = resolve_source(pipe)
+    writer.join(5)
+    assert src.paths == (str(tmp_path / "imgs" / "a.png"),) and src.labels == (2,)
+
+
+# unreadable files: skipped and counted once, with a reason
+
+
+def test_careless_files_are_skipped_with_reasons(tmp_path):
+    good = _png(tmp_path / "good.png", value=50)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("this is a text file, not a picture\n")
+    (tmp_path / "vector.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    (tmp_path / "bomb.png").write_bytes(_raw_png(100_000, 100_000, 8, 0, b""))  # 10^10 pixels declared
+    if hasattr(os, "symlink"):
+        os.symlink(tmp_path / "gone.png", tmp_path / "broken.png")
+    loader = make_loader(tmp_path, batch_size=4)
+    with _deadline(10):
+        images, paths = _load_all(loader)
+    assert paths == [str(good)]
+    torch.testing.assert_close(images, torch.full((1, 3, 224, 224), 50 / 255))
+    reasons = {Path(s.path).name: s.reason for s in loader.skipped}
+    assert reasons["empty.jpg"] == "empty file (0 bytes)"
+    assert reasons["notes.png"].startswith("not an image in a readable format")
+    assert reasons["vector.jpg"].startswith("not an image in a readable format")  # EPS never reaches Ghostscript
+    assert reasons["bomb.png"].startswith("DecompressionBombError")
+    if hasattr(os, "symlink"):
+        assert reasons["broken.png"] == "No such file or directory"
+    assert loader.num_loaded == 1 and loader.num_skipped == len(reasons) == (5 if hasattr(os, "symlink") else 4)
+    assert all("\n" not in r for r in reasons.values())
+
+
+def test_extreme_aspect_ratio_is_skipped_not_blown_up(tmp_path, monkeypatch):
+    _png(tmp_path / "strip.png", size=(1, 300))
+    _png(tmp_path / "square.png", size=(40, 40))
+    # centre transform at 32: short side 36, so the strip would become 36 x 10800 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)
+    loader = make_loader(tmp_path, batch_size=2, transform=EvalTransform(32))
+    _, paths = _load_all(loader)
+    assert [Path(p).name for p in paths] == ["square.png"]
+    assert [Path(s.path).name for s in loader.skipped] == ["strip.png"]
+    assert "36x10800" in loader.skipped[0].reason
+
+
+def test_skipped_files_are_reported_once(tmp_path, caplog):
+    _png(tmp_path / "a.png")
+    lst = tmp_path / "l.txt"
+    lst.write_text("a.png 1\nmissing.png 2\nmissing.png 2\nother.png\n")
+    loader = make_loader(lst, batch_size=1)
+    with caplog.at_level(logging.INFO, logger="stm_probe.data"):
+        _load_all(loader)
+        _load_all(loader)  # a second pass logs nothing either
+    assert caplog.records == []
+    summary = loader.skip_summary()
+    assert loader.num_skipped == 3  # entries: the file listed twice counts twice
+    assert summary.startswith("skipped 3 of 4 images") and "\n" not in summary
+    assert summary.count("missing.png") == 1 and "listed 2 times" in summary
+    assert summary.count("other.png") == 1
+    assert loader.skip_summary(max_paths=1).endswith(", and 1 more file")
+
+
+# list files and --image-list
+
+
+def test_list_file_with_bom_crlf_and_nul(tmp_path):
+    _png(tmp_path / "a.png")
+    lst = tmp_path / "windows.txt"
+    lst.write_bytes("\ufeffa.png 7\r\n\r\n# note\r\na.png\r\n".encode("utf-8"))
+    src = resolve_source(lst)
+    assert src.paths == (str(tmp_path / "a.png"),) * 2 and src.labels == (7, -1)
+    binary = tmp_path / "weights.bin"
+    binary.write_bytes(b"a.png\x00\x00\x01")  # valid UTF-8, but binary
+    with pytest.raises(UsageError, match="cannot read it as a UTF-8 text list"):
+        resolve_source(binary)
+
+
+def test_check_labels_against_the_number_of_classes(tmp_path):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png")
+    lst = tmp_path / "l.txt"
+    lst.write_text("a.png 999\nb.png -1\n")
+    resolve_source(lst).check_labels(1000, "resnet")  # fits: nothing raised
+    lst.write_text("a.png 3\nb.png 1000\n")
+    src = resolve_source(lst)
+    with pytest.raises(UsageError) as e:
+        src.check_labels(1000, "unified_pvt_tiny")
+    msg = str(e.value)
+    assert msg.startswith("label 1000 in ") and "\n" not in msg
+    assert "out of range for unified_pvt_tiny (1000 classes, labels 0..999): fix the list file" in msg
+    src.check_labels(1001, "big")
+    lst.write_text("a.png -2\n")
+    with pytest.raises(UsageError, match="label -2 "):
+        resolve_source(lst).check_labels(10, "m")
+    for name in ["0", "5"]:  # integer class folders are labels too
+        _png(tmp_path / "tree" / name / "x.png")
+    with pytest.raises(UsageError, match="label 5 .* fix the class folders"):
+        resolve_source(tmp_path / "tree").check_labels(5, "m")
+
+
+def test_restrict_to_an_image_list(tmp_path):
+    root = tmp_path / "val"
+    for synset, names in {"n01440764": ["v1.JPEG", "v2.JPEG"], "n01443537": ["v3.JPEG", "v4.JPEG"]}.items():
+        for n in names:
+            _png(root / synset / n)  # PNG data in .JPEG files: decoded by content
+    ids = tmp_path / "imagenet_test_image_ids.txt"
+    ids.write_text("# RobustBench style\nn01443537/v4.JPEG\nn01440764/v1.JPEG\n\nv3.JPEG\nn01443537/v4.JPEG\n")
+    full = resolve_source(root)
+    src = full.restrict(ids)
+    assert [Path(p).relative_to(root).as_posix() for p in src.paths] == [
+        "n01443537/v4.JPEG", "n01440764/v1.JPEG", "n01443537/v3.JPEG", "n01443537/v4.JPEG"]
+    assert src.labels == (1, 0, 1, 1)  # tench = 0, goldfish = 1
+    assert "restricted to the 4 images" in src.describe()
+    assert len(full) == 4  # the original source is unchanged
+    _, paths = _load_all(make_loader(src, batch_size=3, transform=EvalTransform(32)))
+    assert paths == list(src.paths)
+
+    ids.write_text("n01440764/v1.JPEG\nn01440764/nope.JPEG\nn99999999/x.JPEG\n")
+    with pytest.raises(UsageError, match=r"2 of 3 listed images are not in .*first: n01440764/nope\.JPEG"):
+        full.restrict(ids)
+    _png(root / "n01440764" / "v3.JPEG")
+    ids.write_text("v3.JPEG\n")
+    with pytest.raises(UsageError, match="matches 2 images"):
+        resolve_source(root).restrict(ids)
+    ids.write_text("# nothing\n")
+    with pytest.raises(UsageError, match="names no images"):
+        full.restrict(ids)
+
+
+def test_data_errors_are_one_line(tmp_path):
+    with pytest.raises(UsageError) as e:
+        resolve_source(tmp_path / "no\nsuch")
+    assert "\n" not in str(e.value) and "no such file" in str(e.value)
+    weird = tmp_path / "bad\nname"
+    _png(weird / "top.png")
+    _png(weird / "cls\tx" / "a.png")
+    with pytest.raises(UsageError) as e:
+        resolve_source(weird)
+    assert "\n" not in str(e.value) and "both image files and class subfolders" in str(e.value)
