@@ -179,7 +179,8 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     if options.image_list is not None:
         source = source.restrict(Path(options.image_list))
     available = len(source)
-    source = source.take(options.num_images, spread_classes=source.has_labels)
+    # an image list keeps its own order; a labelled folder is interleaved by class so a few images cover many
+    source = source.take(options.num_images, spread_classes=source.has_labels and options.image_list is None)
     notes = []
     if options.num_images > available:
         notes.append(f"--num-images {options.num_images} asked, but the source holds {available} image(s): "
