@@ -1,80 +1,135 @@
 """Invariance of predictions to translation, rotation and scale (PROTOCOLS.md section 5), plus
-circular-shift consistency and per-stage shift equivariance.
+shift consistency, circular-shift consistency and per-stage shift equivariance.
 
-Each image is decoded once into a *base* tensor (short side ``resize_size(S)``, or up to its
-native size when the scale sweep zooms in, see `base_short_sides`); a batch of bases is a
-zero-padded canvas with the per-image sizes. Every view is made from that canvas on the analysis
-device by three batched primitives:
+A pure computation library: plan (`SweepPlan`), seeded draws, views (`Views`) and per-image
+metrics (`measure_batch`); loading, summaries and output belong to the caller.
 
-* `resample`: a per-image separable linear map, rows (B, n, H) and columns (B, m, W), applied as
-  two batched matmuls. `resize_weights` builds them with PIL's antialiased bicubic filter and
-  folds in the crop and zero-padding, so "resize the short side to L, centre crop S" is one call.
-* `select`: integer crops, shifts and circular rolls by index gathering (-1 = black).
-* `rotate`: bicubic `grid_sample` about the image centre, zero fill.
+Each image is decoded once into a *base* tensor (see `SweepPlan.base_short_sides`); a batch of
+bases is a zero-padded canvas with the per-image sizes (`ImageBatch`). Every view is made from it
+on the analysis device with the batched primitives of `stm_probe.views`, which reproduce PIL's
+8-bit resize and rotate bit for bit. So there is one pipeline for every view: the *resized*
+image (short side ``resize_size(S)``, PIL bicubic) and the *standard* view (its centre ``S x S``
+crop) are the same whatever kinds run, and equal torchvision's ``Resize + CenterCrop +
+ToTensor`` output for every image the base keeps at native size (short side up to 1120 px at
+S = 224; a larger one is reduced to that by the loader first).
 
-Views follow the paper's PIL pipeline: standard = short side ``int(S / 0.875)`` + centre crop S;
-translation, pre-rotation and scale are made from the resized uncropped image; post-rotation
-rotates the standard view. Random choices (translation and equivariance directions, circular
-shifts) are drawn from the seed per image position and level, so every model sees the same views.
-Metrics are per image; `summarise` gives the mean and a bootstrap 95% CI over images.
+Kinds (levels in `UNITS`):
+
+* translation: the standard crop window moved by the level s along one of 8 directions per image.
+  ``pure`` (default): content moves by exactly s px, black outside the image. ``official``: the
+  original script's crop, clipped to the image and zero-padded back to S on both sides, which
+  re-centres a clipped crop: once the window leaves the image (beyond 16 px on a 256 px side at
+  S = 224) content moves by 8 + s/2 px instead of s. Both start from the centre-crop origin, so
+  level 0 is the standard view.
+* pre-rotation / post-rotation: ``Image.rotate(angle, BICUBIC)`` of the resized image before
+  the centre crop / of the standard view (black corners).
+* scale: short side ``int(S / ratio)`` resized from the base, centre crop S (zero-padded).
+* shift-consistency (Zhang 2019, antialiased-cnns): two S crops of the centre ``R x R`` square
+  (R = ``resize_size(S)``) at independent offsets uniform in [0, level)^2; top-1 agreement.
+* circular-shift: top-1 agreement of two circular rolls of the standard view by up to +-level px.
+* equivariance: per stage, ||f(roll(x, s)) - roll(f(x), s / r)|| / ||f(x)|| over the whole map
+  and over its interior (cells at least the stage's margin away from the map borders and from
+  the wrap seams, see `interior_mask`).
+
+Random choices come from `stm_probe.runtime.seeds`: image i's draw at (kind, level) is a function
+of ``stream_id(seed, "invariance", kind, level, repeat)`` and i, computed per batch from
+``batch.indices``, so it does not depend on the number of images, the batch size, the other
+levels or kinds, or the model order.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .data import DEFAULT_CROP_PCT, Batch, resize_size
+from .errors import UsageError
 from .models.features import Normalized, num_stages
-from .stats import bootstrap_ci
+from .runtime.seeds import per_image_integers, stream_id
+from .stats import summarise_values
+from .views import (
+    centre_crop_start,
+    crop,
+    resample,
+    resize_weights,
+    roll,
+    rotate,
+    select,
+    short_side_sizes,
+)
 
-KINDS = ("translation", "pre-rotation", "post-rotation", "scale", "circular-shift", "equivariance")
+KINDS = ("translation", "pre-rotation", "post-rotation", "scale", "shift-consistency", "circular-shift",
+         "equivariance")
 UNITS = {"translation": "px", "pre-rotation": "degrees", "post-rotation": "degrees", "scale": "crop ratio",
-         "circular-shift": "px (max shift)", "equivariance": "px"}
-TRANSLATION_MODES = ("official", "pure")
+         "shift-consistency": "px (offset range)", "circular-shift": "px (max shift)", "equivariance": "px"}
+PIXEL_KINDS = ("translation", "shift-consistency", "circular-shift", "equivariance")  # whole-pixel levels
+TRANSLATION_MODES = ("pure", "official")
 #: the 8 jitter directions (dy, dx): down, right, up, left and the four diagonals
 DIRECTIONS = torch.tensor([(1, 0), (0, 1), (-1, 0), (0, -1), (1, 1), (-1, 1), (-1, -1), (1, -1)])
 PREDICTION_METRICS = ("top1", "top5", "consistency", "soft_ce", "kl")
-_STREAMS = {"translation": 0, "equivariance": 1, "circular-shift": 2}  # independent seeded draws per kind
+#: smallest crop ratio of the paper's scale grid: the base keeps up to int(S / 0.2) px of short side
+_ZOOM_RATIO = 0.2
+#: default equivariance margin in input px (see `interior_mask`)
+DEFAULT_INTERIOR_MARGIN = 16
+_MAX_STAGES = 16
+
+#: how each per-image metric is summarised (`stm_probe.stats.summarise_values`): "rate" for 0/100
+#: outcomes, "mean" for continuous values
+METRIC_STATISTICS: dict[str, str] = {
+    "top1": "rate", "top5": "rate", "consistency": "rate", "soft_ce": "mean", "kl": "mean",
+    **{f"rel_error_stage{k}": "mean" for k in range(1, _MAX_STAGES + 1)},
+    **{f"rel_error_interior_stage{k}": "mean" for k in range(1, _MAX_STAGES + 1)},
+}
 
 
-def default_levels(kind: str, input_size: int = 224) -> list[float]:
+def default_levels(kind: str, input_size: int = 224, crop_pct: float = DEFAULT_CROP_PCT) -> list[float]:
     """The paper's grids: jitter 0..64 px step 4, rotation 0..90 deg step 5, crop ratio 0.2..1.95
-    step 0.125; beyond the paper, circular shifts of at most 4..32 px and equivariance shifts
-    4..64 px, keeping those below ``input_size`` (a full-size circular shift is the identity)."""
+    step 0.125; shift consistency: offsets up to ``resize_size(S) - S`` (32 at 224); circular
+    shifts of at most 4..32 px and equivariance shifts 4..64 px below ``input_size``."""
     grids = {
         "translation": [float(s) for s in range(0, 65, 4)],
         "pre-rotation": [float(a) for a in range(0, 91, 5)],
         "post-rotation": [float(a) for a in range(0, 91, 5)],
         "scale": [r / 1000 for r in range(200, 1951, 125)],  # the original's floats (200/1000, ...)
+        "shift-consistency": [float(resize_size(input_size, crop_pct) - input_size)],
         "circular-shift": [4.0, 8.0, 16.0, 32.0],
         "equivariance": [4.0, 8.0, 16.0, 32.0, 64.0],
     }
+    if kind not in grids:
+        raise UsageError(f"unknown invariance kind {kind!r}: choose from {', '.join(KINDS)}")
     if kind in ("circular-shift", "equivariance"):
         return [v for v in grids[kind] if v < input_size]
     return grids[kind]
 
 
 # --- seeded draws (identical for every model) ---------------------------------------------------
-def _rng(seed: int, kind: str) -> np.random.Generator:
-    return np.random.default_rng([seed % 2**32, _STREAMS[kind]])
+def _stream(seed: int, kind: str, level: float, repeat: int) -> int:
+    return stream_id(seed, "invariance", kind, float(level), int(repeat))
 
 
-def draw_directions(seed: int, num_images: int, num_levels: int, kind: str = "translation") -> torch.Tensor:
-    """Direction index in [0, 8) per image position and level, (N, L) int64; see `DIRECTIONS`."""
-    return torch.from_numpy(_rng(seed, kind).integers(0, 8, size=(num_images, num_levels)))
+def draw_directions(seed: int, indices, kind: str, level: float, repeat: int = 0) -> torch.Tensor:
+    """Direction of images ``indices`` (N,) at (kind, level): (N,) int64 in [0, 8), see `DIRECTIONS`."""
+    draws = per_image_integers(_stream(seed, kind, level, repeat), indices, 0, 7)
+    return torch.from_numpy(draws[:, 0])
 
 
-def draw_circular_shifts(seed: int, num_images: int, levels: Sequence[float]) -> torch.Tensor:
-    """Two circular shifts (dy, dx) per image position and level, uniform integers in
-    [-level, level]: (N, L, 2, 2) int64."""
-    rng = _rng(seed, "circular-shift")
-    draws = [rng.integers(-int(lv), int(lv) + 1, size=(num_images, 2, 2)) for lv in levels]
-    return torch.from_numpy(np.stack(draws, axis=1)) if draws else torch.zeros(num_images, 0, 2, 2, dtype=torch.int64)
+def draw_circular_shifts(seed: int, indices, level: float, repeat: int = 0) -> torch.Tensor:
+    """Two circular shifts (dy, dx) per image, uniform in [-level, level]: (N, 2, 2) int64, [:, 0]
+    the first shift, [:, 1] the second."""
+    span = int(level)
+    draws = per_image_integers(_stream(seed, "circular-shift", level, repeat), indices, -span, span, draws=4)
+    return torch.from_numpy(draws).view(-1, 2, 2)
+
+
+def draw_crop_offsets(seed: int, indices, level: float, repeat: int = 0) -> torch.Tensor:
+    """Two crop offsets (dy, dx) per image for shift consistency, uniform in [0, level) (as
+    ``np.random.randint(level)``; level 0 = no offset): (N, 2, 2) int64, [:, 0] the first crop."""
+    high = max(int(level), 1) - 1
+    draws = per_image_integers(_stream(seed, "shift-consistency", level, repeat), indices, 0, high, draws=4)
+    return torch.from_numpy(draws).view(-1, 2, 2)
 
 
 # --- image batches ------------------------------------------------------------------------------
@@ -125,120 +180,12 @@ def group_images(batches: Iterable[Batch], batch_size: int, device: torch.device
         yield flush()
 
 
-# --- geometry -----------------------------------------------------------------------------------
-def short_side_sizes(sizes: torch.Tensor, short_side: int) -> torch.Tensor:
-    """(B, 2) sizes (h, w) after resizing the short side to ``short_side``; the long side is
-    ``int(short_side * long / short)`` as torchvision computes it."""
-    h, w = sizes[:, 0].double(), sizes[:, 1].double()
-    long_h = torch.floor(short_side * h / w).long()  # h is the long side (w <= h)
-    long_w = torch.floor(short_side * w / h).long()
-    short = torch.full_like(sizes[:, 0], short_side)
-    return torch.where((sizes[:, 1] <= sizes[:, 0])[:, None], torch.stack([long_h, short], 1),
-                       torch.stack([short, long_w], 1))
-
-
-def centre_crop_start(length: torch.Tensor, crop: int) -> torch.Tensor:
-    """First source index of torchvision's ``CenterCrop(crop)`` along an axis of ``length``:
-    ``round((length - crop) / 2)`` (half to even), or minus the leading zero padding
-    ``(crop - length) // 2`` when the axis is shorter than the crop."""
-    cropped = torch.round((length - crop).double() / 2).long()
-    return torch.where(length >= crop, cropped, -((crop - length) // 2))
-
-
-def _bicubic(t: torch.Tensor, a: float = -0.5) -> torch.Tensor:
-    """PIL's bicubic kernel (a = -0.5), support [-2, 2]."""
-    t = t.abs()
-    near = ((a + 2) * t - (a + 3)) * t * t + 1
-    far = (((t - 5) * t + 8) * t - 4) * a
-    return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
-
-
-def resize_weights(in_len: torch.Tensor, out_len: torch.Tensor, positions: torch.Tensor, in_max: int) -> torch.Tensor:
-    """Weights (B, n, in_max) mapping an axis of ``in_len`` pixels (zero-padded to ``in_max``) to
-    output ``positions`` (B, n) of its bicubic resize to ``out_len`` pixels, as PIL computes them
-    (antialiased: the kernel widens by in/out when shrinking; normalised over the taps inside the
-    image). Rows whose position lies outside [0, out_len) are zero (black padding). Only the taps
-    under each kernel are evaluated, then scattered."""
-    scale = (in_len.double() / out_len.double())[:, None, None]  # (B, 1, 1) source px per output px
-    support = scale.clamp(min=1.0)  # kernel stretch; the kernel spans +-2 support source px
-    centre = (positions.double()[..., None] + 0.5) * scale  # (B, n, 1)
-    taps = int(math.ceil(4 * float(support.max()))) + 2
-    idx = torch.floor(centre - 2 * support).long() + torch.arange(taps, device=positions.device)  # (B, n, K)
-    weights = _bicubic((idx + 0.5 - centre) / support) * ((idx >= 0) & (idx < in_len[:, None, None]))
-    weights = weights / weights.sum(-1, keepdim=True).clamp(min=1e-12)
-    inside = (positions >= 0) & (positions < out_len[:, None])
-    weights = (weights * inside[..., None]).float()
-    dense = torch.zeros(*positions.shape, in_max, device=positions.device)
-    return dense.scatter_add_(2, idx.clamp(0, in_max - 1), weights)
-
-
-def _used(op: torch.Tensor) -> slice:
-    """The source indices any row of ``op`` (B, n, L) reads: a slice of [0, L)."""
-    idx = (op != 0).any(dim=1).any(dim=0).nonzero()
-    return slice(int(idx[0]), int(idx[-1]) + 1) if idx.numel() else slice(0, 0)
-
-
-def resample(pixels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Separable per-image linear map: out[b] = rows[b] @ pixels[b] @ cols[b]^T per channel.
-
-    pixels (B, C, H, W), rows (B, n, H), cols (B, m, W) -> (B, C, n, m), clamped to [0, 1]. Only
-    the source rows and columns some weight reads take part, contracted in the cheaper order.
-    """
-    ys, xs = _used(rows), _used(cols)
-    pixels, rows, cols = pixels[..., ys, xs], rows[..., ys][:, None], cols[..., xs].transpose(1, 2)[:, None]
-    (h, w), n, m = pixels.shape[-2:], rows.shape[-2], cols.shape[-1]
-    if h * w * m + n * h * m <= n * h * w + n * w * m:
-        out = torch.matmul(rows, torch.matmul(pixels, cols))
-    else:
-        out = torch.matmul(torch.matmul(rows, pixels), cols)
-    return out.clamp_(0.0, 1.0)
-
-
-def select(pixels: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Integer crop by index: out[b, :, i, j] = pixels[b, :, rows[b, i], cols[b, j]], zero where
-    an index is -1. pixels (B, C, H, W), rows (B, n), cols (B, m) int64 -> (B, C, n, m)."""
-    b, c, h, w = pixels.shape
-    padded = F.pad(pixels, (0, 1, 0, 1))  # index h / w reads the zero row / column
-    rows = torch.where(rows < 0, h, rows)
-    cols = torch.where(cols < 0, w, cols)
-    out = padded.gather(2, rows[:, None, :, None].expand(b, c, rows.shape[1], w + 1))
-    return out.gather(3, cols[:, None, None, :].expand(b, c, rows.shape[1], cols.shape[1]))
-
-
-def roll(pixels: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
-    """Per-image circular shift, as ``torch.roll(x[b], (dy_b, dx_b), (-2, -1))``: (B, C, H, W),
-    shifts (B, 2) int64 -> (B, C, H, W)."""
-    h, w = pixels.shape[-2:]
-    ar_h = torch.arange(h, device=pixels.device)
-    ar_w = torch.arange(w, device=pixels.device)
-    return select(pixels, (ar_h - shifts[:, :1]) % h, (ar_w - shifts[:, 1:]) % w)
-
-
-def rotate(pixels: torch.Tensor, sizes: torch.Tensor, angle: float, top: torch.Tensor, left: torch.Tensor,
-           out_size: int) -> torch.Tensor:
-    """Rotate each image ``angle`` degrees counter-clockwise about its centre (bicubic, zero fill,
-    no expand, as PIL's ``rotate``) and return the ``out_size`` square whose top-left corner is
-    (top_b, left_b) in image coordinates. pixels (B, 3, H, W) canvas, sizes (B, 2) -> (B, 3, S, S)."""
-    height, width = pixels.shape[-2:]
-    steps = torch.arange(out_size, device=pixels.device, dtype=torch.float64) + 0.5
-    y = top.double()[:, None, None] + steps[None, :, None]  # (B, S, 1) pixel-centre coordinates
-    x = left.double()[:, None, None] + steps[None, None, :]  # (B, 1, S)
-    cy, cx = (sizes.double() / 2).unbind(1)
-    u, v = x - cx[:, None, None], y - cy[:, None, None]
-    cos, sin = math.cos(math.radians(angle)), math.sin(math.radians(angle))
-    src_x = cos * u - sin * v + cx[:, None, None]  # inverse map of a counter-clockwise rotation (y down)
-    src_y = sin * u + cos * v + cy[:, None, None]
-    grid = torch.stack([2 * src_x / width - 1, 2 * src_y / height - 1], dim=-1).float()
-    out = F.grid_sample(pixels, grid, mode="bicubic", padding_mode="zeros", align_corners=False)
-    return out.clamp_(0.0, 1.0)
-
-
 # --- views ---------------------------------------------------------------------------------------
 def base_short_sides(input_size: int, scale_levels: Sequence[float] = (), crop_pct: float = DEFAULT_CROP_PCT
                      ) -> tuple[int, int]:
     """(short side, maximum short side) of the decoded base images: ``resize_size(S)``, raised to
-    ``int(S / r)`` for the smallest crop ratio r of a scale sweep that zooms in, so zoomed views
-    are resampled from up to native resolution as the paper's pipeline does."""
+    ``int(S / r)`` for the smallest crop ratio r that zooms in, so zoomed views are resampled from
+    up to native resolution as the paper's pipeline does."""
     short = resize_size(input_size, crop_pct)
     zoom = [int(input_size / r) for r in scale_levels]
     return short, max([short, *zoom])
@@ -247,27 +194,29 @@ def base_short_sides(input_size: int, scale_levels: Sequence[float] = (), crop_p
 class Views:
     """Every view of one `ImageBatch`, made on its device.
 
-    ``resized`` is the image with its short side at ``resize_size(S)`` (B, 3, H, W canvas) and
-    ``standard`` its centre ``S x S`` crop (B, 3, S, S): the reference views.
+    ``resized`` is each image with its short side at ``resize_size(S)`` (B, 3, H, W canvas,
+    sizes ``resized_sizes`` (B, 2)) and ``standard`` its centre ``S x S`` crop (B, 3, S, S): the
+    reference views, equal to PIL's resize and torchvision's centre crop of the base.
     """
 
     def __init__(self, batch: ImageBatch, input_size: int, crop_pct: float = DEFAULT_CROP_PCT) -> None:
         self.batch = batch
         self.size = input_size
+        self.resize_side = resize_size(input_size, crop_pct)
         base, base_sizes = batch.pixels, batch.sizes
-        self.resized_sizes = short_side_sizes(base_sizes, resize_size(input_size, crop_pct))
+        self.resized_sizes = short_side_sizes(base_sizes, self.resize_side)
         if torch.equal(self.resized_sizes, base_sizes):
-            self.resized = base
+            self.resized = base  # PIL's resize to the same size is the identity
         else:
             self.resized = self._resize_crop(self.resized_sizes, torch.zeros_like(base_sizes),
                                              tuple(int(v) for v in self.resized_sizes.max(0).values))
         self.top = centre_crop_start(self.resized_sizes[:, 0], input_size)
         self.left = centre_crop_start(self.resized_sizes[:, 1], input_size)
-        self.standard = self._crop_resized(self.top, self.left)
+        self.standard = crop(self.resized, self.resized_sizes, self.top, self.left, input_size)
 
     def _resize_crop(self, new_sizes: torch.Tensor, start: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
         """Resize each base image to ``new_sizes`` (B, 2) and crop ``out_hw`` from ``start`` (B, 2)
-        (negative = zero padding first), in one separable resampling of the base."""
+        (negative = zero padding first), in one PIL-exact resampling of the base."""
         base, base_sizes = self.batch.pixels, self.batch.sizes
         device = base.device
         pos_y = start[:, :1] + torch.arange(out_hw[0], device=device)
@@ -276,41 +225,39 @@ class Views:
         cols = resize_weights(base_sizes[:, 1], new_sizes[:, 1], pos_x, base.shape[-1])
         return resample(base, rows, cols)
 
-    def _crop_resized(self, top: torch.Tensor, left: torch.Tensor, valid_y: tuple | None = None,
-                      valid_x: tuple | None = None) -> torch.Tensor:
-        """``S x S`` window of the resized image from (top, left) (B,); black outside the image
-        and outside the optional [lo, hi) intervals (B,) per axis."""
+    def _window(self, top: torch.Tensor, left: torch.Tensor, valid_y: tuple, valid_x: tuple) -> torch.Tensor:
+        """``S x S`` window of ``resized`` from (top, left) (B,), black outside the [lo, hi)
+        intervals (B,) of each axis."""
         idx = torch.arange(self.size, device=top.device)
         axes = []
-        sizes = self.resized_sizes
-        for start, length, valid in ((top, sizes[:, 0], valid_y), (left, sizes[:, 1], valid_x)):
+        for start, (lo, hi) in ((top, valid_y), (left, valid_x)):
             pos = start[:, None] + idx
-            keep = (pos >= 0) & (pos < length[:, None])
-            if valid is not None:
-                keep &= (pos >= valid[0][:, None]) & (pos < valid[1][:, None])
-            axes.append(torch.where(keep, pos, -1))
+            axes.append(torch.where((pos >= lo[:, None]) & (pos < hi[:, None]), pos, -1))
         return select(self.resized, *axes)
 
-    def translation(self, shift: int, directions: torch.Tensor, mode: str = "official") -> torch.Tensor:
-        """Crop ``S`` moved by ``shift`` px along each image's direction (B, 2) of (dy, dx) in {-1, 0, 1}.
+    def translation(self, shift: int, directions: torch.Tensor, mode: str = "pure") -> torch.Tensor:
+        """The standard crop window moved by ``shift`` px along each image's direction (B, 2) of
+        (dy, dx) in {-1, 0, 1}: (B, 3, S, S).
 
-        official: the paper's crop: window centred at (h // 2 + dy s, w // 2 + dx s), clipped to
-        the image and zero-padded back to S on both sides ((S - n) // 2 before), which re-centres
-        a truncated crop. pure: the standard crop window moved by exactly (dy s, dx s); where it
-        leaves the image the view is black, so content moves by exactly s.
+        pure: black where the window leaves the image, so content moves by exactly ``shift``.
+        official: the original script's crop: the moved window clipped to the image and zero-padded
+        back to S with ``(S - n) // 2`` before, which re-centres a clipped crop (content then moves
+        by ``(c + shift) / 2`` where c is the centre-crop margin: 8 + s/2 px beyond 16 px on a
+        256 px side at S = 224).
         """
+        if mode not in TRANSLATION_MODES:
+            raise UsageError(f"unknown translation mode {mode!r}: choose from {', '.join(TRANSLATION_MODES)}")
         offset = directions * int(shift)
-        if mode == "pure":
-            return self._crop_resized(self.top + offset[:, 0], self.left + offset[:, 1])
         starts, valid = [], []
-        for axis in (0, 1):
+        for axis, origin in ((0, self.top), (1, self.left)):
             length = self.resized_sizes[:, axis]
-            start = length // 2 + offset[:, axis] - self.size // 2
-            lo, hi = start.clamp(min=0), (start + self.size).clamp(max=length)
-            kept = (hi - lo).clamp(min=0)
-            starts.append(lo - (self.size - kept) // 2)
+            start = origin + offset[:, axis]
+            lo, hi = start.clamp(min=0), torch.minimum(start + self.size, length)
+            if mode == "official":
+                start = lo - (self.size - (hi - lo).clamp(min=0)) // 2
+            starts.append(start)
             valid.append((lo, hi))
-        return self._crop_resized(starts[0], starts[1], valid[0], valid[1])
+        return self._window(starts[0], starts[1], valid[0], valid[1])
 
     def pre_rotation(self, angle: float) -> torch.Tensor:
         """Rotate the resized image about its centre, then take the centre crop: (B, 3, S, S)."""
@@ -330,6 +277,16 @@ class Views:
         start = torch.stack([centre_crop_start(new_sizes[:, 0], self.size),
                              centre_crop_start(new_sizes[:, 1], self.size)], 1)
         return self._resize_crop(new_sizes, start, (self.size, self.size))
+
+    def shift_crop(self, offsets: torch.Tensor) -> torch.Tensor:
+        """``S x S`` crop at ``offsets`` (B, 2) (dy, dx) px from the corner of the centre ``R x R``
+        square (R = ``resize_size(S)``), black outside the square: (B, 3, S, S)."""
+        starts, valid = [], []
+        for axis in (0, 1):
+            origin = centre_crop_start(self.resized_sizes[:, axis], self.resize_side)
+            starts.append(origin + offsets[:, axis])
+            valid.append((origin, origin + self.resize_side))
+        return self._window(starts[0], starts[1], valid[0], valid[1])
 
     def circular_shift(self, shifts: torch.Tensor) -> torch.Tensor:
         """The standard view rolled by (dy, dx) per image, shifts (B, 2): (B, 3, S, S)."""
@@ -360,20 +317,60 @@ def prediction_metrics(reference: torch.Tensor, logits: torch.Tensor, labels: to
     return {k: v.cpu() for k, v in values.items()}
 
 
+def margin_cells(stride: int, margin: int = DEFAULT_INTERIOR_MARGIN) -> int:
+    """Interior margin of a stage in map cells: ``ceil(margin / stride)`` for a margin in input px."""
+    return int(math.ceil(margin / stride))
+
+
+def interior_mask(size: tuple[int, int], seams: torch.Tensor, margin: int) -> torch.Tensor:
+    """Cells of an (h, w) map at least ``margin`` cells from every map border and from the wrap
+    seam of a circular shift by ``seams`` (B, 2) cells: (B, h, w) bool.
+
+    After ``roll(x, s)`` the rows [0, s) come from the bottom of x, so f(roll(x)) and roll(f(x))
+    differ, for a network whose cells see ``margin`` cells either side, only within ``margin`` of
+    the map borders (zero padding of f(roll(x))) and of row s (the seam, where roll(f(x)) has
+    f(x)'s borders); the same along columns.
+    """
+    keep = []
+    for axis, length in enumerate(size):
+        i = torch.arange(length, device=seams.device)
+        border = (i >= margin) & (i < length - margin)  # (L,)
+        dist = (i[None, :] - seams[:, axis:axis + 1]) % length  # (B, L) cells after the seam
+        keep.append(border[None, :] & (dist >= margin) & (dist < length - margin))
+    return keep[0][:, :, None] & keep[1][:, None, :]
+
+
+def _relative_error(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """||out - target|| / ||target|| per image over all channels and the ``mask`` (B, h, w) cells."""
+    diff, ref = (out - target).double(), target.double()
+    if mask is not None:
+        diff, ref = diff * mask[:, None], ref * mask[:, None]
+    return (diff.flatten(1).norm(dim=1) / ref.flatten(1).norm(dim=1).clamp(min=1e-12)).cpu()
+
+
 def equivariance_errors(shifted: Sequence[torch.Tensor], reference: Sequence[torch.Tensor], shifts: torch.Tensor,
-                        strides: Sequence[int]) -> list[torch.Tensor]:
-    """Relative error ||f(roll(x, s)) - roll(f(x), s / r)|| / ||f(x)|| per image, for each stage.
+                        strides: Sequence[int], margin: int = DEFAULT_INTERIOR_MARGIN
+                        ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Relative errors ||f(roll(x, s)) - roll(f(x), s / r)|| / ||f(x)|| per image, for each stage.
 
     shifted / reference: stage maps (B, C, h, w) of the rolled and the plain input; shifts (B, 2)
-    in input px, multiples of every stage's stride r (px per map cell). Returns one (B,) float64
-    CPU tensor per stage; 0 = perfectly equivariant.
+    in input px, multiples of every stage's stride r (input px per map cell). Returns per stage
+    (whole map, interior) as (B,) float64 CPU tensors, 0 = perfectly equivariant; the interior
+    (`interior_mask` with ``margin_cells(r, margin)``) is None where a map has at most 4 margins
+    of cells along an axis, so that some seam position could leave no interior cell.
     """
     errors = []
     for out, ref, stride in zip(shifted, reference, strides):
         if bool((shifts % stride).any()):
             raise ValueError(f"shifts {shifts.tolist()} are not multiples of the stage stride {stride}")
-        diff = (out - roll(ref, shifts // stride)).double().flatten(1).norm(dim=1)
-        errors.append((diff / ref.double().flatten(1).norm(dim=1).clamp(min=1e-12)).cpu())
+        cells = shifts // stride
+        target = roll(ref, cells)
+        whole = _relative_error(out, target)
+        m = margin_cells(stride, margin)
+        interior = None
+        if min(out.shape[-2:]) > 4 * m:
+            interior = _relative_error(out, target, interior_mask(tuple(out.shape[-2:]), cells, m))
+        errors.append((whole, interior))
     return errors
 
 
@@ -390,73 +387,136 @@ def stage_strides(stage_maps: Sequence[torch.Tensor], input_size: int, nominal: 
     return strides
 
 
-# --- the sweep -----------------------------------------------------------------------------------
+# --- the plan and the per-batch measurement --------------------------------------------------------
 @dataclass(frozen=True)
 class SweepPlan:
-    """What to measure: kinds with their levels, the input size and the seeded random draws.
-
-    num_images: positions in the image source (the draws are indexed by ``Batch.indices``).
-    """
+    """What to measure: kinds with their levels (missing ones get `default_levels`), the input
+    size S, the seed and repeat of the draws, the translation mode, the crop fraction of the
+    standard view and ``interior_margin``, the equivariance interior margin in input px."""
 
     kinds: tuple[str, ...]
-    levels: dict[str, tuple[float, ...]]
+    levels: Mapping[str, Sequence[float]]
     input_size: int
-    num_images: int
     seed: int = 0
-    translation_mode: str = "official"
+    translation_mode: str = "pure"
     crop_pct: float = DEFAULT_CROP_PCT
-    draws: dict[str, torch.Tensor] = field(default_factory=dict, compare=False, repr=False)
+    repeat: int = 0
+    interior_margin: int = DEFAULT_INTERIOR_MARGIN
 
     def __post_init__(self) -> None:
-        n = self.num_images
-        for kind in ("translation", "equivariance"):
-            if kind in self.kinds:
-                self.draws[kind] = DIRECTIONS[draw_directions(self.seed, n, len(self.levels[kind]), kind)]
-        if "circular-shift" in self.kinds:
-            self.draws["circular-shift"] = draw_circular_shifts(self.seed, n, self.levels["circular-shift"])
+        kinds = tuple(self.kinds)
+        bad = [k for k in kinds if k not in KINDS]
+        if bad or not kinds:
+            what = f"unknown invariance kind '{','.join(bad)}'" if bad else "no invariance kind given"
+            raise UsageError(f"{what}: choose from {', '.join(KINDS)}")
+        if self.interior_margin < 0:
+            raise UsageError(f"interior margin {self.interior_margin}: give 0 or more input px, e.g. 16")
+        if self.translation_mode not in TRANSLATION_MODES:
+            raise UsageError(f"unknown translation mode {self.translation_mode!r}: "
+                             f"choose from {', '.join(TRANSLATION_MODES)}")
+        levels = {}
+        for kind in kinds:
+            given = self.levels.get(kind)
+            values = tuple(float(v) for v in (default_levels(kind, self.input_size, self.crop_pct)
+                                              if given is None else given))
+            if kind in PIXEL_KINDS and any(v < 0 or v != int(v) for v in values):
+                raise UsageError(f"{kind} levels {list(values)}: give whole pixels >= 0, e.g. 0,8,16")
+            levels[kind] = values
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "levels", levels)
 
     def base_short_sides(self) -> tuple[int, int]:
-        """(short side, maximum short side) to decode images to; see `base_short_sides`."""
-        zoom = [r for r in self.levels.get("scale", ()) if r < self.crop_pct] if "scale" in self.kinds else []
-        return base_short_sides(self.input_size, zoom, self.crop_pct)
+        """(short side, maximum short side) to decode images to (see `base_short_sides`): up to the
+        zoom of the paper's smallest crop ratio 0.2 (1120 px at S = 224), or of a smaller ratio
+        among the plan's scale levels, whichever kinds run. Plans thus decode the same base, and
+        every image no larger than that keeps its native size, so all views are PIL's exactly."""
+        zoom = [r for r in self.levels.get("scale", ()) if r < self.crop_pct]
+        return base_short_sides(self.input_size, [_ZOOM_RATIO, *zoom], self.crop_pct)
 
 
 @dataclass
 class View:
-    """One view of a batch: pixels (B, 3, S, S), compared with the standard view or, for
-    circular shifts, with ``first_shift``; ``shifts`` (B, 2) px for equivariance."""
+    """One view of a batch: pixels (B, 3, S, S), compared with ``reference`` (B, 3, S, S; None =
+    the standard view); ``shifts`` (B, 2) px of an equivariance roll."""
 
     kind: str
     level: float
     pixels: torch.Tensor
+    reference: torch.Tensor | None = None
     shifts: torch.Tensor | None = None
-    first_shift: torch.Tensor | None = None  # circular-shift: the first of the two shifted views
 
 
 def iter_views(plan: SweepPlan, views: Views) -> Iterator[View]:
     """Every (kind, level) view of one batch, in plan order, made on the batch's device."""
-    index = views.batch.indices.cpu()
+    index = views.batch.indices
     device = views.standard.device
     for kind in plan.kinds:
-        for j, level in enumerate(plan.levels[kind]):
-            if kind == "translation":
-                direction = plan.draws[kind][index, j].to(device)
-                yield View(kind, level, views.translation(int(level), direction, plan.translation_mode))
+        for level in plan.levels[kind]:
+            if kind in ("translation", "equivariance"):
+                direction = DIRECTIONS[draw_directions(plan.seed, index, kind, level, plan.repeat)].to(device)
+                if kind == "translation":
+                    yield View(kind, level, views.translation(int(level), direction, plan.translation_mode))
+                else:
+                    shifts = direction * int(level)
+                    yield View(kind, level, views.circular_shift(shifts), shifts=shifts)
             elif kind == "pre-rotation":
                 yield View(kind, level, views.pre_rotation(level))
             elif kind == "post-rotation":
                 yield View(kind, level, views.post_rotation(level))
             elif kind == "scale":
                 yield View(kind, level, views.scale(level))
+            elif kind == "shift-consistency":
+                offsets = draw_crop_offsets(plan.seed, index, level, plan.repeat).to(device)
+                yield View(kind, level, views.shift_crop(offsets[:, 1]), reference=views.shift_crop(offsets[:, 0]))
             elif kind == "circular-shift":
-                shifts = plan.draws[kind][index, j].to(device)  # (B, 2, 2)
+                shifts = draw_circular_shifts(plan.seed, index, level, plan.repeat).to(device)
                 yield View(kind, level, views.circular_shift(shifts[:, 1]),
-                           first_shift=views.circular_shift(shifts[:, 0]))
-            elif kind == "equivariance":
-                shifts = plan.draws[kind][index, j].to(device) * int(level)
-                yield View(kind, level, views.circular_shift(shifts), shifts=shifts)
+                           reference=views.circular_shift(shifts[:, 0]))
 
 
+def _stage_setup(net: Normalized, plan: SweepPlan, standard: torch.Tensor) -> tuple[list[torch.Tensor], list[int]]:
+    """Stage maps of the standard view and each stage's stride (0 = not measured)."""
+    stages = list(range(num_stages(net.model)))
+    maps = net.stages(standard, stages)
+    info = getattr(net.model, "feature_info", None) or []
+    nominal = [entry["reduction"] for entry in info if isinstance(entry, dict) and "reduction" in entry]
+    return maps, stage_strides(maps, plan.input_size, nominal)
+
+
+@torch.inference_mode()
+def measure_batch(net: Normalized, plan: SweepPlan, views: Views) -> dict[tuple[str, float, str], np.ndarray]:
+    """Every per-image value of one batch: {(kind, level, metric): (B,) float64}.
+
+    Prediction kinds: `prediction_metrics` of each view against the standard view (shift kinds:
+    the second view against the first). Equivariance: ``rel_error_stage{k}`` and
+    ``rel_error_interior_stage{k}`` (stage k = 1, 2, ...) at the stages whose stride divides the
+    shift (stages whose map does not tile the input are left out, as are interiors too small).
+    """
+    values: dict[tuple[str, float, str], np.ndarray] = {}
+    labels = views.batch.labels
+    standard_logits = net(views.standard)
+    if "equivariance" in plan.kinds:
+        reference_maps, strides = _stage_setup(net, plan, views.standard)
+    for view in iter_views(plan, views):
+        if view.kind == "equivariance":
+            measured = [k for k, r in enumerate(strides) if r > 0 and int(view.level) % r == 0]
+            if not measured:
+                continue
+            maps = net.stages(view.pixels, measured)
+            errors = equivariance_errors(maps, [reference_maps[k] for k in measured], view.shifts,
+                                         [strides[k] for k in measured], plan.interior_margin)
+            for k, (whole, interior) in zip(measured, errors):
+                values[(view.kind, view.level, f"rel_error_stage{k + 1}")] = whole.numpy()
+                if interior is not None:
+                    values[(view.kind, view.level, f"rel_error_interior_stage{k + 1}")] = interior.numpy()
+            continue
+        reference = standard_logits if view.reference is None else net(view.reference)
+        for metric, value in prediction_metrics(reference, net(view.pixels), labels).items():
+            values[(view.kind, view.level, metric)] = value.numpy()
+    return values
+
+
+# --- thin helpers over many batches ----------------------------------------------------------------
 @dataclass
 class SweepResult:
     """Per-image values of one model: {(kind, level, metric): list of (B,) float64 arrays}."""
@@ -464,66 +524,45 @@ class SweepResult:
     values: dict[tuple[str, float, str], list[np.ndarray]] = field(default_factory=dict)
     num_images: int = 0
 
-    def add(self, kind: str, level: float, metrics: dict[str, torch.Tensor]) -> None:
-        for metric, value in metrics.items():
-            self.values.setdefault((kind, level, metric), []).append(value.numpy())
+    def add(self, batch_values: dict[tuple[str, float, str], np.ndarray]) -> None:
+        for key, value in batch_values.items():
+            self.values.setdefault(key, []).append(value)
 
     def stacked(self, key: tuple[str, float, str]) -> np.ndarray:
         return np.concatenate(self.values[key])
 
 
-@torch.inference_mode()
-def evaluate_batch(net: Normalized, plan: SweepPlan, views: Views, result: SweepResult) -> None:
-    """Run ``net`` on every view of one batch and add the per-image metrics to ``result``.
-
-    Equivariance is measured at the stages whose stride divides the shift (stage k metric
-    ``rel_error_stage{k+1}``); other kinds compare logits with the standard view's (circular
-    shift: with the first shifted view's).
-    """
-    labels = views.batch.labels
-    standard_logits = net(views.standard)
-    stages, strides, reference_maps = [], [], []
-    if "equivariance" in plan.kinds:
-        stages = list(range(num_stages(net.model)))
-        reference_maps = net.stages(views.standard, stages)
-        info = getattr(net.model, "feature_info", None) or []
-        nominal = [entry["reduction"] for entry in info if isinstance(entry, dict) and "reduction" in entry]
-        strides = stage_strides(reference_maps, plan.input_size, nominal)
-    for view in iter_views(plan, views):
-        if view.kind == "equivariance":
-            measured = [k for k in stages if strides[k] > 0 and int(view.level) % strides[k] == 0]
-            if measured:
-                maps = net.stages(view.pixels, measured)
-                errors = equivariance_errors(maps, [reference_maps[k] for k in measured], view.shifts,
-                                             [strides[k] for k in measured])
-                result.add(view.kind, view.level, {f"rel_error_stage{k + 1}": e for k, e in zip(measured, errors)})
-            continue
-        reference = net(view.first_shift) if view.first_shift is not None else standard_logits
-        result.add(view.kind, view.level, prediction_metrics(reference, net(view.pixels), labels))
-    result.num_images += int(labels.shape[0])
-
-
-@torch.inference_mode()
 def run_sweep(net: Normalized, plan: SweepPlan, batches: Iterable[ImageBatch], progress=None) -> SweepResult:
-    """Evaluate ``net`` on every view of every batch; ``progress`` (tqdm) advances per image."""
+    """`measure_batch` over every batch; ``progress`` (tqdm) advances per image."""
     result = SweepResult()
     for batch in batches:
-        evaluate_batch(net, plan, Views(batch, plan.input_size, plan.crop_pct), result)
+        result.add(measure_batch(net, plan, Views(batch, plan.input_size, plan.crop_pct)))
+        result.num_images += int(batch.labels.shape[0])
         if progress is not None:
             progress.update(int(batch.labels.shape[0]))
     return result
 
 
 def summarise(result: SweepResult, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> list[dict]:
-    """Rows (kind, level, metric, value, ci_low, ci_high, n_images): the mean over images with a
-    finite value (accuracy: labelled images only; none -> no row) and its bootstrap CI."""
+    """Rows (kind, level, metric, value, ci_low, ci_high, n_images) by `stats.summarise_values`
+    with `METRIC_STATISTICS`; NaN values (accuracy without a label) are left out, as are keys
+    without any value."""
     rows = []
-    for (kind, lv, metric) in result.values:
-        values = result.stacked((kind, lv, metric))
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
-        low, high = bootstrap_ci(values, n_boot=n_boot, level=level, seed=seed)
-        rows.append({"kind": kind, "level": lv, "metric": metric, "value": float(values.mean()),
-                     "ci_low": low, "ci_high": high, "n_images": int(values.size)})
+    for key in result.values:
+        kind, lv, metric = key
+        value, low, high, n = summarise_values(result.stacked(key), METRIC_STATISTICS.get(metric, "mean"),
+                                               n_boot=n_boot, seed=seed, level=level)
+        if n:
+            rows.append({"kind": kind, "level": lv, "metric": metric, "value": value, "ci_low": low,
+                         "ci_high": high, "n_images": n})
     return rows
+
+
+__all__ = [
+    "DIRECTIONS", "KINDS", "METRIC_STATISTICS", "PIXEL_KINDS", "PREDICTION_METRICS", "TRANSLATION_MODES", "UNITS",
+    "ImageBatch", "SweepPlan", "SweepResult", "View", "Views", "base_short_sides", "centre_crop_start", "crop",
+    "default_levels", "draw_circular_shifts", "draw_crop_offsets", "draw_directions", "equivariance_errors",
+    "group_images", "interior_mask", "iter_views", "margin_cells", "measure_batch", "pad_images",
+    "prediction_metrics", "resample", "resize_weights", "roll", "rotate", "run_sweep", "select",
+    "short_side_sizes", "stage_strides", "summarise",
+]
