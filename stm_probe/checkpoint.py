@@ -1,18 +1,25 @@
 """Safe checkpoint loading: weights only, never code.
 
-`.pth/.pt/.bin` files are read with ``torch.load(weights_only=True)`` (a pickle that would build
-arbitrary Python objects is refused before anything runs) and `.safetensors` with safetensors.
-Layouts: ``{'model': sd}``, ``{'state_dict': sd}``, ``{'model_ema': sd}``, a raw state dict, and
-``module.`` / ``_orig_mod.`` prefixes. Size-dependent tables are resized as the original loader
-does, and buffers the model computes itself are taken from the model, not the file.
+Files are recognised by their content, whatever their suffix: a torch.save zip or legacy pickle
+is read with ``torch.load(weights_only=True)`` (a pickle that would build arbitrary Python
+objects is refused before anything runs), a safetensors file with safetensors; anything else is
+refused with a one-line reason. Layouts: ``{'model': sd}``, ``{'state_dict': sd}``,
+``{'model_ema': sd}``, a raw state dict, and ``module.`` / ``_orig_mod.`` prefixes.
+Size-dependent tables are resized as the original loader does, and buffers the model computes
+itself are taken from the model, not the file.
+
+This module knows nothing of the model registry: `load_checkpoint` takes an optional ``guess``
+callable (state dict -> model name) for its error messages; `stm_probe.models.registry` passes one.
 """
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
+import re
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +33,9 @@ DEFAULT_KEYS = ("model", "state_dict", "model_ema")
 COMPUTED_BUFFERS = ("relative_position_index", "attn_mask")
 _PREFIXES = ("module.", "_orig_mod.")
 
+# a state dict -> the name of the model it most likely belongs to (or None)
+GuessFn = Callable[[Mapping[str, torch.Tensor]], "str | None"]
+
 
 def file_sha256(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB chunks."""
@@ -36,30 +46,107 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
-    """Read a checkpoint file without running code; UsageError with one line on any failure."""
+# --- reading ------------------------------------------------------------------------------------
+def checkpoint_format(path: str | Path) -> str:
+    """What a checkpoint file is, from its first bytes: 'pytorch' (torch.save zip),
+    'pytorch-legacy' (torch.save pickle, the format before PyTorch 1.6) or 'safetensors'.
+
+    UsageError (one line) for a missing path, a directory, an empty file or any other content.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"checkpoint '{path}' is a directory, not a file: give the weights file inside it "
+                         "(.pth, .pt, .bin or .safetensors) to --checkpoint")
     if not path.is_file():
         raise UsageError(f"checkpoint '{path}' does not exist: check the path given to --checkpoint")
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    size = path.stat().st_size
+    if size == 0:
+        raise UsageError(f"checkpoint '{path}' is empty (0 bytes): re-download it or check the path")
+    with open(path, "rb") as handle:
+        head = handle.read(64)
+    if head.startswith(b"PK"):
+        return "pytorch"
+    if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5 opcode
+        return "pytorch-legacy"
+    if len(head) > 8 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return "safetensors"  # u64 little-endian header length, then the JSON header
+    raise UsageError(f"checkpoint '{path}' is not a PyTorch or safetensors file ({_describe(head)}): "
+                     "check the path given to --checkpoint")
 
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise UsageError(f"checkpoint '{path}' is not a readable safetensors file ({_first_line(exc)}): "
-                             "re-download or re-export it") from None
+
+def _describe(head: bytes) -> str:
+    """A few words on what a file that is not a checkpoint looks like, from its first bytes."""
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer: fetch the weights with `git lfs pull`"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is gzip-compressed: decompress it first"
+    if head.startswith(b"\x89HDF"):
+        return "it is an HDF5 file, e.g. Keras/TensorFlow weights"
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a NumPy array file"
+    if head.lstrip()[:1] == b"<":
+        return "it is an HTML/XML page, e.g. a failed download"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "it is a text file"
+    return f"it starts with bytes {head[:8].hex(' ')}"
+
+
+def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
+    """Read a checkpoint file without running code, by its content (see `checkpoint_format`).
+
+    UsageError with one line on any failure: a pickle holding objects that safe loading refuses
+    ("could run code"), a truncated or damaged file, a zip archive that is not a checkpoint, a
+    safetensors file that does not parse.
+    """
+    path = Path(path)
+    kind = checkpoint_format(path)
+    if kind == "safetensors":
+        return _read_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise UsageError(
-            f"checkpoint '{path}' holds Python objects that safe loading refuses ({_first_line(exc)}): "
-            "it could run code; re-save only the state dict (torch.save(model.state_dict(), ...)) or use safetensors"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UsageError(f"checkpoint '{path}' is truncated or not a PyTorch file ({_first_line(exc)}): "
+        unsafe = re.search(r"GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise UsageError(
+                f"checkpoint '{path}' holds Python objects that safe loading refuses ({unsafe.group(1)}): it could "
+                "run code; re-save only the state dict (torch.save(model.state_dict(), ...)) or use safetensors"
+            ) from None
+        raise UsageError(f"checkpoint '{path}' is a pickle that torch.load cannot read safely ({_weights_only_reason(exc)}): "
+                         "re-save it with torch.save(model.state_dict(), ...) or as safetensors") from None
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError) as exc:
+        raise UsageError(f"checkpoint '{path}' {_damage(path, kind)} ({_first_line(exc)}): "
                          "re-download it or check the path") from None
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UsageError(f"checkpoint '{path}' is not a readable safetensors file ({_first_line(exc)}): "
+                         "re-download or re-export it") from None
+
+
+def _damage(path: Path, kind: str) -> str:
+    """Why torch.load failed on a file that looked like a PyTorch checkpoint (a sentence fragment)."""
+    if kind == "pytorch-legacy":
+        return "is a truncated or damaged PyTorch file (legacy pickle format)"
+    if not zipfile.is_zipfile(path):
+        return "is a truncated or damaged PyTorch file (zip format)"
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    if not any(n.endswith("data.pkl") for n in names):
+        listing = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+        return f"is a zip archive, not a PyTorch checkpoint (it holds {listing}); unpack it and give the weights file"
+    return "is a damaged PyTorch file"
+
+
+def _weights_only_reason(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("Unsupported")), None)
+    return detail or _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -104,6 +191,28 @@ def _strip_prefixes(key: str) -> str:
     return key
 
 
+# --- fitting a state dict to a model ----------------------------------------------------------------
+def is_computed_buffer(key: str) -> bool:
+    """True for buffers the model computes from sizes (Swin relative_position_index, attn_mask)."""
+    return key.rsplit(".", 1)[-1] in COMPUTED_BUFFERS
+
+
+def resize_bias_table(table: torch.Tensor, side: int) -> torch.Tensor:
+    """Swin relative-position bias table ((2w-1)^2, heads) -> (side^2, heads), bicubic as the original loader.
+
+    The table is viewed as a (heads, 2w-1, 2w-1) grid of offsets and resized with
+    ``F.interpolate(mode='bicubic', align_corners=False)``; ``side`` is ``2 * window - 1``.
+    Differentiable; computed in float32 and returned in the table's dtype.
+    """
+    rows, heads = table.shape
+    side_in = math.isqrt(rows)
+    if side_in * side_in != rows:
+        raise ValueError(f"bias table with {rows} rows is not a square grid of offsets")
+    grid = table.permute(1, 0).reshape(1, heads, side_in, side_in).float()
+    grid = F.interpolate(grid, size=(side, side), mode="bicubic")
+    return grid.reshape(heads, side * side).permute(1, 0).to(table.dtype)
+
+
 def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
                      ) -> dict[str, torch.Tensor]:
     """Fit a checkpoint made at another input size, as the original loader does.
@@ -115,14 +224,14 @@ def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str
     """
     adapted: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
-        if key.rsplit(".", 1)[-1] in COMPUTED_BUFFERS:
+        if is_computed_buffer(key):
             continue
         want = target.get(key)
         if want is not None and want.shape != value.shape and value.dim() == want.dim():
             value = _resize_table(key, value, want.shape)
         adapted[key] = value
     for key, value in target.items():
-        if key.rsplit(".", 1)[-1] in COMPUTED_BUFFERS:
+        if is_computed_buffer(key):
             adapted[key] = value
     return adapted
 
@@ -130,10 +239,9 @@ def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str
 def _resize_table(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """Resize one size-dependent table to ``shape``; other tensors are returned unchanged."""
     if key.endswith("relative_position_bias_table") and value.shape[1] == shape[1]:
-        side_in, side_out = int(value.shape[0] ** 0.5), int(shape[0] ** 0.5)
-        grid = value.permute(1, 0).reshape(1, value.shape[1], side_in, side_in).float()
-        grid = F.interpolate(grid, size=(side_out, side_out), mode="bicubic")
-        return grid.reshape(shape[1], shape[0]).permute(1, 0).to(value.dtype)
+        side_out = math.isqrt(shape[0])
+        if math.isqrt(value.shape[0]) ** 2 == value.shape[0] and side_out ** 2 == shape[0]:
+            return resize_bias_table(value, side_out)
     if key.endswith(("height_rel", "width_rel")) and value.shape[1] == shape[1]:
         table = value.permute(1, 0).unsqueeze(0).float()
         table = F.interpolate(table, size=shape[0], mode="linear", align_corners=True)
@@ -157,28 +265,59 @@ def check_fit(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch
     return problems
 
 
-def guess_model(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """The unified model whose keys and shapes fit ``state_dict`` best (built on the meta device)."""
-    from .models.registry import UNIFIED_MODELS, build_unified
+def loaded_fraction(fitting: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> float:
+    """Share of the model's weights, by element count, that ``fitting`` provides (0..1).
 
-    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if k.rsplit(".", 1)[-1] not in COMPUTED_BUFFERS}
-    best, best_score = None, 0.0
-    for name in UNIFIED_MODELS:
-        with torch.device("meta"):
-            target = {k: tuple(v.shape) for k, v in build_unified(name).state_dict().items()
-                      if k.rsplit(".", 1)[-1] not in COMPUTED_BUFFERS}
-        agree = sum(1 for k, s in target.items() if shapes.get(k) == s)
-        score = agree / max(len(target), len(shapes))
-        if score > best_score:
-            best, best_score = name, score
-    return best if best_score > 0.5 else None
+    Counted over the floating-point entries of the model's state dict (parameters and running
+    statistics), leaving out the buffers the model computes itself. 1.0 for a model without any.
+    """
+    counted = {k: v.numel() for k, v in target.items() if v.is_floating_point() and not is_computed_buffer(k)}
+    total = sum(counted.values())
+    return sum(n for k, n in counted.items() if k in fitting) / total if total else 1.0
 
 
-def load_checkpoint(model: nn.Module, path: str | Path, key: str | None = None, strict: bool = True) -> dict[str, Any]:
+def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> None:
+    """UsageError naming the first floating tensor holding NaN/Inf, with counts; nothing if all finite."""
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in state_dict.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        key, count = bad[0]
+        others = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
+        raise UsageError(f"checkpoint '{path}' holds non-finite weights: '{key}' has {count} NaN/Inf value(s) of "
+                         f"{state_dict[key].numel()}{others}: the file is corrupt or from a diverged run; use another checkpoint")
+
+
+def _percent(fraction: float) -> str:
+    """A fraction as a whole percentage, rounded down (so below 100% never shows as 100%)."""
+    if 0 < fraction < 0.01:
+        return "<1%"
+    return f"{math.floor(fraction * 100 + 1e-9)}%"
+
+
+def load_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    key: str | None = None,
+    strict: bool = True,
+    min_loaded: float = 0.5,
+    guess: GuessFn | None = None,
+) -> dict[str, Any]:
     """Load weights from ``path`` into ``model`` safely; returns the record for the run manifest.
 
-    Raises UsageError (one line: the first problems and the model the file most likely belongs
-    to) when keys or shapes do not fit and ``strict``; with ``strict=False`` loads what fits.
+    Args:
+        model: the model to fill (its ``stm_probe_spec.name``, if any, names it in messages).
+        path: a torch.save zip / legacy pickle or a safetensors file (recognised by content).
+        key: entry holding the state dict (default: model, state_dict, model_ema, the root).
+        strict: refuse (UsageError, one line: the first missing / unexpected / mis-shaped keys
+            and the model the file most likely belongs to) when keys or shapes do not fit.
+            With ``strict=False`` what fits is loaded.
+        min_loaded: with ``strict=False``, refuse when the file provides less than this share of
+            the model's weights (by element count, see `loaded_fraction`); 0 loads anything.
+        guess: state dict -> the name of the model it most likely belongs to, for the messages.
+
+    Any NaN/Inf in a tensor that would be loaded is refused (`check_finite`). The record holds
+    ``weights`` ('checkpoint', or 'checkpoint (non-strict, 37% loaded)' below 100%), the path,
+    sha256, key used, file format, ``strict``, ``loaded_fraction`` and the skipped problems.
     """
     state_dict, used = select_state_dict(read_checkpoint(path), path, key)
     name = getattr(getattr(model, "stm_probe_spec", None), "name", type(model).__name__)
@@ -186,13 +325,23 @@ def load_checkpoint(model: nn.Module, path: str | Path, key: str | None = None, 
     adapted = adapt_state_dict(state_dict, target)
     problems = check_fit(adapted, target)
     if problems and strict:
-        guess = guess_model(state_dict)
-        hint = f"it looks like a checkpoint of {guess} (use --model {guess})" if guess and guess != name else \
+        owner = guess(state_dict) if guess is not None else None
+        hint = f"it looks like a checkpoint of {owner} (use --model {owner})" if owner and owner != name else \
             "pass --non-strict to load what fits"
         raise UsageError(f"checkpoint '{path}' does not fit {name}: {'; '.join(problems)}; {hint}")
     fitting = {k: v for k, v in adapted.items() if k in target and v.shape == target[k].shape}
+    check_finite({k: v for k, v in fitting.items() if not is_computed_buffer(k)}, path)
+    fraction = loaded_fraction(fitting, target)
+    if fraction < min_loaded:
+        owner = guess(state_dict) if guess is not None else None
+        what = (f"it is not this model's checkpoint; use --model {owner}" if owner and owner != name else
+                "it is not a checkpoint of this model; check the file")
+        raise UsageError(f"only {_percent(fraction)} of {name}'s parameters are in '{path}': {what}, "
+                         "or --min-loaded 0 to run anyway")
     model.load_state_dict(fitting, strict=False)
+    label = "checkpoint" if fraction >= 1.0 else f"checkpoint (non-strict, {_percent(fraction)} loaded)"
     return {
-        "weights": "checkpoint", "checkpoint": str(path), "sha256": file_sha256(path), "checkpoint_key": used,
-        "strict": strict, "skipped_problems": problems,
+        "weights": label, "checkpoint": str(path), "sha256": file_sha256(path), "checkpoint_key": used,
+        "checkpoint_format": checkpoint_format(path), "strict": strict, "loaded_fraction": round(fraction, 6),
+        "skipped_problems": problems,
     }

@@ -1,6 +1,9 @@
 """The 20 unified models against the original's reference manifest, and the registry."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
@@ -9,7 +12,8 @@ import stm_probe
 from stm_probe.errors import UsageError
 from stm_probe.models import UNIFIED_MODELS, build_unified, create_model, expand_model_patterns, resolve_name
 from stm_probe.models.features import Normalized, stage_outputs
-from stm_probe.models.summary import count_gmacs, count_parameters
+from stm_probe.models.complexity import count_gmacs, count_parameters
+from stm_probe.models.facts import MODEL_FACTS
 
 
 def _meta_model(name: str) -> torch.nn.Module:
@@ -28,6 +32,16 @@ def test_state_dict_matches_original(name: str, manifest: dict) -> None:
     assert sorted(set(theirs) - set(ours)) == []
     assert {k: v for k, v in ours.items() if v != theirs[k]} == {}
     assert count_parameters(model) == ref["param_count"]
+
+
+@pytest.mark.parametrize("name", UNIFIED_MODELS)
+def test_static_facts_match_built_models(name: str, manifest: dict) -> None:
+    """The table's static facts equal counts on the model built on the meta device, and the reference."""
+    model = _meta_model(name)
+    facts = MODEL_FACTS[name]
+    assert facts.params == count_parameters(model) == manifest[name]["param_count"]
+    assert facts.gmacs_224 == pytest.approx(count_gmacs(model), abs=5e-5)
+    assert facts.gmacs_224 == pytest.approx(manifest[name]["gmacs_224"], abs=5e-5)
 
 
 @pytest.mark.parametrize("name", ["unified_halo_micro", "unified_pvt_micro", "unified_swin_micro",
@@ -105,3 +119,141 @@ def test_normalized_wrapper_applies_imagenet_stats() -> None:
     std = torch.tensor(timm.data.IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         assert torch.allclose(Normalized(model)(x), model((x - mean) / std), atol=1e-6)
+
+
+# --- the model table ---------------------------------------------------------------------------
+def test_model_table_static_rows_filter_and_format(manifest: dict) -> None:
+    from stm_probe.models.summary import format_table, model_table
+
+    rows = model_table()
+    assert [r["name"] for r in rows] == list(UNIFIED_MODELS) == list(manifest)
+    assert all((r["stm"], r["size"], r["params"]) == (manifest[r["name"]]["family"], manifest[r["name"]]["size"],
+                                                       manifest[r["name"]]["param_count"]) for r in rows)
+    tiny = model_table(["unified_*_tiny", "unified_tiny_attn", "unified_micro_conv"])
+    assert [r["name"] for r in tiny] == ["unified_halo_tiny", "unified_pvt_tiny", "unified_swin_tiny",
+                                         "unified_convnext_micro", "unified_convnext_tiny", "unified_dcn_v3_tiny"]
+    assert "unified_tiny_attn" in tiny[1]["aliases"].split()
+    text = format_table(tiny).splitlines()
+    assert len(text) == 7 and text[0].split() == ["model", "STM", "size", "params", "GMACs@224", "aliases"]
+    assert text[2].split()[:5] == ["unified_pvt_tiny", "pvt", "tiny", "31,157,736", "4.7078"]
+
+
+def test_model_table_build_recounts_the_facts() -> None:
+    from stm_probe.models.summary import model_table
+
+    pattern = ["unified_*_micro"]
+    assert model_table(pattern, build=True) == model_table(pattern)
+
+
+def test_model_table_bad_patterns() -> None:
+    from stm_probe.models.summary import model_table
+
+    with pytest.raises(UsageError, match=r"did you mean unified_swin_micro[,?]"):
+        model_table(["unified_swim_micro"])
+    with pytest.raises(UsageError, match="matches none of the 20 unified models"):
+        model_table(["resnet18"])
+    with pytest.raises(UsageError, match="matches none"):
+        model_table(["unified_*_huge"])
+
+
+def test_static_table_imports_neither_torch_nor_timm() -> None:
+    code = ("import sys; from stm_probe.models.summary import format_table, model_table; "
+            "format_table(model_table(['unified_*_tiny'])); "
+            "print(sorted(m for m in ('torch', 'timm', 'torch.utils.flop_counter') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+
+
+# --- misspelt names ----------------------------------------------------------------------------
+def _suggestions(name: str) -> list[str]:
+    with pytest.raises(UsageError) as info:
+        resolve_name(name)
+    message = str(info.value)
+    assert "\n" not in message and "did you mean " in message, message
+    return message.split("did you mean ", 1)[1].rstrip("?").split(", ")
+
+
+def test_suggestions_name_each_model_once() -> None:
+    assert _suggestions("unified_convnxt_micro")[0] == "unified_convnext_micro"
+    for typo in ("unified_convnxt_micro", "unified_swim_tiny", "unified_swin", "unified_convnext_large",
+                 "unified_halonet_small_", "uniifed_tiny_conv"):
+        models = [s.split(" (")[-1].rstrip(")") for s in _suggestions(typo)]
+        assert len(models) == len(set(models)), (typo, models)
+
+
+@pytest.mark.parametrize("typo,first", [
+    ("unified_swim_tiny", "unified_swin_tiny"),
+    ("unifed_swin_tiny", "unified_swin_tiny"),
+    ("pvt_tiny", "unified_pvt_tiny"),
+    ("halo_micro", "unified_halo_micro"),
+    ("swin_tiny", "unified_swin_tiny"),
+    ("unified_tiny_atn", "unified_tiny_attn (unified_pvt_tiny)"),
+    ("unified_dcnv3_tny", "unified_dcnv3_tiny (unified_dcn_v3_tiny)"),
+    ("unified_internimage_bse", "unified_internimage_base (unified_dcn_v3_base)"),
+    ("resnt18", "resnet18"),
+])
+def test_every_misspelt_name_gets_a_close_suggestion(typo: str, first: str) -> None:
+    assert _suggestions(typo)[0] == first
+
+
+# --- input sizes -------------------------------------------------------------------------------
+def test_timm_model_built_for_the_input_size() -> None:
+    from stm_probe.models.input_size import check_input_size
+
+    vit = create_model("vit_tiny_patch16_224", input_size=64).eval()
+    assert tuple(vit.patch_embed.img_size) == (64, 64)
+    assert vit.pos_embed.shape[1] == (64 // 16) ** 2 + 1  # 4 x 4 patches + the class token
+    with torch.no_grad():
+        assert vit(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+    fixed = create_model("vit_tiny_patch16_224")
+    with pytest.raises(UsageError, match="takes 224x224 images only") as info:
+        check_input_size(fixed, 64)
+    assert "\n" not in str(info.value)
+    check_input_size(create_model("resnet18"), 64)  # any size works for a CNN: no error
+
+
+def test_unified_input_size_must_be_a_multiple_of_32() -> None:
+    with pytest.raises(UsageError, match="multiples of 32: 48 is not; use 32 or 64") as info:
+        create_model("unified_convnext_micro", input_size=48)
+    assert "\n" not in str(info.value)
+    assert create_model("unified_convnext_micro", input_size=64).stm_probe_spec.name == "unified_convnext_micro"
+
+
+# --- layer scales ------------------------------------------------------------------------------
+def test_layer_scales_set_and_copied() -> None:
+    from stm_probe.models.layers import copy_layer_scale_magnitudes, layer_scale_magnitudes, set_layer_scales
+
+    for name in ("unified_swin_micro", "unified_dcn_v3_micro"):
+        model = _meta_model(name)
+        assert set_layer_scales(model, 0.5) == 2 * sum(model.depths)  # gamma_1 and gamma_2 of every block
+    fresh, trained = create_model("unified_pvt_micro"), create_model("unified_pvt_micro")
+    assert layer_scale_magnitudes(fresh) == pytest.approx([1e-6] * 9)
+    gen = torch.Generator().manual_seed(3)
+    expected = []
+    with torch.no_grad():
+        for block in (b for stage in trained.stages for b in stage):
+            block.gamma_1.copy_(torch.randn(block.gamma_1.shape, generator=gen))
+            block.gamma_2.copy_(torch.randn(block.gamma_2.shape, generator=gen))
+            expected.append(float(torch.cat([block.gamma_1.abs(), block.gamma_2.abs()]).mean()))
+    assert layer_scale_magnitudes(trained) == pytest.approx(expected, rel=1e-6)
+    assert copy_layer_scale_magnitudes(trained, fresh) == 9
+    blocks = [b for stage in fresh.stages for b in stage]
+    assert all(torch.all(b.gamma_1 == v) and torch.all(b.gamma_2 == v) for b, v in zip(blocks, expected))
+
+
+def test_layer_scale_value_sets_the_residual_branches() -> None:
+    """ConvNeXt block: gamma = 0 is the identity; gamma = v gives x + v T(x) + v M(x + v T(x))."""
+    from stm_probe.models.blocks.convnext import ConvNeXtBlock
+    from stm_probe.models.layers import set_layer_scales
+
+    block = ConvNeXtBlock(8).eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        assert set_layer_scales(block, 0.0) == 2
+        assert torch.equal(block(x), x)
+        v = 0.37
+        set_layer_scales(block, v)
+        mixed = x + v * block.token_mixer(x)
+        expected = mixed + v * block.channel_mixer(mixed.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        assert torch.allclose(block(x), expected, atol=1e-6)
+        assert (block(x) - x).abs().max() > 0.01  # the branches now matter

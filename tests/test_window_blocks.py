@@ -46,6 +46,18 @@ def _swin_bias(table: torch.Tensor, table_window: int, dy: int, dx: int) -> torc
     return table[(dy + t - 1) * (2 * t - 1) + (dx + t - 1)]
 
 
+def _table_for_window(block: SwinBlock, window: int) -> tuple[torch.Tensor, int]:
+    """The bias table a ``window``-wide window uses and its window: the block's own table, or for a
+    smaller window the table resized as the original loader does for a model built at that size
+    (the (heads, 2t-1, 2t-1) offset grid, F.interpolate bicubic, align_corners=False)."""
+    table, t = block.attn.relative_position_bias_table, block.window_size
+    if window == t:
+        return table, t
+    heads, side = table.shape[1], 2 * window - 1
+    grid = table.T.reshape(1, heads, 2 * t - 1, 2 * t - 1)
+    return F.interpolate(grid, size=(side, side), mode="bicubic").reshape(heads, side * side).T, window
+
+
 def _wrap_labels(size: int, shift: int) -> list[int]:
     """Per shifted coordinate r: 1 if the token was wrapped around by the cyclic shift, else 0."""
     return [int(shift > 0 and r >= size - shift) for r in range(size)]
@@ -62,7 +74,7 @@ def swin_reference_rolled(block: SwinBlock, x: torch.Tensor, window: int, shift:
     hd = c // heads
     scale = hd ** -0.5
     n = window * window
-    table = block.attn.relative_position_bias_table
+    table, table_window = _table_for_window(block, window)
 
     xl = x.permute(0, 2, 3, 1)
     y = F.layer_norm(xl, (c,), block.norm1.weight, block.norm1.bias, 1e-6)
@@ -72,7 +84,7 @@ def swin_reference_rolled(block: SwinBlock, x: torch.Tensor, window: int, shift:
     bias = torch.empty(heads, n, n)
     for i in range(n):
         for j in range(n):
-            bias[:, i, j] = _swin_bias(table, block.window_size, i // window - j // window, i % window - j % window)
+            bias[:, i, j] = _swin_bias(table, table_window, i // window - j // window, i % window - j % window)
 
     out = torch.empty_like(y)
     for wy in range(h // window):
@@ -111,7 +123,7 @@ def swin_reference_pixels(block: SwinBlock, x: torch.Tensor, window: int, shift:
     hd = c // heads
     scale = hd ** -0.5
     hp, wp = -(-h // window) * window, -(-w // window) * window
-    table = block.attn.relative_position_bias_table
+    table, table_window = _table_for_window(block, window)
 
     def segment(i: int, size: int) -> tuple[int, int]:
         r = (i - shift) % size  # coordinate on the shifted map
@@ -130,7 +142,7 @@ def swin_reference_pixels(block: SwinBlock, x: torch.Tensor, window: int, shift:
         rows = torch.tensor([p[0] for p in members])
         cols = torch.tensor([p[1] for p in members])
         for i, j in members:
-            bias = torch.stack([_swin_bias(table, block.window_size, i - ii, j - jj) for ii, jj in members], -1)
+            bias = torch.stack([_swin_bias(table, table_window, i - ii, j - jj) for ii, jj in members], -1)
             head_out = []
             for hh in range(heads):
                 q = qkv[:, i, j, hh * hd:(hh + 1) * hd]

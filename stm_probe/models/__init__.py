@@ -1,17 +1,25 @@
-"""Models: the unified backbones, their STM blocks, and the one registry that builds every model."""
-from .registry import (
-    UNIFIED_MODELS,
-    ModelSpec,
-    build_unified,
-    create_model,
-    expand_model_patterns,
-    list_specs,
-    register_with_timm,
-    resolve_name,
-)
-from .unified import UnifiedNet
+"""Models: the unified backbones, their STM blocks, and the one registry that builds every model.
 
-__all__ = [
-    "UNIFIED_MODELS", "ModelSpec", "UnifiedNet", "build_unified", "create_model",
-    "expand_model_patterns", "list_specs", "register_with_timm", "resolve_name",
-]
+The names below load on first use, so light submodules (`names`, `facts`, `summary`) import
+without torch or timm.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "UNIFIED_MODELS": "names", "ModelSpec": "names",
+    "build_unified": "registry", "create_model": "registry", "expand_model_patterns": "registry",
+    "list_specs": "registry", "register_with_timm": "registry", "resolve_name": "registry",
+    "check_input_size": "input_size", "UnifiedNet": "unified",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_LAZY)

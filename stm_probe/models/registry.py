@@ -1,103 +1,98 @@
 """One registry for every model stm-probe builds: the 20 unified backbones and any timm model.
 
-`create_model` is the single entry point. Unified models are also registered in timm's registry
-on import, so ``timm.create_model("unified_swin_tiny", num_classes=10)`` works.
+`create_model` is the single entry point. Names and aliases of the unified models live in
+`stm_probe.models.names` (plain Python); this module builds models, and registers the unified
+ones in timm's registry when imported, so ``timm.create_model("unified_swin_tiny", num_classes=10)``
+works. Imports go one way: registry -> checkpoint (which never imports the registry).
 """
 from __future__ import annotations
 
 import difflib
-import fnmatch
+import functools
 import importlib
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import timm
+import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from ..checkpoint import is_computed_buffer, load_checkpoint
 from ..errors import UsageError
-from .configs import SIZES, STMS, model_settings
+from .configs import model_settings
+from .input_size import check_input_size
+from .names import (
+    ALIAS_TO_NAME,
+    STM_ALIASES,
+    SUGGEST_CUTOFF,
+    UNIFIED_MODELS,
+    UNIFIED_SPECS,
+    ModelSpec,
+    is_glob,
+    match_unified,
+    release_stem,
+    unified_spec,
+    unified_suggestions,
+)
 from .unified import UnifiedNet
 
-# STM family -> (module in stm_probe.models.blocks, block class, release-file stem)
-_BLOCKS: dict[str, tuple[str, str, str]] = {
-    "halo": ("halo", "HaloBlock", "halonet"),
-    "pvt": ("pvt", "PvtBlock", "pvt"),
-    "swin": ("swin", "SwinBlock", "swin"),
-    "convnext": ("convnext", "ConvNeXtBlock", "convnext"),
-    "dcn_v3": ("dcn_v3", "DCNv3Block", "internimage"),
+__all__ = [
+    "ALIAS_TO_NAME", "STM_ALIASES", "UNIFIED_MODELS", "UNIFIED_SPECS", "ModelSpec", "block_class", "build_unified",
+    "create_model", "default_cfg", "expand_model_patterns", "guess_model", "list_specs", "register_with_timm",
+    "release_stem", "resolve_name", "suggest_names",
+]
+
+# STM family -> (module in stm_probe.models.blocks, block class)
+_BLOCKS: dict[str, tuple[str, str]] = {
+    "halo": ("halo", "HaloBlock"),
+    "pvt": ("pvt", "PvtBlock"),
+    "swin": ("swin", "SwinBlock"),
+    "convnext": ("convnext", "ConvNeXtBlock"),
+    "dcn_v3": ("dcn_v3", "DCNv3Block"),
 }
-
-# short STM names accepted in `unified_<size>_<stm>` (and as `unified_<stm>_<size>`)
-STM_ALIASES: dict[str, str] = {
-    "halo": "halo", "halonet": "halo",
-    "attn": "pvt", "pvt": "pvt",
-    "swin": "swin", "window": "swin",
-    "conv": "convnext", "dwconv": "convnext", "convnext": "convnext",
-    "dcn": "dcn_v3", "dcnv3": "dcn_v3", "dcn_v3": "dcn_v3", "internimage": "dcn_v3",
-}
-
-UNIFIED_MODELS: tuple[str, ...] = tuple(f"unified_{stm}_{size}" for stm in STMS for size in SIZES)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the registry knows about a model name before building it."""
-
-    name: str  # canonical name (unified) or the timm architecture name
-    stm: str  # STM family for unified models, "timm" otherwise
-    size: str  # micro/tiny/small/base, or "-" for timm models
-    aliases: tuple[str, ...] = field(default=())
-
-    @property
-    def is_unified(self) -> bool:
-        return self.stm != "timm"
-
-
-def release_stem(spec: ModelSpec) -> str:
-    """File stem of the released checkpoint, e.g. ``unified_halonet_tiny`` for unified_halo_tiny."""
-    return f"unified_{_BLOCKS[spec.stm][2]}_{spec.size}"
-
-
-def _aliases(stm: str, size: str) -> tuple[str, ...]:
-    names = {f"unified_{_BLOCKS[stm][2]}_{size}"}
-    names.update(f"unified_{size}_{short}" for short, full in STM_ALIASES.items() if full == stm)
-    names.update(f"unified_{short}_{size}" for short, full in STM_ALIASES.items() if full == stm)
-    names.discard(f"unified_{stm}_{size}")
-    return tuple(sorted(names))
-
-
-UNIFIED_SPECS: dict[str, ModelSpec] = {
-    f"unified_{stm}_{size}": ModelSpec(f"unified_{stm}_{size}", stm, size, _aliases(stm, size))
-    for stm in STMS for size in SIZES
-}
-_ALIAS_TO_NAME: dict[str, str] = {a: s.name for s in UNIFIED_SPECS.values() for a in (s.name, *s.aliases)}
 
 
 def resolve_name(name: str) -> ModelSpec:
-    """Canonical spec for a unified name or alias, or a timm architecture; UsageError if unknown."""
-    key = name.strip().lower().replace("-", "_")
-    if key in _ALIAS_TO_NAME:
-        return UNIFIED_SPECS[_ALIAS_TO_NAME[key]]
+    """Canonical spec for a unified name or alias, or a timm architecture; UsageError if unknown.
+
+    The error suggests up to three distinct close names (see `suggest_names`).
+    """
+    spec = unified_spec(name)
+    if spec is not None:
+        return spec
     if timm.is_model(name):
         return ModelSpec(name, "timm", "-")
-    candidates = list(_ALIAS_TO_NAME) + timm.list_models()
-    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.6)
+    close = suggest_names(name)
     hint = f"did you mean {', '.join(close)}?" if close else "run `stm-probe models` for the list"
     raise UsageError(f"unknown model '{name}': {hint}")
 
 
+def suggest_names(name: str, limit: int = 3) -> list[str]:
+    """Close matches for a misspelt model name, best first, one entry per model.
+
+    A unified model appears once, by its canonical name, or as ``alias (canonical)`` when an
+    alias is what the name resembles most; close timm architectures are ranked with them.
+    """
+    entries = [(score, 0, text) for score, text in unified_suggestions(name)]
+    timm_names = [n for n in timm.list_models() if n not in UNIFIED_SPECS]
+    key = name.strip().lower()
+    for match in difflib.get_close_matches(key, timm_names, n=limit, cutoff=SUGGEST_CUTOFF):
+        entries.append((difflib.SequenceMatcher(None, key, match).ratio(), 1, match))
+    entries.sort(key=lambda e: (-e[0], e[1]))  # unified first on ties
+    return [text for _, _, text in entries[:limit]]
+
+
 def expand_model_patterns(patterns: list[str]) -> list[str]:
-    """Resolve names, aliases and globs (``unified_*_tiny``) to canonical names, in order, no repeats."""
+    """Resolve names, aliases and globs (``unified_*_tiny``) to canonical names, in order, no repeats.
+
+    A glob matching no unified model is matched against timm's architectures.
+    """
     names: list[str] = []
     for pattern in patterns:
-        if any(ch in pattern for ch in "*?["):
-            matches = [n for n in _ALIAS_TO_NAME if fnmatch.fnmatchcase(n, pattern)]
-            resolved = sorted({_ALIAS_TO_NAME[m] for m in matches}, key=UNIFIED_MODELS.index)
-            if not resolved:
-                resolved = timm.list_models(pattern)
+        if is_glob(pattern):
+            resolved = match_unified(pattern) or timm.list_models(pattern)
             if not resolved:
                 raise UsageError(f"model pattern '{pattern}' matches no model: run `stm-probe models` for the list")
         else:
@@ -108,7 +103,7 @@ def expand_model_patterns(patterns: list[str]) -> list[str]:
 
 def block_class(stm: str) -> type[nn.Module]:
     """The block class of an STM family (imported lazily)."""
-    module_name, class_name, _ = _BLOCKS[stm]
+    module_name, class_name = _BLOCKS[stm]
     module = importlib.import_module(f"stm_probe.models.blocks.{module_name}")
     return getattr(module, class_name)
 
@@ -160,34 +155,81 @@ def register_with_timm() -> None:
         timm.models.register_model(fn)
 
 
+@functools.lru_cache(maxsize=None)
+def _unified_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """State-dict shapes of a unified model (built once on the meta device), computed buffers left out."""
+    with torch.device("meta"):
+        state_dict = build_unified(name).state_dict()
+    return {k: tuple(v.shape) for k, v in state_dict.items() if not is_computed_buffer(k)}
+
+
+def guess_model(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The unified model whose keys and shapes fit ``state_dict`` best, or None when none fits half of them."""
+    shapes = {k: tuple(v.shape) for k, v in state_dict.items() if not is_computed_buffer(k)}
+    best, best_score = None, 0.0
+    for name in UNIFIED_MODELS:
+        target = _unified_shapes(name)
+        agree = sum(1 for k, s in target.items() if shapes.get(k) == s)
+        score = agree / max(len(target), len(shapes))
+        if score > best_score:
+            best, best_score = name, score
+    return best if best_score > 0.5 else None
+
+
+def _create_timm(name: str, input_size: int | None, **kwargs: Any) -> nn.Module:
+    """A timm model, random init; built for ``input_size`` when its constructor takes ``img_size``."""
+    if input_size is not None and "img_size" not in kwargs:
+        try:
+            return timm.create_model(name, pretrained=False, img_size=input_size, **kwargs)
+        except TypeError as exc:  # the constructor has no img_size: the size is checked by a probe instead
+            if "img_size" not in str(exc):
+                raise
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
 def create_model(
     name: str,
     checkpoint: str | Path | None = None,
     checkpoint_key: str | None = None,
     strict: bool = True,
+    min_loaded: float = 0.5,
+    input_size: int | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a model by name (unified name, alias or any timm architecture), optionally load weights.
 
     Never downloads anything: timm models are built with ``pretrained=False``. With ``checkpoint``
-    the weights are loaded safely (see `stm_probe.checkpoint.load_checkpoint`), and the model gets a
-    ``stm_probe_weights`` attribute describing them (path, sha256, key used); without, it is
-    randomly initialised and ``stm_probe_weights`` says ``random-init``.
-    """
-    from ..checkpoint import load_checkpoint
+    the weights are loaded safely (see `stm_probe.checkpoint.load_checkpoint`; ``strict=False``
+    loads what fits, refusing files that hold less than ``min_loaded`` of the model's weights),
+    and the model gets a ``stm_probe_weights`` attribute describing them (path, sha256, key used,
+    loaded fraction); without, it is randomly initialised and ``stm_probe_weights`` says
+    ``random-init``.
 
+    ``input_size`` (pixels, square) is the size the model will see. A timm model whose
+    constructor takes ``img_size`` (ViTs, ...) is built for it; a checkpoint made at another
+    size then has position embeddings of another shape, which must be resized by the user (e.g.
+    with ``timm.layers.resample_abs_pos_embed``) before loading. Unified models are always built
+    at 224 (the released layout) and adapt in the forward to any multiple of 32. Either way the
+    size is checked (`check_input_size`): UsageError naming the sizes the model takes.
+    """
     spec = resolve_name(name)
     if spec.is_unified:
         model = build_unified(spec.name, **kwargs)
     else:
-        model = timm.create_model(spec.name, pretrained=False, **kwargs)
+        model = _create_timm(spec.name, input_size, **kwargs)
     model.stm_probe_spec = spec
     model.stm_probe_weights = {"weights": "random-init"}
+    if input_size is not None:
+        check_input_size(model, input_size)
     if checkpoint is not None:
-        model.stm_probe_weights = load_checkpoint(model, checkpoint, key=checkpoint_key, strict=strict)
+        model.stm_probe_weights = load_checkpoint(model, checkpoint, key=checkpoint_key, strict=strict,
+                                                  min_loaded=min_loaded, guess=guess_model)
     return model
 
 
 def list_specs() -> list[ModelSpec]:
     """The 20 unified models in registry order."""
     return [UNIFIED_SPECS[n] for n in UNIFIED_MODELS]
+
+
+register_with_timm()  # importing the registry puts the unified models into timm's registry

@@ -1,29 +1,18 @@
-"""Parameter counts and multiply-accumulates of the unified models (for `stm-probe models`)."""
+"""The table of unified models (`stm-probe models`): name, STM, size, parameters, GMACs at 224, aliases.
+
+Served from static facts (`stm_probe.models.facts`): importing this module and building the
+table needs neither torch nor timm. ``build=True`` recounts on models built on the meta device
+(imports torch, the registry and torch's flop counter then).
+"""
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from .facts import MODEL_FACTS
+from .names import STM_ALIASES, ModelSpec, release_stem, select_unified
 
-from .registry import STM_ALIASES, ModelSpec, build_unified, list_specs, release_stem
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_gmacs(model: nn.Module, input_size: int = 224) -> float:
-    """GMACs of conv/linear/matmul for one (1, 3, S, S) image, counted on the meta device.
-
-    torch's flop counter counts 2 FLOPs per multiply-accumulate; grid_sample, softmax and norms
-    are not counted (the convention of the reference manifest).
-    """
-    x = torch.empty(1, 3, input_size, input_size, device="meta")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model.eval()(x)
-    return counter.get_total_flops() / 2e9
+COLUMNS = ("name", "stm", "size", "params", "gmacs_224", "aliases")
+_HEADERS = ("model", "STM", "size", "params", "GMACs@224", "aliases")
 
 
 def display_aliases(spec: ModelSpec) -> list[str]:
@@ -33,12 +22,38 @@ def display_aliases(spec: ModelSpec) -> list[str]:
     return ([stem] if stem != spec.name else []) + short
 
 
-def model_table() -> list[dict[str, Any]]:
-    """One row per unified model: name, stm, size, params, gmacs_224, aliases."""
-    rows = []
-    for spec in list_specs():
+def model_table(patterns: list[str] | None = None, build: bool = False) -> list[dict[str, Any]]:
+    """One row per unified model matching ``patterns`` (names, aliases, globs; all 20 for None), in registry order.
+
+    Rows: name, stm, size, params (int), gmacs_224 (float, 4 decimals), aliases (space-separated).
+    From the static facts, or with ``build=True`` counted on each model built on the meta device
+    (about half a second per model). UsageError for a pattern matching no unified model.
+    """
+    specs = select_unified(patterns)
+    counts = _recount([s.name for s in specs]) if build else {s.name: MODEL_FACTS[s.name] for s in specs}
+    return [dict(name=s.name, stm=s.stm, size=s.size, params=counts[s.name][0], gmacs_224=counts[s.name][1],
+                 aliases=" ".join(display_aliases(s))) for s in specs]
+
+
+def _recount(names: list[str]) -> dict[str, tuple[int, float]]:
+    """(params, GMACs at 224 rounded to 4 decimals) of each model, built on the meta device."""
+    import torch
+
+    from .complexity import count_gmacs, count_parameters
+    from .registry import build_unified
+
+    counts = {}
+    for name in names:
         with torch.device("meta"):
-            model = build_unified(spec.name)
-        rows.append(dict(name=spec.name, stm=spec.stm, size=spec.size, params=count_parameters(model),
-                         gmacs_224=round(count_gmacs(model), 3), aliases=" ".join(display_aliases(spec))))
-    return rows
+            model = build_unified(name)
+        counts[name] = (count_parameters(model), round(count_gmacs(model), 4))
+    return counts
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """Rows of `model_table` as aligned text columns under a header line (parameters with thousands separators)."""
+    cells = [[f"{r[k]:,}" if k == "params" else str(r[k]) for k in COLUMNS] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(_HEADERS)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(_HEADERS, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() for c in cells]
+    return "\n".join(lines)

@@ -19,9 +19,11 @@ Window and shift rule (decided per forward from the actual map size H x W):
 The original takes the same decision once, at construction, from ``input_resolution``, and
 then silently misapplies its build-size shift masks at other sizes. Evaluated per forward, the
 rule gives the original's windows and shifts at every size where the original, built at that
-size, runs (e.g. 224, 448, 224 x 448), so 224 is unchanged. A window smaller than the table
-(e.g. a 6 x 10 last-stage map) uses the table's central part, keeping each relative offset's
-learned bias (the original, built at such a size, would bicubic-resize the table instead).
+size, runs (e.g. 224, 448, 224 x 448), so 224 is unchanged. A window smaller than the table's
+(e.g. 4 x 4 in stage 3 of a 64 px input, or a 6 x 10 last-stage map) uses the table resized
+bicubically to that window, exactly what the original's loader does to a 224 checkpoint for a
+model built at that size (`stm_probe.checkpoint.resize_bias_table`); so a model built at 224
+and run at 64 equals one built at 64 that loaded the same checkpoint.
 
 Maps that are not a multiple of the window are zero-padded on the bottom/right after the norm,
 processed and cropped back (as Swin's detection backbones do). The shift mask is built for the
@@ -35,6 +37,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
+from ...checkpoint import resize_bias_table
 from ..layers import LayerNorm2d, Mlp, layer_scale
 
 MASK_VALUE = -100.0
@@ -126,7 +129,7 @@ class WindowAttention(nn.Module):
         qkv_bias: bias of the qkv projection (True).
 
     ``forward(x, window, mask)``: x (B * nW, window^2, C) -> (B * nW, window^2, C); ``window`` may be
-    smaller than ``window_size`` (the table's central part is used); mask (nW, window^2,
+    smaller than ``window_size`` (the table is resized bicubically to it); mask (nW, window^2,
     window^2) additive or None.
     """
 
@@ -146,17 +149,24 @@ class WindowAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self._index_cache: dict[tuple[int, torch.device], torch.Tensor] = {}
 
+    def bias_table(self, window: int) -> torch.Tensor:
+        """The bias table for a ``window``-wide window: ((2w-1)^2, heads); the parameter itself at
+        ``window_size``, bicubically resized (as the original loader) for a smaller window."""
+        if window == self.window_size:
+            return self.relative_position_bias_table
+        return resize_bias_table(self.relative_position_bias_table, 2 * window - 1)
+
     def relative_position_bias(self, window: int) -> torch.Tensor:
         """Bias of every token pair of a ``window``-wide window: (heads, w*w, w*w)."""
         device = self.relative_position_bias_table.device
         index = self._index_cache.get((window, device))
         if index is None:
-            index = relative_position_index(window, self.window_size, device)
+            index = relative_position_index(window, device=device)
             if len(self._index_cache) >= _MAX_CACHED:
                 self._index_cache.clear()
             self._index_cache[(window, device)] = index
         n = window * window
-        bias = self.relative_position_bias_table[index.reshape(-1)].reshape(n, n, -1)
+        bias = self.bias_table(window)[index.reshape(-1)].reshape(n, n, -1)
         return bias.permute(2, 0, 1).contiguous()
 
     def forward(self, x: torch.Tensor, window: int, mask: torch.Tensor | None = None) -> torch.Tensor:
