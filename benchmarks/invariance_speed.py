@@ -93,8 +93,8 @@ def run_original(net: Normalized, paths: list[str], size: int, batch_size: int, 
 
 
 # --- stm-probe -----------------------------------------------------------------------------------
-def _plan(size: int, num_images: int) -> SweepPlan:
-    return SweepPlan(KINDS, {k: tuple(default_levels(k, size)) for k in KINDS}, size, num_images)
+def _plan(size: int) -> SweepPlan:
+    return SweepPlan(KINDS, {k: tuple(default_levels(k, size)) for k in KINDS}, size)
 
 
 def _batches(plan: SweepPlan, source, batch_size: int, device: torch.device):
@@ -105,7 +105,7 @@ def _batches(plan: SweepPlan, source, batch_size: int, device: torch.device):
 
 def run_ours(net: Normalized, source, size: int, batch_size: int, device: torch.device) -> dict:
     """The full sweep as `stm-probe invariance` runs it, then a pass that only decodes and makes views."""
-    plan = _plan(size, len(source))
+    plan = _plan(size)
     start = time.perf_counter()
     run_sweep(net, plan, _batches(plan, source, batch_size, device))
     _sync(device)
