@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import pickle
+import random
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -153,3 +156,146 @@ def test_swin_bias_table_resized_bicubic_on_load(tmp_path: Path) -> None:
     assert torch.allclose(model.state_dict()[key], expected)
     key0 = "stages.0.0.attn.relative_position_bias_table"
     assert torch.equal(model.state_dict()[key0], sd[key0])  # same size: untouched
+
+
+# --- files that are not checkpoints: one line saying what they are ---------------------------------
+def _refusal(path: Path, model: str = "unified_convnext_micro", **kwargs) -> str:
+    with pytest.raises(UsageError) as info:
+        create_model(model, checkpoint=path, **kwargs)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+def _random_bytes(n: int = 4096) -> bytes:
+    data = random.Random(0).randbytes(n)
+    assert data[0] != 0x80 and not data.startswith(b"PK")  # not a pickle or zip by chance
+    return data
+
+
+def test_random_bytes_are_not_a_checkpoint(tmp_path: Path) -> None:
+    for name in ("noise.pth", "noise.safetensors", "noise.bin"):
+        path = tmp_path / name
+        path.write_bytes(_random_bytes())
+        message = _refusal(path)
+        assert "is not a PyTorch or safetensors file" in message and "could run code" not in message
+
+
+def test_directory_empty_file_and_text_files(tmp_path: Path) -> None:
+    assert "is a directory, not a file" in _refusal(tmp_path)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    assert "is empty (0 bytes)" in _refusal(empty)
+    lfs = tmp_path / "lfs.pth"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 123\n")
+    assert "Git LFS pointer" in _refusal(lfs)
+    page = tmp_path / "page.pth"
+    page.write_text("<!DOCTYPE html><html>Not Found</html>")
+    assert "HTML" in _refusal(page)
+
+
+def test_truncated_zip_and_safetensors(trained_sd, tmp_path: Path) -> None:
+    path = tmp_path / "t.pth"
+    torch.save(trained_sd, path)
+    path.write_bytes(path.read_bytes()[:1000])
+    assert "truncated or damaged PyTorch file (zip format)" in _refusal(path)
+    st = tmp_path / "t.safetensors"
+    save_file({k: v.contiguous() for k, v in trained_sd.items()}, str(st))
+    st.write_bytes(st.read_bytes()[: st.stat().st_size - 100])
+    assert "is not a readable safetensors file" in _refusal(st)
+
+
+def test_zip_archive_that_is_not_a_checkpoint(trained_sd, tmp_path: Path) -> None:
+    inner = tmp_path / "w.pth"
+    torch.save(trained_sd, inner)
+    path = tmp_path / "weights.pth"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("README.txt", "weights inside")
+        archive.write(inner, "release/w.pth")
+    assert "is a zip archive, not a PyTorch checkpoint (it holds README.txt, release/w.pth)" in _refusal(path)
+
+
+def test_formats_are_read_by_content_not_suffix(trained_sd, tmp_path: Path) -> None:
+    """A .pth holding safetensors and a .safetensors holding a torch.save zip both load."""
+    st_as_pth = tmp_path / "really_safetensors.pth"
+    save_file({k: v.contiguous() for k, v in trained_sd.items()}, str(st_as_pth))
+    model = create_model("unified_convnext_micro", checkpoint=st_as_pth)
+    _assert_loaded(model, trained_sd)
+    assert model.stm_probe_weights["checkpoint_format"] == "safetensors"
+    zip_as_st = tmp_path / "really_torch.safetensors"
+    torch.save({"model": trained_sd}, zip_as_st)
+    model = create_model("unified_convnext_micro", checkpoint=zip_as_st)
+    _assert_loaded(model, trained_sd)
+    assert model.stm_probe_weights["checkpoint_format"] == "pytorch"
+    legacy = tmp_path / "legacy.pth"
+    torch.save({"model": trained_sd}, legacy, _use_new_zipfile_serialization=False)
+    model = create_model("unified_convnext_micro", checkpoint=legacy)
+    _assert_loaded(model, trained_sd)
+    assert model.stm_probe_weights["checkpoint_format"] == "pytorch-legacy"
+
+
+def test_unsafe_pickles_and_foreign_pickles(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    legacy = tmp_path / "evil_legacy.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "x": _Payload(marker)}, legacy, _use_new_zipfile_serialization=False)
+    message = _refusal(legacy)
+    assert "safe loading refuses" in message and "could run code" in message and "system" in message
+    assert not marker.exists()
+    foreign = tmp_path / "plain_pickle.pth"
+    foreign.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))
+    message = _refusal(foreign)
+    assert "is a pickle that torch.load cannot read safely" in message and "could run code" not in message
+
+
+# --- non-strict loading: how much came from the file ------------------------------------------------
+def _fraction(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> float:
+    """Share of the target's floating elements (computed buffers aside) with a same-shaped source entry."""
+    counted = {k: v.numel() for k, v in target.items()
+               if v.is_floating_point() and not k.endswith(("relative_position_index", "attn_mask"))}
+    return sum(n for k, n in counted.items() if k in source and source[k].shape == target[k].shape) / sum(counted.values())
+
+
+def test_non_strict_records_the_loaded_fraction(trained_sd, tmp_path: Path) -> None:
+    partial = {k: v for k, v in trained_sd.items() if not k.startswith("head.")}
+    path = tmp_path / "partial.pth"
+    torch.save(partial, path)
+    model = create_model("unified_convnext_micro", checkpoint=path, strict=False)
+    expected = _fraction(partial, model.state_dict())
+    assert 0.5 < expected < 1.0
+    record = model.stm_probe_weights
+    assert record["loaded_fraction"] == pytest.approx(expected, abs=1e-6)
+    assert record["weights"] == f"checkpoint (non-strict, {int(expected * 100)}% loaded)"
+    full = tmp_path / "full.pth"
+    torch.save(trained_sd, full)
+    record = create_model("unified_convnext_micro", checkpoint=full, strict=False).stm_probe_weights
+    assert record["weights"] == "checkpoint" and record["loaded_fraction"] == 1.0
+
+
+def test_non_strict_refuses_another_models_checkpoint(trained_sd, tmp_path: Path) -> None:
+    path = tmp_path / "x.pth"
+    torch.save({"model": trained_sd}, path)
+    expected = _fraction(trained_sd, create_model("unified_pvt_micro").state_dict())
+    assert 0.05 < expected < 0.5  # stem, downsampling, stage norms and head are shared
+    message = _refusal(path, "unified_pvt_micro", strict=False)
+    assert message == (f"only {int(expected * 100)}% of unified_pvt_micro's parameters are in '{path}': it is not "
+                       "this model's checkpoint; use --model unified_convnext_micro, or --min-loaded 0 to run anyway")
+    model = create_model("unified_pvt_micro", checkpoint=path, strict=False, min_loaded=0.0)
+    assert model.stm_probe_weights["loaded_fraction"] == pytest.approx(expected, abs=1e-6)
+    assert model.stm_probe_weights["weights"] == f"checkpoint (non-strict, {int(expected * 100)}% loaded)"
+    assert torch.equal(model.state_dict()["head.weight"], trained_sd["head.weight"])
+
+
+# --- non-finite weights -----------------------------------------------------------------------------
+@pytest.mark.parametrize("strict", [True, False])
+def test_non_finite_weights_are_refused(trained_sd, tmp_path: Path, strict: bool) -> None:
+    bad = dict(trained_sd)
+    first = "stages.0.0.dwconv.weight"  # before the other bad tensor in the model's key order
+    bad[first] = bad[first].clone()
+    bad[first].view(-1)[:5] = float("nan")
+    bad[first].view(-1)[7] = float("inf")
+    bad["head.bias"] = torch.full_like(bad["head.bias"], float("-inf"))
+    path = tmp_path / "nan.pth"
+    torch.save(bad, path)
+    message = _refusal(path, strict=strict)
+    numel = bad[first].numel()
+    assert f"'{first}' has 6 NaN/Inf value(s) of {numel} and 1 more tensor(s)" in message

@@ -369,3 +369,51 @@ def test_small_backbone_runs_at_non_224_sizes(cls: type, kwargs: dict) -> None:
             feats = model.forward_stages(torch.randn(1, 3, *size))
             assert [f.shape[-2:] for f in feats] == [(size[0] // 2**i, size[1] // 2**i) for i in (2, 3, 4, 5)]
             assert all(torch.isfinite(f).all() for f in feats)
+
+
+# --------------------------------------------------------------------------------------------
+# Swin below the build size: the bias table is resized bicubically, as the original loader does
+# --------------------------------------------------------------------------------------------
+def test_swin_bias_for_a_smaller_window_is_the_bicubic_resized_table() -> None:
+    """A 4 x 4 window (stage 3 at 64 px) of a block whose table is for 7 x 7: every pair's bias
+    comes from the 13 x 13 offset grid resized to 7 x 7 with F.interpolate (bicubic), not from
+    the central 7 x 7 crop."""
+    block = _swin(dim=16, heads=2, resolution=(56, 56))
+    table = block.attn.relative_position_bias_table.detach()
+    resized = F.interpolate(table.T.reshape(1, 2, 13, 13), size=(7, 7), mode="bicubic")[0]  # (heads, 7, 7)
+    expected = torch.empty(2, 16, 16)
+    cropped = torch.empty(2, 16, 16)
+    for i in range(16):
+        for j in range(16):
+            dy, dx = i // 4 - j // 4, i % 4 - j % 4
+            expected[:, i, j] = resized[:, dy + 3, dx + 3]
+            cropped[:, i, j] = table[(dy + 6) * 13 + dx + 6]
+    with torch.no_grad():
+        bias = block.attn.relative_position_bias(4)
+    assert torch.allclose(bias, expected, atol=1e-6)
+    assert not torch.allclose(bias, cropped, atol=1e-2)  # the test tells resizing from cropping
+    assert torch.equal(block.attn.relative_position_bias(7), block.attn.relative_position_bias(7))
+
+
+def test_swin_at_64_px_equals_a_model_built_at_64_from_the_224_checkpoint(tmp_path) -> None:
+    """Built at 224 and run at 64, a Swin model gives what the original gives when built at 64
+    and loaded from the same 224 checkpoint (tables resized by the loader)."""
+    from stm_probe.models import create_model
+    from stm_probe.models.layers import set_layer_scales
+
+    trained = create_model("unified_swin_micro")
+    set_layer_scales(trained, 1.0)  # so the attention branches, and their biases, matter
+    with torch.no_grad():
+        for name, p in trained.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                p.copy_(torch.randn_like(p))
+    path = tmp_path / "swin224.pth"
+    torch.save({"model": trained.state_dict()}, path)
+    at_224 = create_model("unified_swin_micro", checkpoint=path).eval()
+    at_64 = create_model("unified_swin_micro", img_size=64, checkpoint=path).eval()
+    assert at_64.stages[2][0].attn.relative_position_bias_table.shape == (49, 4)  # 4 x 4 window
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        a, b = at_224.forward_stages(x), at_64.forward_stages(x)
+    for stage, (fa, fb) in enumerate(zip(a, b)):
+        assert torch.allclose(fa, fb, atol=1e-4), (stage, (fa - fb).abs().max())
