@@ -35,7 +35,7 @@ COMPUTED_BUFFERS = ("relative_position_index", "attn_mask")
 _PREFIXES = ("module.", "_orig_mod.")
 
 # a state dict -> the name of the model it most likely belongs to (or None)
-GuessFn = Callable[[Mapping[str, torch.Tensor]], "str | None"]
+GuessFn = Callable[[Mapping[str, torch.Tensor]], str | None]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -114,11 +114,11 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
                 f"checkpoint '{path}' holds Python objects that safe loading refuses ({unsafe.group(1)}): it could "
                 "run code; re-save only the state dict (torch.save(model.state_dict(), ...)) or use safetensors"
             ) from None
-        raise UsageError(f"checkpoint '{path}' is a pickle that torch.load cannot read safely ({_weights_only_reason(exc)}): "
+        reason = _weights_only_reason(exc)
+        raise UsageError(f"checkpoint '{path}' is a pickle that torch.load cannot read safely ({reason}): "
                          "re-save it with torch.save(model.state_dict(), ...) or as safetensors") from None
     except (RuntimeError, EOFError, OSError, ValueError, IndexError) as exc:
-        raise UsageError(f"checkpoint '{path}' {_damage(path, kind)} ({_first_line(exc)}): "
-                         "re-download it or check the path") from None
+        raise UsageError(f"checkpoint '{path}' {_damage(path, kind, exc)}") from None
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -132,18 +132,18 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
                          "re-download or re-export it") from None
 
 
-def _damage(path: Path, kind: str) -> str:
-    """Why torch.load failed on a file that looked like a PyTorch checkpoint (a sentence fragment)."""
-    if kind == "pytorch-legacy":
-        return "is a truncated or damaged PyTorch file (legacy pickle format)"
-    if not zipfile.is_zipfile(path):
-        return "is a truncated or damaged PyTorch file (zip format)"
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-    if not any(n.endswith("data.pkl") for n in names):
-        listing = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
-        return f"is a zip archive, not a PyTorch checkpoint (it holds {listing}); unpack it and give the weights file"
-    return "is a damaged PyTorch file"
+def _damage(path: Path, kind: str, exc: BaseException) -> str:
+    """Why torch.load failed on a file that looked like a PyTorch checkpoint, and the fix."""
+    if kind == "pytorch" and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        if not any(n.endswith("data.pkl") for n in names):
+            listing = ", ".join(names[:3]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+            return f"is a zip archive, not a PyTorch checkpoint (it holds {listing}): unpack it and give the weights file"
+        what = "a damaged PyTorch file"
+    else:
+        what = f"a truncated or damaged PyTorch file ({'zip' if kind == 'pytorch' else 'legacy pickle'} format)"
+    return f"is {what} ({_first_line(exc)}): re-download it or check the path"
 
 
 def _weights_only_reason(exc: BaseException) -> str:
@@ -153,8 +153,12 @@ def _weights_only_reason(exc: BaseException) -> str:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:160] if text else type(exc).__name__
+    """The first sentence of an exception's first line (at most 160 characters), for one-line messages."""
+    lines = str(exc).strip().splitlines()
+    if not lines:
+        return type(exc).__name__
+    sentence = lines[0].split(". ", 1)[0].rstrip(".")
+    return sentence[:160]
 
 
 def select_state_dict(obj: Mapping[str, Any], path: str | Path, key: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
@@ -287,7 +291,8 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: str | Path) -> No
         key, count = bad[0]
         others = f" and {len(bad) - 1} more tensor(s)" if len(bad) > 1 else ""
         raise UsageError(f"checkpoint '{path}' holds non-finite weights: '{key}' has {count} NaN/Inf value(s) of "
-                         f"{state_dict[key].numel()}{others}: the file is corrupt or from a diverged run; use another checkpoint")
+                         f"{state_dict[key].numel()}{others}: the file is corrupt or from a diverged run; "
+                         "use another checkpoint")
 
 
 def _percent(fraction: float) -> str:

@@ -252,7 +252,8 @@ def _fraction(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) 
     """Share of the target's floating elements (computed buffers aside) with a same-shaped source entry."""
     counted = {k: v.numel() for k, v in target.items()
                if v.is_floating_point() and not k.endswith(("relative_position_index", "attn_mask"))}
-    return sum(n for k, n in counted.items() if k in source and source[k].shape == target[k].shape) / sum(counted.values())
+    loaded = sum(n for k, n in counted.items() if k in source and source[k].shape == target[k].shape)
+    return loaded / sum(counted.values())
 
 
 def test_non_strict_records_the_loaded_fraction(trained_sd, tmp_path: Path) -> None:

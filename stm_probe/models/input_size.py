@@ -34,17 +34,21 @@ def check_input_size(model: nn.Module, input_size: int) -> None:
         error = _probe(model, input_size, meta=False)
     if error is not None:
         raise UsageError(f"{name} cannot run on {input_size}x{input_size} images ({_first_line(error)}): "
-                         f"{accepted_sizes(model)}")
+                         f"{accepted_sizes(model, input_size)}")
 
 
-def accepted_sizes(model: nn.Module) -> str:
-    """The sizes a (timm) model takes, in words: its fixed size, or the size it was made for."""
+def accepted_sizes(model: nn.Module, input_size: int | None = None) -> str:
+    """The sizes a (timm) model takes, in words: its fixed size, or the size it was made for.
+
+    A fixed size equal to ``input_size`` (the model was built for it and still fails) is not
+    offered; the size of the model's pretrained configuration is.
+    """
     patch_embed = getattr(model, "patch_embed", None)
     fixed = getattr(patch_embed, "img_size", None) if getattr(patch_embed, "strict_img_size", False) else None
     cfg = getattr(model, "pretrained_cfg", None) or {}
     if fixed is None and cfg.get("fixed_input_size") and cfg.get("input_size"):
         fixed = tuple(cfg["input_size"][-2:])
-    if fixed is not None:
+    if fixed is not None and tuple(fixed) != (input_size, input_size):
         return f"it takes {fixed[0]}x{fixed[1]} images only; use --input-size {fixed[0]}"
     made = tuple(cfg["input_size"][-2:]) if cfg.get("input_size") else None
     return f"it was made for {made[0]}x{made[1]}; try --input-size {made[0]}" if made else "try another --input-size"

@@ -184,6 +184,10 @@ def _create_timm(name: str, input_size: int | None, **kwargs: Any) -> nn.Module:
         except TypeError as exc:  # the constructor has no img_size: the size is checked by a probe instead
             if "img_size" not in str(exc):
                 raise
+        except (ValueError, AssertionError, RuntimeError) as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise UsageError(f"{name} cannot be built for {input_size}x{input_size} images ({reason}): "
+                             "use another --input-size") from None
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
