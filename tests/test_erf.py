@@ -168,17 +168,23 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
                  "--num-images", "3", "--input-size", "64", "--bootstrap", "20", "--out", str(out), "--quiet"])
     assert code == 0
     frame = pd.read_csv(out / "erf.csv")
-    assert list(frame.columns)[:14] == ["model", "stm", "size", "weights", "stage", "threshold", "side_px",
-                                        "side_ratio", "area_ratio", "ci_low", "ci_high", "n_images", "n_skipped",
-                                        "input_size"]
-    assert len(frame) == 2 * 4 * 4 and set(frame["weights"]) == {"random-init"}
-    assert (frame["n_images"] == 3).all()
-    assert ((frame["ci_low"] <= frame["area_ratio"] + 1e-12) & (frame["area_ratio"] <= frame["ci_high"] + 1e-12)).all()
+    assert list(frame.columns)[:13] == ["model", "stm", "size", "weights", "init_copy", "stage", "threshold",
+                                        "metric", "value", "ci_low", "ci_high", "n_images", "n_skipped"]
+    assert {"resize", "gradient_wrt", "seed", "input_size"} <= set(frame.columns)
+    metrics = ["area_ratio", "side_px", "side_ratio", "reached", "area_ratio_raw"]
+    assert len(frame) == 2 * 4 * 4 * len(metrics) and set(frame["weights"]) == {"random-init"}
+    assert set(frame["metric"]) == set(metrics) and (frame["n_images"] == 3).all()
+    ratios = frame[frame["metric"].isin(["area_ratio", "area_ratio_raw"])]
+    assert ((ratios["ci_low"] <= ratios["value"] + 1e-12) & (ratios["value"] <= ratios["ci_high"] + 1e-12)).all()
     for model in ("unified_convnext_micro", "unified_halo_micro"):
         for stage in range(1, 5):
             raw = np.load(out / "erf" / f"{model}_stage{stage}.npy")
             assert raw.dtype == np.float64 and raw.shape == (64, 64)
             np.testing.assert_allclose(np.load(out / "erf" / f"{model}_stage{stage}_norm.npy"), log_normalize(raw))
+            rows = frame[(frame["model"] == model) & (frame["stage"] == stage)].set_index(["threshold", "metric"])
+            for t in (0.2, 0.3, 0.5, 0.99):  # both ratios recomputed from the saved mean map
+                assert rows.loc[(t, "area_ratio"), "value"] == area_ratio(log_normalize(raw), t).area_ratio
+                assert rows.loc[(t, "area_ratio_raw"), "value"] == area_ratio(raw / raw.max(), t).area_ratio
         assert (out / f"erf_{model}.png").stat().st_size > 0 and (out / f"erf_{model}.pdf").exists()
     assert (out / "erf_grid.png").exists()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -216,11 +222,54 @@ def test_compare_init_with_checkpoint(tmp_path: Path) -> None:
                  "--compare-init", "--num-images", "2", "--input-size", "64", "--stages", "2,4",
                  "--thresholds", "0.5", "--bootstrap", "0", "--out", str(out), "--quiet"]) == 0
     frame = pd.read_csv(out / "erf.csv")
-    assert list(zip(frame["weights"], frame["init_copy"], frame["stage"])) == [
-        ("checkpoint", False, 2), ("checkpoint", False, 4), ("random-init", True, 2), ("random-init", True, 4)]
+    ratios = frame[frame["metric"] == "area_ratio"]
+    assert list(zip(ratios["weights"], ratios["init_copy"], ratios["stage"])) == [
+        ("checkpoint", False, 2), ("checkpoint", False, 4), ("random-init (layer scales: trained)", True, 2),
+        ("random-init (layer scales: trained)", True, 4)]
     trained = np.load(out / "erf" / "unified_convnext_micro_stage4.npy")
     fresh = np.load(out / "erf" / "unified_convnext_micro_init_stage4.npy")
     assert not np.allclose(trained, fresh)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["models"][0]["checkpoint_key"] == "model" and len(manifest["models"][0]["sha256"]) == 64
     assert (out / "erf_grid.png").exists()
+
+
+def _init_copy_map(name: str, layer_scales, images: torch.Tensor) -> np.ndarray:
+    """Stage-4 mean map of the erf probe's init copy, rebuilt here: seeded as the probe documents."""
+    from stm_probe.models import create_model
+    from stm_probe.runtime.seeds import stream_seed
+    from stm_probe.runtime.session import seed_everything
+
+    seed_everything(stream_seed(0, "erf-init-copy", name))
+    fresh = create_model(name, input_size=64)
+    layer_scales(fresh)
+    acc = compute_erf(Normalized(fresh).eval(), [images], [3], torch.device("cpu"), batch_size=2)
+    return acc.mean_map(3)
+
+
+def test_init_copy_layer_scales_make_it_more_than_its_stem(tmp_path: Path) -> None:
+    """A fresh unified model (layer scales 1e-6) is its stem: every STM block ~ identity. The init
+    copy takes the checkpoint's per-block |gamma| (default) so the mixers shape its ERF."""
+    from stm_probe.data import eval_transform, make_loader
+    from stm_probe.models import create_model
+    from stm_probe.models.layers import copy_layer_scale_magnitudes, set_layer_scales
+
+    name = "unified_convnext_micro"
+    trained = create_model(name)
+    set_layer_scales(trained, 0.5)
+    ckpt = tmp_path / "c.pth"
+    torch.save({"model": trained.state_dict()}, ckpt)
+    images = next(iter(make_loader(None, batch_size=2, num_images=2, transform=eval_transform(64, "warp")))).images
+    maps = {}
+    for choice in ("trained", "default"):
+        out = tmp_path / choice
+        assert main(["erf", "--model", name, "--checkpoint", str(ckpt), "--compare-init", "--init-layer-scale", choice,
+                     "--num-images", "2", "--input-size", "64", "--stages", "4", "--thresholds", "0.5",
+                     "--bootstrap", "0", "--out", str(out), "--quiet"]) == 0
+        maps[choice] = np.load(out / "erf" / f"{name}_init_stage4.npy")
+    expected = _init_copy_map(name, lambda m: copy_layer_scale_magnitudes(trained, m), images)
+    np.testing.assert_allclose(maps["trained"], expected, rtol=1e-5, atol=1e-12)
+    stem_only = _init_copy_map(name, lambda m: set_layer_scales(m, 0.0), images)  # every block exactly identity
+    peak = np.abs(stem_only).max()
+    assert np.abs(maps["default"] - stem_only).max() < 1e-4 * peak  # 1e-6 layer scales: the stem alone
+    assert np.abs(maps["trained"] - stem_only).max() > 0.1 * peak
