@@ -39,7 +39,7 @@ def pgd_fn(net, images: torch.Tensor, steps: int, eps: float):
     num_classes = clean.shape[1]
 
     def run() -> None:
-        adv, logits = run_attack(net, spec, images, targets, seed=0, num_classes=num_classes)
+        adv, logits = run_attack(net, spec, images, targets, image_seeds=range(len(images)), num_classes=num_classes)
         image_outcomes(clean, logits, labels, targets, check_perturbation(images, adv, spec))
     return run
 

@@ -402,3 +402,142 @@ def test_data_errors_are_one_line(tmp_path):
     with pytest.raises(UsageError) as e:
         resolve_source(weird)
     assert "\n" not in str(e.value) and "both image files and class subfolders" in str(e.value)
+
+
+# --- runs: numbers that cannot be trusted, out-of-range options, damaged run folders ---
+import json as _json  # noqa: E402
+import re  # noqa: E402
+
+import pandas as _pd  # noqa: E402
+import torch as _torch  # noqa: E402
+
+import stm_probe as _stm_probe  # noqa: E402
+from stm_probe.cli import main as _main  # noqa: E402
+
+_MICRO = "unified_convnext_micro"
+_QUICK = {"erf": ["--stages", "1", "--thresholds", "0.5"], "invariance": ["--kind", "translation", "--levels", "0,8"],
+          "adversarial": ["--attack", "fgsm", "--eps", "4"]}
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("stm-probe: error:"), err
+    return err
+
+
+def _probe_argv(probe: str, out: Path, *extra: str) -> list[str]:
+    return [probe, "--model", _MICRO, "--input-size", "32", "--num-images", "2", "--bootstrap", "10", "--quiet",
+            "--out", str(out), *_QUICK[probe], *extra]
+
+
+@pytest.mark.parametrize("probe", sorted(_QUICK))
+def test_non_finite_weights_stop_every_probe(probe, tmp_path, capsys):
+    from stm_probe.models import create_model
+
+    state = create_model(_MICRO).state_dict()
+    state["head.weight"] = _torch.full_like(state["head.weight"], float("nan"))
+    ckpt = tmp_path / "nan.pth"
+    _torch.save({"model": state}, ckpt)
+    assert _main(_probe_argv(probe, tmp_path / "out", "--checkpoint", str(ckpt))) == 2
+    assert "NaN" in _one_line_error(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_logits_stop_the_run(tmp_path, monkeypatch, capsys):
+    """Finite weights can still overflow: a model whose logits are Inf reports nothing."""
+    from stm_probe.models.features import Normalized
+
+    original = Normalized.forward
+    monkeypatch.setattr(Normalized, "forward", lambda self, x: original(self, x) * float("inf"))
+    for probe in ("invariance", "adversarial"):
+        assert _main(_probe_argv(probe, tmp_path / probe)) == 2
+        err = _one_line_error(capsys)
+        assert _MICRO in err and "non-finite" in err
+
+
+def test_labels_out_of_range_are_refused_in_every_probe(tmp_path, capsys):
+    from stm_probe.data import default_data_dir
+
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{default_data_dir() / 'camera.jpg'} 1000\n{default_data_dir() / 'coins.jpg'} 3\n")
+    for probe in sorted(_QUICK):
+        assert _main(_probe_argv(probe, tmp_path / probe, "--data", str(listing))) == 2
+        assert "label 1000" in _one_line_error(capsys)
+        assert not (tmp_path / probe).exists()
+
+
+def test_partial_checkpoint_is_labelled_and_refused_below_the_threshold(tmp_path, capsys):
+    from stm_probe.models import create_model
+
+    state = {k: v for k, v in create_model(_MICRO).state_dict().items() if k.startswith(("downsample", "stages.0"))}
+    ckpt = tmp_path / "part.pth"
+    _torch.save(state, ckpt)
+    assert _main(_probe_argv("erf", tmp_path / "o", "--checkpoint", str(ckpt), "--non-strict")) == 2
+    assert "--min-loaded" in _one_line_error(capsys)
+    frame = _stm_probe.run("erf", models=[_MICRO], checkpoint=[str(ckpt)], non_strict=True, min_loaded=0.0,
+                           input_size=32, num_images=1, stages=[1], thresholds=[0.5], quiet=True)
+    total = sum(v.numel() for v in create_model(_MICRO).state_dict().values() if v.is_floating_point())
+    fraction = sum(v.numel() for v in state.values() if v.is_floating_point()) / total
+    assert 0.01 < fraction < 0.99  # rounded down, so a partial file never reads as 100%
+    assert set(frame["weights"]) == {f"checkpoint (non-strict, {int(fraction * 100)}% loaded)"}
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--seed", str(2**70)], "--seed"),
+    (["--seed", "-1"], "--seed"),
+    (["--bootstrap", "1000000000"], "--bootstrap"),
+    (["--input-size", "100000"], "--input-size"),
+    (["--num-images", "0"], "--num-images"),
+    (["--resize", "wrap"], "did you mean warp"),
+    (["--thresholds", "nan"], "not a finite number"),
+])
+def test_out_of_range_options_are_one_line(argv, expected, tmp_path, capsys):
+    assert _main(_probe_argv("erf", tmp_path / "o", *argv)) == 2
+    assert expected in _one_line_error(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def _finished_erf_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("erf") / "run"
+    _stm_probe.run("erf", models=[_MICRO], out=out, input_size=32, num_images=2, stages=[1, 2],
+                   thresholds=[0.5], quiet=True, bootstrap=10)
+    return out
+
+
+def _damaged_copy(source: Path, target: Path, damage) -> Path:
+    import shutil
+
+    shutil.copytree(source, target)
+    damage(target)
+    return target
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda d: (d / "erf.csv").write_text((d / "erf.csv").read_text()[:40]), "lacks the column"),
+    (lambda d: (d / "erf.csv").write_bytes(bytes(range(256)) * 8), "erf.csv"),
+    (lambda d: (d / "erf.csv").write_text(""), "empty"),
+    (lambda d: (d / "erf.csv").write_text((d / "erf.csv").read_text().splitlines()[0] + "\n"), "no rows"),
+    (lambda d: (d / "erf.csv").write_text((d / "erf.csv").read_text().replace(",area_ratio,0.", ",area_ratio,x0.", 1)),
+     "not a number"),
+    (lambda d: (d / "erf.csv").write_text(re.sub(r",area_ratio,[^,]*,", ",area_ratio,inf,", (d / "erf.csv").read_text(),
+                                                  count=1)), "infinite"),
+    (lambda d: (d / "erf" / "unified_convnext_micro_stage2_norm.npy").unlink(), "not found"),
+    (lambda d: np.save(d / "erf" / "unified_convnext_micro_stage1_norm.npy", np.array([{"a": 1}], dtype=object),
+                       allow_pickle=True), "not a numeric .npy"),
+    (lambda d: (d / "erf.csv").write_text("\n".join(
+        line for line in (d / "erf.csv").read_text().splitlines() if ",area_ratio," not in line) + "\n"),
+     "no rows"),
+])
+def test_plot_refuses_damaged_run_folders(damage, expected, _finished_erf_run, tmp_path, capsys):
+    folder = _damaged_copy(_finished_erf_run, tmp_path / "run", damage)
+    assert _main(["plot", "erf", str(folder)]) == 2
+    err = _one_line_error(capsys)
+    assert expected in err and str(folder) in err
+
+
+def test_plot_of_a_complete_run_still_works(_finished_erf_run, tmp_path):
+    folder = _damaged_copy(_finished_erf_run, tmp_path / "run", lambda d: None)
+    assert _main(["plot", "erf", str(folder)]) == 0
+    assert _json.loads((folder / "run.json").read_text())["status"] == "complete"
+    assert len(_pd.read_csv(folder / "erf.csv"))

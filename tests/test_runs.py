@@ -120,3 +120,12 @@ def test_repeats_report_the_spread_over_repeats(tmp_path: Path) -> None:
     assert (row(three)["repeat_low"], row(three)["repeat_high"]) == pytest.approx((low, high), rel=1e-9)
     with pytest.raises(UsageError, match="erf draws nothing at random"):
         stm_probe.run("erf", repeats=2, **QUICK)
+
+
+def test_relative_levels_are_fractions_of_the_input() -> None:
+    common = dict(models=["unified_convnext_micro"], input_size=64, num_images=2, quiet=True, bootstrap=10,
+                  kind=("translation",))
+    relative = stm_probe.run("invariance", levels=(0.125, 0.25), relative_levels=True, **common)
+    absolute = stm_probe.run("invariance", levels=(8, 16), **common)
+    assert sorted(set(relative["level"])) == [8.0, 16.0]
+    pd.testing.assert_frame_equal(relative, absolute)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..errors import UsageError
 from ..report import load_array, read_results, save_figure, use_headless_backend
 
 
@@ -58,6 +59,9 @@ def plot_erf(out_dir: str | Path, probe: str = "erf") -> list[Path]:
     frame = read_results(out_dir / "erf.csv", ("model", "weights", "init_copy", "stage", "threshold", "metric",
                                                "value"))
     frame = frame[frame["metric"] == "area_ratio"]
+    if not len(frame):
+        raise UsageError(f"{out_dir / 'erf.csv'} holds no area_ratio rows (no rows to draw): the file is damaged; "
+                         "rerun the probe")
     stages = sorted(int(s) for s in frame["stage"].unique())
     panels = _panels(frame)
     written: list[Path] = []

@@ -267,6 +267,8 @@ def _rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
     for group, by_repeat in summaries.items():
         key = group[-1]
         value, low, high, n, skipped = by_repeat[min(by_repeat)]
+        if n == 0:
+            continue  # the metric applies to no image (e.g. accuracy without labels): no row
         per_repeat = [by_repeat[r][0] for r in sorted(by_repeat)]
         mean, rep_low, rep_high = t_interval(np.asarray(per_repeat))
         rows.append({**columns[group], **dict(zip(probe.setting_columns, key[:-1])), "metric": key[-1],

@@ -148,15 +148,15 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def check_out_dir(out: Path, data_location: Path | None) -> None:
-    """Refuse an output folder that is a file, cannot be written, or lies inside (or is) the data."""
+    """Refuse an output folder that is a file, cannot be written, or lies inside (or contains) an image
+    folder given as data (a later run would read its own figures; a list file names fixed paths)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
     parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: cannot write into {parent}; choose a folder you can write to")
-    if data_location is not None:
-        data_dir = data_location if data_location.is_dir() else data_location.parent
-        if _inside(out, data_dir) or (data_location.is_dir() and _inside(data_dir, out)):
+    if data_location is not None and data_location.is_dir():
+        if _inside(out, data_location) or _inside(data_location, out):
             raise UsageError(f"--out {out} is inside (or contains) the image data {data_location}: a later run would "
                              "read its own figures; choose a folder outside the data")
 
