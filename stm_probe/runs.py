@@ -11,9 +11,10 @@ import time
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 TEMP_PATTERN = ".*.tmp*"  # glob of the temporary files atomic_path creates
 
@@ -82,7 +83,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def device_description(device: torch.device) -> str:
+def device_description(device: "torch.device") -> str:
+    import torch
+
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"{device} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

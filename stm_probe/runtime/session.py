@@ -18,7 +18,7 @@ import torch
 
 from ..errors import UsageError
 from ..options import RunOptions
-from ..runs import RunRecord, default_out_dir
+from ..runs import RunRecord, default_out_dir, device_description
 
 
 def resolve_device(text: str) -> torch.device:
@@ -190,7 +190,7 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
         out_dir = Path(options.out) if options.out is not None else default_out_dir(probe_name)
         check_out_dir(out_dir, None if source.is_default else Path(source.location))
     record = RunRecord(probe_name, out_dir or Path("."), call=call)
-    record.update(device=str(device), seed=options.seed, input_size=options.input_size,
+    record.update(device=device_description(device), seed=options.seed, input_size=options.input_size,
                   batch_size=options.batch_size, num_images_requested=options.num_images,
                   images=list(source.paths), image_list=options.image_list)
     return Session(options, device, models, checkpoints, source, out_dir, record, notes=notes)
