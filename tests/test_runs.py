@@ -129,3 +129,20 @@ def test_relative_levels_are_fractions_of_the_input() -> None:
     absolute = stm_probe.run("invariance", levels=(8, 16), **common)
     assert sorted(set(relative["level"])) == [8.0, 16.0]
     pd.testing.assert_frame_equal(relative, absolute)
+
+
+def test_the_summary_says_what_would_otherwise_surprise(tmp_path: Path, capsys) -> None:
+    """More images asked than the source holds; several unified models at random init; --compare-init
+    without a checkpoint: each is said in the summary and kept in the manifest."""
+    out = tmp_path / "run"
+    assert main(["erf", "--model", "unified_convnext_micro", "--model", "unified_pvt_micro", "--num-images", "100",
+                 "--input-size", "32", "--stages", "1", "--thresholds", "0.5", "--compare-init", "--quiet",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    notes = json.loads((out / "manifest.json").read_text())["notes"]
+    available = len(list(default_data_dir().glob("*.jpg")))
+    expected = [f"--num-images 100 asked, but the source holds {available} image(s)", "--compare-init does nothing",
+                "2 unified models ran at random init"]
+    for text in expected:
+        assert any(text in note for note in notes) and text in printed
+    assert json.loads((out / "manifest.json").read_text())["num_images"] == available
