@@ -278,16 +278,20 @@ def _rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
     return rows
 
 
-def _per_image_rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
-    paths = probe.session.source.paths
-    rows = []
+def _per_image_frame(probe: Probe, results: list[UnitResult]) -> Any:
+    """Every per-image value: image, path, model, weights, <settings>, repeat, metric, value."""
+    import pandas as pd
+
+    paths = np.asarray(probe.session.source.paths, dtype=object)
+    parts = []
     for result in results:
         for key, per_image in probe.per_image(result.values).items():
-            base = {"model": result.columns["model"], "weights": result.columns["weights"],
-                    **dict(zip(probe.setting_columns, key[:-1])), "repeat": result.unit.repeat, "metric": key[-1]}
-            rows.extend({"image": int(i), "path": paths[int(i)], **base, "value": float(v)}
-                        for i, v in zip(result.indices, per_image))
-    return rows
+            settings = dict(zip(probe.setting_columns, key[:-1]))
+            parts.append(pd.DataFrame({"image": result.indices, "path": paths[result.indices],
+                                       "model": result.columns["model"], "weights": result.columns["weights"],
+                                       **settings, "repeat": result.unit.repeat, "metric": key[-1],
+                                       "value": np.asarray(per_image, dtype=np.float64)}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def run_probe(probe: Probe, session: Any) -> Any:
@@ -383,14 +387,12 @@ def _checkpoint_sha(session: Any, name: str) -> str:
 
 def _write_outputs(probe: Probe, session: Any, store: Any, frame: Any, results: list[UnitResult], resumed: int,
                    seconds: float) -> None:
-    import pandas as pd
-
     from ..report import write_frame
 
     out = store.path
     record = session.record
     write_frame(out / f"{probe.name}.csv", frame)
-    per_image = pd.DataFrame(_per_image_rows(probe, results))
+    per_image = _per_image_frame(probe, results)
     if len(per_image):
         write_frame(out / "per_image.csv", per_image)
     outputs = [out / f"{probe.name}.csv"] + ([out / "per_image.csv"] if len(per_image) else [])
