@@ -141,7 +141,7 @@ def test_the_summary_says_what_would_otherwise_surprise(tmp_path: Path, capsys) 
     printed = capsys.readouterr().out
     notes = json.loads((out / "manifest.json").read_text())["notes"]
     available = len(list(default_data_dir().glob("*.jpg")))
-    expected = [f"--num-images 100 asked, but the source holds {available} image(s)", "--compare-init does nothing",
+    expected = [f"the source holds {available} image(s), fewer than --num-images 100", "--compare-init does nothing",
                 "2 unified models ran at random init"]
     for text in expected:
         assert any(text in note for note in notes) and text in printed

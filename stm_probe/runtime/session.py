@@ -183,7 +183,7 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     source = source.take(options.num_images, spread_classes=source.has_labels and options.image_list is None)
     notes = []
     if options.num_images > available:
-        notes.append(f"--num-images {options.num_images} asked, but the source holds {available} image(s): "
+        notes.append(f"the source holds {available} image(s), fewer than --num-images {options.num_images}: "
                      f"using all {available}")
     out_dir = None
     if write_files:
