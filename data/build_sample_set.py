@@ -61,4 +61,4 @@ def build(src_dir: Path, out_dir: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: python data/build_sample_set.py PATH/TO/skimage/data")
-    build(Path(sys.argv[1]), Path(__file__).resolve().parent)
+    build(Path(sys.argv[1]), Path(__file__).resolve().parent / "images")

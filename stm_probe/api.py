@@ -6,6 +6,7 @@ are written only when ``out`` is given.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,8 @@ def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write
         raise UsageError(f"{probe_name}: unknown option {unknown[0]!r}{did_you_mean(unknown[0], sorted(shared | own))}")
     options = coerce(RunOptions, {k: v for k, v in values.items() if k in shared and v is not None or k == "model"})
     config = coerce(cls.Config, {k: v for k, v in values.items() if k in own})
+    if options.data is None and cls.default_data(config) is not None:
+        options = dataclasses.replace(options, data=cls.default_data(config))
     from .probes import run_probe  # torch and timm load from here on
     from .runtime.session import open_session
 

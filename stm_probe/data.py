@@ -13,7 +13,7 @@
   relative to the list file (to the working directory when the list is a pipe, as with
   ``--data <(ls imgs/*.png)``); blank lines and lines starting with ``#`` are ignored;
 * a single image file;
-* nothing (``None``): the embedded sample set in the repository's ``data/`` folder (16
+* nothing (``None``): the embedded sample set in the repository's ``data/images/`` folder (16
   public-domain / CC0 photographs, unlabelled; see ``data/README.md``), or whatever
   ``$STM_PROBE_DATA`` points to.
 
@@ -273,8 +273,8 @@ class ImageSource:
 
 
 def default_data_dir() -> Path:
-    """The embedded sample set: ``<repo>/data`` next to the ``stm_probe`` package."""
-    return Path(__file__).resolve().parent.parent / "data"
+    """The embedded sample set: ``<repo>/data/images`` beside the ``stm_probe`` package."""
+    return Path(__file__).resolve().parent.parent / "data" / "images"
 
 
 def _is_image(name: str) -> bool:

@@ -21,7 +21,7 @@ from stm_probe.data import (
 )
 from stm_probe.errors import UsageError
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data" / "images"
 
 
 def _write_image(path: Path, size: tuple[int, int] = (40, 30), seed: int = 0) -> Path:
@@ -273,7 +273,7 @@ def test_embedded_default_set_decodes():
     assert (labels == -1).all()
     assert float(images.std()) > 0.05  # real pictures, not blank frames
     # every image is documented (name, source, licence) in data/README.md
-    readme = (DATA_DIR / "README.md").read_text(encoding="utf-8")
+    readme = (DATA_DIR.parent / "README.md").read_text(encoding="utf-8")
     for p in src.paths:
         assert f"`{Path(p).name}`" in readme
     total = sum(Path(p).stat().st_size for p in src.paths)

@@ -16,6 +16,7 @@ PROBES: dict[str, str] = {
     "erf": "stm_probe.probes.erf:ErfProbe",
     "invariance": "stm_probe.probes.invariance:InvarianceProbe",
     "adversarial": "stm_probe.probes.adversarial:AdversarialProbe",
+    "bias": "stm_probe.probes.bias:BiasProbe",
 }
 
 

@@ -97,6 +97,11 @@ class Probe:
         self.session = session
 
     # --- what a probe may override -------------------------------------------------------------
+    @classmethod
+    def default_data(cls, config: Any) -> str | None:
+        """The data this probe uses when --data is not given (None: the embedded sample images)."""
+        return None
+
     def check(self) -> None:
         """Validate settings against the session (raise UsageError); runs before any folder is made."""
 

@@ -1,0 +1,59 @@
+"""Figures of `stm-probe bias`, one per method, drawn only from ``bias.csv`` (and the method's
+array files): ``bias_<method>.png/.pdf``. A method with its own figure is listed in ``FIGURES``;
+the others get `plot_curves` (metric vs level, a panel per metric and variant, a line per model)."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pandas as pd
+
+from ..report import lines_with_ci, model_palette, read_results, save_figure, use_headless_backend
+
+#: method -> "module:function(out_dir, rows) -> list[Path]" for methods with their own figure
+FIGURES: dict[str, str] = {
+    "fourier": "stm_probe.plots.bias_fourier:plot_fourier",
+    "cue-conflict": "stm_probe.plots.bias_cue_conflict:plot_cue_conflict",
+    "attribution": "stm_probe.plots.bias_attribution:plot_attribution",
+}
+X_LABELS = {"patch-shuffle": "grid g (g x g patches shuffled)", "patch-drop": "fraction of patches dropped",
+            "frequency-filter": "cutoff radius (px of the centred spectrum)"}
+CURVE_METRICS = ("consistency", "top1", "kl")
+
+
+def plot_curves(out_dir: Path, rows: pd.DataFrame, method: str) -> list[Path]:
+    """``bias_<method>.png/.pdf``: one panel per (variant, metric), value vs level, a line per model
+    with its 95% CI band."""
+    import matplotlib.pyplot as plt
+
+    rows = rows[rows["metric"].isin(CURVE_METRICS)]
+    if not len(rows):
+        return []
+    panels = [(v, m) for v in dict.fromkeys(rows["variant"].fillna("")) for m in CURVE_METRICS
+              if ((rows["variant"].fillna("") == v) & (rows["metric"] == m)).any()]
+    palette = model_palette(list(dict.fromkeys(rows["model"])))
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.2, 3.0), squeeze=False)
+    for ax, (variant, metric) in zip(axes[0], panels):
+        sel = rows[(rows["variant"].fillna("") == variant) & (rows["metric"] == metric)].sort_values("level")
+        lines_with_ci(ax, sel, "level", palette, legend=ax is axes[0][-1])
+        ax.set_xlabel(X_LABELS.get(method, "level"))
+        ax.set_ylabel(metric, fontsize=8)
+        ax.set_title(f"{method}{' (' + variant + ')' if variant else ''}", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, out_dir / f"bias_{method}")
+
+
+def plot_bias(out_dir: str | Path, probe: str = "bias") -> list[Path]:
+    """Every ``bias_<method>`` figure of a run folder, from ``bias.csv`` and the methods' files."""
+    use_headless_backend()
+    out_dir = Path(out_dir)
+    frame = read_results(out_dir / "bias.csv", ("model", "probe", "variant", "level", "level2", "metric", "value",
+                                                "ci_low", "ci_high"))
+    written: list[Path] = []
+    for method, rows in frame.groupby("probe", sort=False):
+        if method in FIGURES:
+            module_name, func = FIGURES[method].split(":")
+            written += getattr(importlib.import_module(module_name), func)(out_dir, rows)
+        else:
+            written += plot_curves(out_dir, rows, str(method))
+    return written
