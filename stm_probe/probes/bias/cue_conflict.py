@@ -1,0 +1,232 @@
+"""`cue-conflict`: shape vs texture decisions on cue-conflict images (Geirhos et al., ICLR 2019,
+"ImageNet-trained CNNs are biased towards texture"; the model-vs-human benchmark, NeurIPS 2021).
+
+Each image carries the shape of one of 16 categories and the texture of another, named
+``<shape>/<shape><k>-<texture><m>.<ext>``. The model's softmax over its classes is aggregated
+to the 16 categories by the MEAN probability of each category's class indices (the ImageNet-1k
+indices in ``stm_probe/resources/cue_conflict_categories.json``, or ``--category-map``) and
+the decision is the argmax. Images whose shape and texture categories agree are left out.
+Per image: ``shape_hit`` / ``texture_hit`` (1 if the decision is the shape / texture category).
+Per model, overall (variant ``all``) and per shape category (variant = the category):
+
+* ``shape_bias`` = shape hits / (shape hits + texture hits), a fraction in [0, 1], with a
+  percentile bootstrap interval over images (the ratio recomputed on each resample); no row when
+  no decision was the shape or the texture category (undefined);
+* ``shape_hits`` / ``texture_hits``: the shape and texture hit rates over the cue-conflict images,
+  in percent, with Wilson intervals.
+
+``n_images`` counts the cue-conflict images; ``n_skipped`` on the ``all`` rows the images left
+out because their shape and texture agree.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from ...errors import UsageError
+from ..base import require_finite
+from . import CUE_CONFLICT_NAME
+from .base import BiasMethod, Key
+
+RESOURCE = "cue_conflict_categories.json"
+OVERALL = "all"
+
+
+@lru_cache(maxsize=1)
+def imagenet_categories() -> dict[str, tuple[int, ...]]:
+    """The 16 categories (alphabetical) -> their ImageNet-1k class indices (the shipped facts)."""
+    text = (resources.files("stm_probe") / "resources" / RESOURCE).read_text(encoding="utf-8")
+    return {name: tuple(indices) for name, indices in json.loads(text)["categories"].items()}
+
+
+def categories() -> tuple[str, ...]:
+    """The 16 category names in alphabetical order (the order of every 16-way vector)."""
+    return tuple(imagenet_categories())
+
+
+def read_category_map(path: str | Path) -> dict[str, tuple[int, ...]]:
+    """``--category-map FILE``: a JSON object {category: [class index, ...]} naming exactly the 16
+    categories, each with distinct non-negative integer indices. One-line UsageError otherwise."""
+    flag = f"--category-map {path}"
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{flag}: no such file; give a JSON file mapping the 16 categories to class indices") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = "is not valid JSON" if isinstance(exc, ValueError) else f"cannot be read ({type(exc).__name__})"
+        raise UsageError(f"{flag} {reason}: write a JSON object {{category: [class indices]}}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{flag} holds a JSON {type(data).__name__}, not an object {{category: [class indices]}}")
+    names = categories()
+    missing, extra = [n for n in names if n not in data], sorted(set(data) - set(names))
+    if missing or extra:
+        what = f"lacks {', '.join(missing)}" if missing else f"has unknown categories {', '.join(extra)}"
+        raise UsageError(f"{flag} {what}: map exactly the 16 categories {', '.join(names)}")
+    mapping = {}
+    for name in names:
+        indices = data[name]
+        if (not isinstance(indices, list) or not indices
+                or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in indices)):
+            raise UsageError(f"{flag}: '{name}' must map to a non-empty list of non-negative class indices, "
+                             f"not {json.dumps(indices)[:40]}")
+        if len(set(indices)) != len(indices):
+            raise UsageError(f"{flag}: '{name}' lists a class index twice; list each index once")
+        mapping[name] = tuple(indices)
+    return mapping
+
+
+def check_indices(mapping: dict[str, tuple[int, ...]], num_classes: int, model: str, source: str) -> None:
+    """Every class index of ``mapping`` lies in 0..num_classes-1 (one-line UsageError otherwise)."""
+    for name, indices in mapping.items():
+        bad = [i for i in indices if i >= num_classes]
+        if bad:
+            raise UsageError(f"{source}: '{name}' lists class {bad[0]}, out of range for {model} ({num_classes} "
+                             f"classes, 0..{num_classes - 1}): map the categories to this model's classes")
+
+
+def category_matrix(mapping: dict[str, tuple[int, ...]], num_classes: int) -> torch.Tensor:
+    """(num_classes, 16) float64 averaging matrix: column c holds 1/|indices of c| at c's indices,
+    so ``probs @ matrix`` is each category's mean probability."""
+    matrix = torch.zeros(num_classes, len(mapping), dtype=torch.float64)
+    for column, indices in enumerate(mapping.values()):
+        matrix[list(indices), column] = 1.0 / len(indices)
+    return matrix
+
+
+def category_probabilities(logits: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """Logits (B, K) -> mean softmax probability of each category (B, 16), float64."""
+    return logits.double().softmax(-1) @ matrix.to(logits.device)
+
+
+def parse_name(path: str) -> tuple[str, str] | None:
+    """(shape, texture) categories of ``<shape><k>-<texture><m>.<ext>``, lower case; None otherwise."""
+    match = CUE_CONFLICT_NAME.match(Path(path).name)
+    return (match.group(1).lower(), match.group(2).lower()) if match else None
+
+
+def cue_indices(paths: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Shape and texture category indices (B,) float64 of each path; NaN where the name does not
+    parse, names an unknown category, or shape == texture (no cue conflict: left out)."""
+    position = {name: float(i) for i, name in enumerate(categories())}
+    shape = np.full(len(paths), np.nan)
+    texture = np.full(len(paths), np.nan)
+    for i, path in enumerate(paths):  # file names only; no tensor work
+        parsed = parse_name(path)
+        if parsed and parsed[0] != parsed[1] and parsed[0] in position and parsed[1] in position:
+            shape[i], texture[i] = position[parsed[0]], position[parsed[1]]
+    return shape, texture
+
+
+def hits(decision: np.ndarray, shape: np.ndarray, texture: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """shape_hit, texture_hit (B,) float64: 1 / 0 where the 16-way ``decision`` is the shape / texture
+    category, NaN where the image is left out (``shape`` NaN)."""
+    keep = ~np.isnan(shape)
+    shape_hit = np.where(keep, (decision == shape).astype(np.float64), np.nan)
+    texture_hit = np.where(keep, (decision == texture).astype(np.float64), np.nan)
+    return shape_hit, texture_hit
+
+
+def shape_bias(shape_hit: np.ndarray, texture_hit: np.ndarray) -> float:
+    """Shape hits / (shape hits + texture hits) of 0/1 arrays (N,); NaN when both are zero."""
+    total = float(shape_hit.sum() + texture_hit.sum())
+    return float(shape_hit.sum()) / total if total > 0 else float("nan")
+
+
+def shape_bias_interval(shape_hit: np.ndarray, texture_hit: np.ndarray, n_boot: int, seed: int,
+                        level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of `shape_bias` over images: ``n_boot`` resamples of the N images
+    with replacement (numpy Generator seeded with ``seed``), the ratio recomputed on each; resamples
+    with no hit at all are dropped. (nan, nan) when the ratio is undefined."""
+    point = shape_bias(shape_hit, texture_hit)
+    n = shape_hit.size
+    if np.isnan(point) or n == 1 or n_boot <= 0:
+        return point, point
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    shape_sum, texture_sum = shape_hit[idx].sum(1), texture_hit[idx].sum(1)
+    total = shape_sum + texture_sum
+    ratios = shape_sum[total > 0] / total[total > 0]
+    alpha = (1.0 - level) / 2.0
+    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+class CueConflict(BiasMethod):
+    """Shape bias from 16-way decisions on cue-conflict images (see module docstring)."""
+
+    name: ClassVar[str] = "cue-conflict"
+    statistics: ClassVar[dict[str, str]] = {"shape_hit": "rate", "texture_hit": "rate"}
+    figure: ClassVar[str | None] = "stm_probe.plots.bias_cue_conflict:plot_cue_conflict"
+    skip_reason: ClassVar[str] = ("no image is a cue conflict (every name is <c><k>-<c><m> with the same category c, "
+                                  "or not <shape><k>-<texture><m> with the 16 categories)")
+
+    def __init__(self, config: Any, session: Any) -> None:
+        super().__init__(config, session)
+        self._custom: dict[str, tuple[int, ...]] | None = None
+        self._matrices: dict[int, torch.Tensor] = {}
+
+    def mapping(self) -> dict[str, tuple[int, ...]]:
+        """--category-map when given (read once), else the ImageNet-1k indices."""
+        if self.config.category_map is None:
+            return imagenet_categories()
+        if self._custom is None:
+            self._custom = read_category_map(self.config.category_map)
+        return self._custom
+
+    def check(self) -> None:
+        if self.config.category_map is not None:
+            self.mapping()
+
+    def check_model(self, model: Any) -> None:
+        self.matrix(model.num_classes, model.name)
+
+    def matrix(self, num_classes: int, model: str) -> torch.Tensor:
+        """The (num_classes, 16) averaging matrix for a model, validated once per class count."""
+        if num_classes not in self._matrices:
+            if self.config.category_map is None and num_classes != 1000:
+                raise UsageError(f"cue-conflict: {model} has {num_classes} classes, not the 1000 ImageNet-1k classes "
+                                 "the 16 categories refer to: pass --category-map FILE mapping them to its classes")
+            source = "ImageNet-1k categories" if self.config.category_map is None else \
+                f"--category-map {self.config.category_map}"
+            check_indices(self.mapping(), num_classes, model, source)
+            self._matrices[num_classes] = category_matrix(self.mapping(), num_classes)
+        return self._matrices[num_classes]
+
+    def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
+        shape, texture = cue_indices(batch.paths)
+        with torch.no_grad():
+            logits = model.net(batch.images.to(self.session.device))
+        require_finite(logits, model.name)
+        probs = category_probabilities(logits, self.matrix(logits.shape[-1], model.name))  # (B, 16)
+        decision = probs.argmax(-1).cpu().numpy().astype(np.float64)
+        shape_hit, texture_hit = hits(decision, shape, texture)
+        return {(OVERALL, None, None, "shape_hit"): shape_hit, (OVERALL, None, None, "texture_hit"): texture_hit,
+                (OVERALL, None, None, "_shape"): shape, (OVERALL, None, None, "_texture"): texture,
+                (OVERALL, None, None, "_decision"): decision}
+
+    def summarise(self, values: dict[Key, np.ndarray], seed: int, n_boot: int) -> dict[Key, tuple]:
+        from ...runtime.seeds import stream_seed
+        from ...stats import summarise_values
+
+        shape_hit = values[(OVERALL, None, None, "shape_hit")]
+        texture_hit = values[(OVERALL, None, None, "texture_hit")]
+        shape = values[(OVERALL, None, None, "_shape")]
+        kept = ~np.isnan(shape_hit)
+        groups = [(OVERALL, kept, int((~kept).sum()))]
+        groups += [(name, kept & (shape == i), 0) for i, name in enumerate(categories()) if (shape == i).any()]
+        out: dict[Key, tuple] = {}
+        for variant, mask, skipped in groups:
+            s, t = shape_hit[mask], texture_hit[mask]
+            bias = shape_bias(s, t)
+            if not np.isnan(bias):
+                low, high = shape_bias_interval(s, t, n_boot, stream_seed(seed, "bootstrap", self.name, variant))
+                out[(variant, None, None, "shape_bias")] = (bias, low, high, int(mask.sum()), skipped)
+            for metric, per_image in (("shape_hits", s), ("texture_hits", t)):
+                value, low, high, n = summarise_values(per_image, "rate")
+                out[(variant, None, None, metric)] = (value, low, high, n, skipped)
+        return out
