@@ -15,7 +15,7 @@ from .errors import UsageError
 from .options import RunOptions, coerce, did_you_mean
 
 
-def run(probe: str, models: str | Sequence[str], data: str | Path | None = None, out: str | Path | None = None,
+def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = None, out: str | Path | None = None,
         **options: Any) -> Any:
     """Run one probe over ``models`` and return its tidy rows (pandas DataFrame).
 
@@ -23,7 +23,7 @@ def run(probe: str, models: str | Sequence[str], data: str | Path | None = None,
     num_images=2)``. Raises `stm_probe.errors.UsageError` (one line) on bad input.
     """
     models = [models] if isinstance(models, str) else list(models)
-    call = {"api": "stm_probe.run", "probe": probe, "models": models, "data": None if data is None else str(data),
+    call = {"api": "stm_probe.run", "probe_name": probe, "models": models, "data": None if data is None else str(data),
             "out": None if out is None else str(out),
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
     run_values = {"model": tuple(models), "data": None if data is None else str(data),

@@ -74,7 +74,7 @@ def test_api_returns_the_csv_rows(reference) -> None:
     for column in ("value", "ci_low", "ci_high", "n_images"):
         np.testing.assert_allclose(saved[column].astype(float), frame[column].astype(float), rtol=1e-12, equal_nan=True)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["call"]["api"] == "stm_probe.run" and manifest["call"]["probe"] == probe
+    assert manifest["call"]["api"] == "stm_probe.run" and manifest["call"]["probe_name"] == probe
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 

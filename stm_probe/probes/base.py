@@ -127,6 +127,10 @@ class Probe:
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
         raise NotImplementedError
 
+    def skip_reason_for(self, unit: Unit) -> str:
+        """Why a unit measured no image (the one line a run ends with)."""
+        return self.skip_reason
+
     def unit_columns(self, model: Any, unit: Unit) -> dict[str, str]:
         """The identifying columns of one model x unit (default: the model's own)."""
         return model.columns()
@@ -250,7 +254,7 @@ def _run_unit(probe: Probe, model: Any, unit: Unit, batches: _CachedBatches) -> 
     result = UnitResult(probe.unit_columns(model, unit), unit, np.concatenate(indices), values, batches.skipped)
     if not values or all(not np.isfinite(v.astype(np.float64)).any() for v in values.values()):
         raise UsageError(f"{probe.name} could not measure any image for {model.name} ({unit.label}): "
-                         f"{probe.skip_reason}")
+                         f"{probe.skip_reason_for(unit)}")
     return result
 
 

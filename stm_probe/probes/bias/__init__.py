@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +40,10 @@ def method_class(name: str) -> type[BiasMethod]:
 
 
 def default_cue_conflict_dir() -> Path:
-    """The shipped cue-conflict sample (data/cue-conflict)."""
+    """The shipped cue-conflict sample (data/cue-conflict, beside the embedded images)."""
     from ...data import default_data_dir
 
-    return default_data_dir() / "cue-conflict"
+    return default_data_dir().parent / "cue-conflict"
 
 
 def is_cue_conflict_source(source: Any) -> bool:
@@ -106,6 +106,8 @@ class BiasProbe(Probe):
     def __init__(self, config: BiasConfig, session: Any) -> None:
         super().__init__(config, session)
         self.cue_conflict_data = is_cue_conflict_source(session.source)
+        if self.cue_conflict_data:  # folder labels are the 16 categories, not the model's classes
+            session.source = replace(session.source, labels=(-1,) * len(session.source), label_space=None)
         names = config.probe or tuple(n for n in METHODS if n != "cue-conflict" or self.cue_conflict_data)
         self.methods: dict[str, BiasMethod] = {n: method_class(n)(config, session) for n in names}
 
@@ -144,8 +146,6 @@ class BiasProbe(Probe):
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
         name = unit.parts[0]
-        if self.cue_conflict_data and name != "cue-conflict":
-            batch = batch._replace(labels=batch.labels.new_full(batch.labels.shape, -1))
         values = self.methods[name].measure(model, batch, unit.repeat)
         return {(name, *key): value for key, value in values.items()}
 
@@ -173,13 +173,26 @@ class BiasProbe(Probe):
                 written += self.methods[name].artefacts(out_dir, result.columns["model"], own)
         return written
 
+    def skip_reason_for(self, unit: Unit) -> str:
+        return self.methods[unit.parts[0]].skip_reason
+
     def headline(self, frame: Any) -> list[str]:
+        """Per method: its first metric, overall (variant 'all') or at the largest level, per model."""
         lines = []
         for name in self.methods:
             sel = frame[frame["probe"] == name]
-            if len(sel):
-                metric = sel["metric"].iloc[0]
-                parts = [f"{m} {rows['value'].mean():.3g}" for m, rows in sel[sel["metric"] == metric].groupby(
-                    "model", sort=False)]
-                lines.append(f"  {name} mean {metric}: {', '.join(parts)}")
+            if not len(sel):
+                continue
+            metric = sel["metric"].iloc[0]
+            sel = sel[sel["metric"] == metric]
+            if (sel["variant"] == "all").any():
+                sel, where = sel[sel["variant"] == "all"], ""
+            elif sel["level"].notna().any():
+                top = sel["level"].max()
+                sel, where = sel[sel["level"] == top], f" at {top:g}"
+            else:
+                where = ""
+            parts = [f"{r.model}{' ' + r.variant if r.variant not in ('', 'all') and isinstance(r.variant, str) else ''}"
+                     f" {r.value:.3g}" for r in sel.itertuples()]
+            lines.append(f"  {name} {metric}{where}: {', '.join(parts)}")
         return lines
