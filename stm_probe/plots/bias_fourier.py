@@ -1,0 +1,108 @@
+"""The Fourier heat map figure of `stm-probe bias` (Yin et al., NeurIPS 2019, "A Fourier perspective
+on model robustness in computer vision") and the grid layout its method shares.
+
+The map is a square grid of frequency offsets (i, j) from the centre of the spectrum, i vertical
+and j horizontal, in cycles per image side: every ``step``-th offset up to Nyquist (side // 2) on
+both sides, so the grid has 2m + 1 cells a side with the zero frequency in the middle. (i, j) and
+(-i, -j) (modulo the side) give the same real basis image, so the method measures one cell per
+class (`representatives`) and the map fills every cell from its class (`heat_map`).
+
+``bias_fourier.png/.pdf``: one heat map per model on one shared colour scale, low frequencies
+centred, drawn from ``bias.csv`` alone (``fourier/<model>.npy`` holds the same numbers). No torch.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..report import save_figure
+
+#: the heat map's metric, first choice first: error rate with labels, flip rate without
+MAP_METRICS = ("error", "flip")
+MAP_LABELS = {"error": "error rate (%): top-1 wrong", "flip": "flip rate (%): top-1 changed"}
+
+
+def grid_offsets(size: int, step: int) -> np.ndarray:
+    """Signed offsets of one axis: every ``step``-th frequency up to Nyquist, (2m + 1,) int64."""
+    m = (size // 2) // step
+    return step * np.arange(-m, m + 1, dtype=np.int64)
+
+
+def frequency_class(i: int, j: int, size: int) -> tuple[int, int]:
+    """Key shared by (i, j) and (-i, -j) modulo ``size``: the same real basis image."""
+    return min((i % size, j % size), (-i % size, -j % size))
+
+
+def representatives(size: int, step: int) -> list[tuple[int, int]]:
+    """One grid cell per distinct basis image: i > 0, or i = 0 and j >= 0; within a class the
+    first by (i, |j|, positive j first), e.g. (112, 5) stands for (112, -5) at side 224."""
+    offsets = grid_offsets(size, step).tolist()
+    upper = [(i, j) for i in offsets for j in offsets if i > 0 or (i == 0 and j >= 0)]
+    seen: dict[tuple[int, int], tuple[int, int]] = {}
+    for i, j in sorted(upper, key=lambda c: (c[0], abs(c[1]), -c[1])):
+        seen.setdefault(frequency_class(i, j, size), (i, j))
+    return list(seen.values())
+
+
+def heat_map(cells: Mapping[tuple[int, int], float], size: int, step: int) -> np.ndarray:
+    """The full (2m + 1, 2m + 1) float64 map from values at `representatives` (row = i, column = j,
+    both from -m * step to m * step); cells without a value are NaN."""
+    by_class = {frequency_class(int(i), int(j), size): float(v) for (i, j), v in cells.items()}
+    offsets = grid_offsets(size, step).tolist()
+    return np.array([[by_class.get(frequency_class(i, j, size), np.nan) for j in offsets] for i in offsets])
+
+
+def map_path(out_dir: str | Path, model: str) -> Path:
+    """Where the heat map of ``model`` is saved: ``fourier/<model>.npy``."""
+    return Path(out_dir) / "fourier" / f"{model}.npy"
+
+
+def _grid_step(rows: pd.DataFrame, size: int) -> int:
+    """The grid step of a run: the smallest positive offset measured (the cell (step, 0))."""
+    offsets = pd.concat([rows["level"], rows["level2"]]).astype(float).abs()
+    positive = offsets[offsets > 0]
+    return int(positive.min()) if len(positive) else size
+
+
+def maps_from_rows(rows: pd.DataFrame) -> tuple[str, dict[str, np.ndarray], np.ndarray]:
+    """(metric, {model: map}, offsets) from the fourier rows of ``bias.csv``."""
+    metric = next(m for m in MAP_METRICS if (rows["metric"] == m).any())
+    rows = rows[rows["metric"] == metric]
+    size = int(rows["input_size"].iloc[0])
+    step = _grid_step(rows, size)
+    maps = {}
+    for model, own in rows.groupby("model", sort=False):
+        cells = {(int(r.level), int(r.level2)): r.value for r in own.itertuples()}
+        maps[str(model)] = heat_map(cells, size, step)
+    return metric, maps, grid_offsets(size, step)
+
+
+def plot_fourier(out_dir: str | Path, rows: pd.DataFrame) -> list[Path]:
+    """``bias_fourier.png/.pdf``: a heat map per model (rows = vertical frequency i, columns =
+    horizontal frequency j), one colour scale from 0 to the largest rate of any model."""
+    import matplotlib.pyplot as plt
+
+    if not len(rows) or not rows["metric"].isin(MAP_METRICS).any():
+        return []
+    metric, maps, offsets = maps_from_rows(rows)
+    top = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in maps.values())
+    cols = min(len(maps), 4)
+    nrows = -(-len(maps) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols + 1.0, 3.0 * nrows), squeeze=False)
+    half = (offsets[1] - offsets[0]) / 2 if len(offsets) > 1 else 0.5
+    extent = (offsets[0] - half, offsets[-1] + half, offsets[-1] + half, offsets[0] - half)
+    image = None
+    for ax, (model, grid) in zip(axes.ravel(), maps.items()):
+        image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=max(top, 1e-9), extent=extent,
+                          interpolation="nearest")
+        ax.set_title(model, fontsize=8)
+        ax.set_xlabel("horizontal frequency j (cycles / image)", fontsize=7)
+        ax.set_ylabel("vertical frequency i", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(maps):]:
+        ax.set_axis_off()
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=MAP_LABELS[metric])
+    return save_figure(fig, Path(out_dir) / "bias_fourier")
