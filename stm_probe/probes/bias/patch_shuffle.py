@@ -49,9 +49,9 @@ def shuffle_patches(images: torch.Tensor, grid: int, perms: torch.Tensor) -> tor
 def logits_of_views(net: torch.nn.Module, views: Iterable[torch.Tensor | None], clean: torch.Tensor,
                     max_views: int) -> list[torch.Tensor]:
     """Logits (B, K) of each view (B, C, S, S) in turn; ``None`` stands for the clean view (its
-    logits ``clean`` are reused). Views are concatenated into passes of at least ``max_views``
-    images (the last view that reaches it completes a pass), so small batches of many levels
-    still fill the device. Call under ``torch.inference_mode``."""
+    logits ``clean`` are reused). Views are concatenated and a pass runs once they reach
+    ``max_views`` images (so a pass holds fewer than ``max_views`` + B), so small batches of many
+    levels still fill the device. Call under ``torch.inference_mode``."""
     out: list[torch.Tensor | None] = []
     pending: list[tuple[int, torch.Tensor]] = []
 
@@ -93,7 +93,7 @@ class PatchShuffle(BiasMethod):
         return tuple(dict.fromkeys(self.config.grids))
 
     def check(self) -> None:
-        self.grids  # noqa: B018 (validates --grids)
+        _ = self.grids  # validates --grids (UsageError)
 
     def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
         device = self.session.device
