@@ -26,6 +26,7 @@ SMALL = {  # a quick setting of each probe
     "erf": dict(stages=(1, 2), thresholds=(0.2, 0.5)),
     "invariance": dict(kind=("translation",), levels=(0, 8)),
     "adversarial": dict(attack=("fgsm", "pgd"), eps=("4",), steps=2),
+    "bias": dict(probe=("patch-shuffle", "attribution"), grids=(1, 4), attribution_images=2),
 }
 
 

@@ -140,6 +140,12 @@ class BiasProbe(Probe):
     def units(self) -> list[Unit]:
         return [Unit(name, (name,)) for name in self.methods]
 
+    def repeated(self, units: list[Unit]) -> list[Unit]:
+        """Only the methods that draw at random are repeated (attribution, say, is not)."""
+        count = self.session.options.repeats
+        return [Unit(u.label if r == 0 else f"{u.label} (repeat {r})", u.parts, r) for u in units
+                for r in range(count if self.methods[u.parts[0]].randomised else 1)]
+
     def check_model(self, model: Any) -> None:
         for method in self.methods.values():
             method.check_model(model)
