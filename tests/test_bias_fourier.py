@@ -193,6 +193,22 @@ def test_artefact_and_figure(tmp_path) -> None:
     assert all(p.stat().st_size > 0 for p in written)
 
 
+class NanWhenClipped(nn.Module):
+    """Finite logits unless some pixel reaches 1 (only a perturbed, clipped image does here)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = x.flatten(1)[:, :4]
+        return torch.where((x.flatten(1).amax(1) >= 1)[:, None], float("nan"), logits)
+
+
+def test_non_finite_logits_of_a_perturbed_pair_are_one_line() -> None:
+    from stm_probe.errors import UsageError
+
+    method = FourierHeatMap(BiasConfig(fourier_grid=8, fourier_eps=20.0), _session(16))
+    with pytest.raises(UsageError, match=r"^nanny produced \d+ non-finite logits"):
+        method.measure(_model(NanWhenClipped(), "nanny"), _batch(torch.full((2, 3, 16, 16), 0.5)), repeat=0)
+
+
 def test_grid_above_nyquist_is_refused() -> None:
     from stm_probe.errors import UsageError
 

@@ -60,9 +60,9 @@ def fourier_basis(freqs: torch.Tensor, size: int) -> torch.Tensor:
     n = torch.arange(size, device=device, dtype=torch.int64)
     phase = (freqs[:, 0, None, None] * n[None, :, None] + freqs[:, 1, None, None] * n[None, None, :]) % size
     self_conjugate = ((2 * freqs) % size == 0).all(dim=1)  # (F,)
-    angles = 2 * math.pi * torch.arange(size, dtype=torch.float64) / size
+    angles = 2 * math.pi * torch.arange(size, dtype=torch.float64, device=device) / size  # made on the device
     table = torch.stack([torch.cos(angles + math.pi / 4) * math.sqrt(2) / size,
-                         torch.cos(angles) / size]).to(device=device, dtype=torch.float32)  # (2, S)
+                         torch.cos(angles) / size]).float()  # (2, S)
     return table[self_conjugate.long()[:, None, None], phase]
 
 
@@ -117,13 +117,16 @@ class FourierHeatMap(BiasMethod):
         require_finite(clean, model.name)
         clean_top1 = clean.argmax(-1)
         top1 = torch.empty(len(self.cells), images.shape[0], dtype=torch.int64, device=device)  # (F, B)
+        non_finite = torch.zeros((), dtype=torch.int64, device=device)  # counted on the device: no sync per chunk
         step = self.chunk_size(images.shape[0])
         for first in range(0, len(self.cells), step):
             chunk = slice(first, first + step)
             pixels = perturb(images, fourier_basis(freqs[chunk], self.input_size), signs[chunk], self.eps)
             logits = model.net(pixels)
-            require_finite(logits, model.name)
+            non_finite += (~torch.isfinite(logits)).sum()
             top1[chunk] = logits.argmax(-1).view(-1, images.shape[0])
+        if int(non_finite):
+            require_finite(torch.full((int(non_finite),), float("nan")), model.name)  # its one-line message
         flip = ((top1 != clean_top1[None]).double() * 100).cpu().numpy()  # (F, B)
         known = (labels >= 0).cpu().numpy()
         error = np.where(known[None], ((top1 != labels[None]).double() * 100).cpu().numpy(), np.nan)
