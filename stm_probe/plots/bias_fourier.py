@@ -95,12 +95,14 @@ def plot_fourier(out_dir: str | Path, rows: pd.DataFrame) -> list[Path]:
     half = (offsets[1] - offsets[0]) / 2 if len(offsets) > 1 else 0.5
     extent = (offsets[0] - half, offsets[-1] + half, offsets[-1] + half, offsets[0] - half)
     image = None
-    for ax, (model, grid) in zip(axes.ravel(), maps.items()):
+    for k, (ax, (model, grid)) in enumerate(zip(axes.ravel(), maps.items())):
         image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=max(top, 1e-9), extent=extent,
                           interpolation="nearest")
         ax.set_title(model, fontsize=8)
-        ax.set_xlabel("horizontal frequency j (cycles / image)", fontsize=7)
-        ax.set_ylabel("vertical frequency i", fontsize=7)
+        if k + cols >= len(maps):  # the lowest panel of its column
+            ax.set_xlabel("horizontal frequency j (cycles / image)", fontsize=7)
+        if k % cols == 0:
+            ax.set_ylabel("vertical frequency i (cycles / image)", fontsize=7)
         ax.tick_params(labelsize=6)
     for ax in axes.ravel()[len(maps):]:
         ax.set_axis_off()
