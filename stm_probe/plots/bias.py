@@ -22,23 +22,34 @@ CURVE_METRICS = ("consistency", "top1", "kl")
 
 
 def plot_curves(out_dir: Path, rows: pd.DataFrame, method: str) -> list[Path]:
-    """``bias_<method>.png/.pdf``: one panel per (variant, metric), value vs level, a line per model
-    with its 95% CI band."""
+    """``bias_<method>.png/.pdf``: a panel per metric (rows) and variant (columns), value vs level,
+    a line per model with its 95% CI band."""
     import matplotlib.pyplot as plt
 
+    rows = rows.assign(variant=rows["variant"].fillna(""))
     rows = rows[rows["metric"].isin(CURVE_METRICS)]
     if not len(rows):
         return []
-    panels = [(v, m) for v in dict.fromkeys(rows["variant"].fillna("")) for m in CURVE_METRICS
-              if ((rows["variant"].fillna("") == v) & (rows["metric"] == m)).any()]
+    variants = list(dict.fromkeys(rows["variant"]))
+    metrics = [m for m in CURVE_METRICS if (rows["metric"] == m).any()]
     palette = model_palette(list(dict.fromkeys(rows["model"])))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels) + 1.2, 3.0), squeeze=False)
-    for ax, (variant, metric) in zip(axes[0], panels):
-        sel = rows[(rows["variant"].fillna("") == variant) & (rows["metric"] == metric)].sort_values("level")
-        lines_with_ci(ax, sel, "level", palette, legend=ax is axes[0][-1])
-        ax.set_xlabel(X_LABELS.get(method, "level"))
-        ax.set_ylabel(metric, fontsize=8)
-        ax.set_title(f"{method}{' (' + variant + ')' if variant else ''}", fontsize=9)
+    fig, axes = plt.subplots(len(metrics), len(variants), figsize=(3.4 * len(variants) + 1.2, 2.7 * len(metrics)),
+                             squeeze=False)
+    for r, metric in enumerate(metrics):
+        for c, variant in enumerate(variants):
+            ax = axes[r][c]
+            sel = rows[(rows["variant"] == variant) & (rows["metric"] == metric)].sort_values("level")
+            if not len(sel):
+                ax.set_visible(False)
+                continue
+            lines_with_ci(ax, sel, "level", palette, legend=(r, c) == (0, len(variants) - 1))
+            levels = sel["level"].dropna()
+            if len(levels) and levels.min() > 0 and levels.max() / levels.min() >= 8:
+                ax.set_xscale("log", base=2)  # grids and radii double from step to step
+            ax.set_xlabel(X_LABELS.get(method, "level") if r == len(metrics) - 1 else "")
+            ax.set_ylabel(metric, fontsize=8)
+            if r == 0:
+                ax.set_title(f"{method}{' (' + variant + ')' if variant else ''}", fontsize=9)
     fig.tight_layout()
     return save_figure(fig, out_dir / f"bias_{method}")
 

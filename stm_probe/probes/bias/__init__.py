@@ -167,6 +167,10 @@ class BiasProbe(Probe):
             out.update({(name, *k): v for k, v in (custom or {}).items()})
         return out
 
+    def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
+        kept = {k: v for k, v in values.items() if self.methods[k[0]].per_image_values}
+        return super().per_image(kept)
+
     def constants(self) -> dict[str, Any]:
         return {"fill": self.config.fill, "attribution_method": self.config.method}
 
@@ -183,7 +187,8 @@ class BiasProbe(Probe):
         return self.methods[unit.parts[0]].skip_reason
 
     def headline(self, frame: Any) -> list[str]:
-        """Per method: its first metric, overall (variant 'all') or at the largest level, per model."""
+        """Per method and model: its first metric overall (variant 'all'), as the mean over a map
+        (Fourier cells), or at the largest level."""
         lines = []
         for name in self.methods:
             sel = frame[frame["probe"] == name]
@@ -193,12 +198,13 @@ class BiasProbe(Probe):
             sel = sel[sel["metric"] == metric]
             if (sel["variant"] == "all").any():
                 sel, where = sel[sel["variant"] == "all"], ""
+            elif sel["level2"].notna().any():
+                where = " (mean over the map)"
             elif sel["level"].notna().any():
                 top = sel["level"].max()
                 sel, where = sel[sel["level"] == top], f" at {top:g}"
             else:
                 where = ""
-            parts = [f"{r.model}{' ' + r.variant if r.variant not in ('', 'all') and isinstance(r.variant, str) else ''}"
-                     f" {r.value:.3g}" for r in sel.itertuples()]
+            parts = [f"{model} {rows['value'].mean():.3g}" for model, rows in sel.groupby("model", sort=False)]
             lines.append(f"  {name} {metric}{where}: {', '.join(parts)}")
         return lines

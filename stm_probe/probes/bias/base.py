@@ -24,7 +24,7 @@ class BiasMethod:
     name: ClassVar[str] = ""
     statistics: ClassVar[dict[str, str]] = {}  # metric -> "rate" | "mean" | "max"
     randomised: ClassVar[bool] = False
-    figure: ClassVar[str | None] = None  # "module:function(out_dir, rows) -> list[Path]"
+    per_image_values: ClassVar[bool] = True  # False: too many to write to per_image.csv (Fourier cells)
     skip_reason: ClassVar[str] = "no value could be measured"
 
     def __init__(self, config: Any, session: Any) -> None:

@@ -77,6 +77,7 @@ def perturb(images: torch.Tensor, bases: torch.Tensor, signs: torch.Tensor, eps:
 
 class FourierHeatMap(BiasMethod):
     """Error / flip rate under one Fourier basis perturbation per frequency (see module docstring)."""
+    per_image_values = False  # cells x metrics x images rows: the heat maps carry them
 
     name = "fourier"
     statistics = {"error": "rate", "flip": "rate"}
