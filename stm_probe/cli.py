@@ -129,7 +129,7 @@ def build_parser() -> Parser:
     from .probes import PROBES, get_probe
 
     parser = Parser(prog="stm-probe", description="Analyses of the spatial token mixers of vision backbones: "
-                    "effective receptive fields, invariance, adversarial robustness.")
+                    "effective receptive fields, invariance, adversarial robustness, inductive bias.")
     parser.add_argument("--version", action="version", version=f"stm-probe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in PROBES:

@@ -158,7 +158,7 @@ class RunOptions:
     min_loaded: float = option(0.5, "with --non-strict: refuse a checkpoint that fills less than this fraction of "
                                "the model's parameters (default 0.5)", parse=float, metavar="F")
     data: str | None = option(None, "image folder (class subfolders = labels), flat folder, or text file list; "
-                              "default: the embedded sample images in data/", metavar="PATH")
+                              "default: the embedded sample images in data/images/", metavar="PATH")
     image_list: str | None = option(None, "keep only the images named in this file (paths relative to --data, one "
                                     "per line; e.g. RobustBench's ImageNet ids), in its order", metavar="FILE")
     num_images: int = option(50, "use the first N images (default 50)", parse=positive_int, metavar="N")
