@@ -205,6 +205,8 @@ class BiasProbe(Probe):
                 sel, where = sel[sel["level"] == top], f" at {top:g}"
             else:
                 where = ""
-            parts = [f"{model} {rows['value'].mean():.3g}" for model, rows in sel.groupby("model", sort=False)]
-            lines.append(f"  {name} {metric}{where}: {', '.join(parts)}")
+            for variant, rows in sel.groupby("variant", sort=False):
+                parts = [f"{model} {r['value'].mean():.3g}" for model, r in rows.groupby("model", sort=False)]
+                shown = f" ({variant})" if variant not in ("", "all") else ""
+                lines.append(f"  {name}{shown} {metric}{where}: {', '.join(parts)}")
         return lines

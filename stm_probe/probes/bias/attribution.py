@@ -53,7 +53,8 @@ def occlusion_window(side: int) -> tuple[int, int]:
     """(window, stride) in px of the occluding square: (16, 8) at 224, scaled with ``side``.
 
     The stride is the largest divisor of ``side`` not above ``round(side / 28)`` (at least 1) and
-    the window twice the stride, so the windows cover every pixel the same number of times."""
+    the window twice the stride: the windows tile the image exactly, covering the outer strip (one stride
+    wide) once and the interior twice; captum averages over the windows covering a pixel."""
     target = max(1, round(side / 28))
     stride = max(d for d in range(1, target + 1) if side % d == 0)
     return 2 * stride, stride

@@ -151,6 +151,8 @@ def shape_bias_interval(shape_hit: np.ndarray, texture_hit: np.ndarray, n_boot: 
     shape_sum, texture_sum = shape_hit[idx].sum(1), texture_hit[idx].sum(1)
     total = shape_sum + texture_sum
     ratios = shape_sum[total > 0] / total[total > 0]
+    if ratios.size == 0:  # no resample holds a shape or texture hit: no interval
+        return float("nan"), float("nan")
     alpha = (1.0 - level) / 2.0
     low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
     return float(low), float(high)
