@@ -55,7 +55,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = [
     "ALPHA_BACKGROUND",
@@ -274,7 +274,7 @@ class ImageSource:
 
 def default_data_dir() -> Path:
     """The embedded sample set: ``<repo>/data/images`` beside the ``stm_probe`` package."""
-    return Path(__file__).resolve().parent.parent / "data" / "images"
+    return Path(__file__).resolve().parents[2] / "data" / "images"
 
 
 def _is_image(name: str) -> bool:
