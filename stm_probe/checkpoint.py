@@ -188,6 +188,30 @@ def select_state_dict(obj: Mapping[str, Any], path: str | Path, key: str | None 
     return {_strip_prefixes(k): v for k, v in chosen.items()}, used or "<root>"
 
 
+def checkpoint_num_classes(obj: Mapping[str, Any], path: str | Path, key: str | None = None,
+                           classifiers: tuple[str, ...] = ()) -> int | None:
+    """The class count a checkpoint was trained for, or None when it does not say.
+
+    Its top-level ``'num_classes'`` entry (written by `stm-probe train`) if it is a positive
+    integer; else the rows of the first ``<classifier>.weight`` (2-D: (classes, features)) found
+    in the chosen state dict, ``classifiers`` being the model's classifier module names (e.g.
+    ``('head',)``, ``('fc',)``, ``('head.fc',)``). A file `select_state_dict` would refuse gives
+    None here; loading it then raises the one-line error.
+    """
+    entry = obj.get("num_classes") if isinstance(obj, Mapping) else None
+    if isinstance(entry, int) and not isinstance(entry, bool) and entry > 0:
+        return entry
+    try:
+        state_dict, _ = select_state_dict(obj, path, key)
+    except UsageError:
+        return None
+    for name in classifiers:
+        weight = state_dict.get(f"{name}.weight")
+        if isinstance(weight, torch.Tensor) and weight.dim() == 2 and weight.shape[0] > 0:
+            return int(weight.shape[0])
+    return None
+
+
 def _strip_prefixes(key: str) -> str:
     changed = True
     while changed:
@@ -309,6 +333,7 @@ def load_checkpoint(
     strict: bool = True,
     min_loaded: float = 0.5,
     guess: GuessFn | None = None,
+    contents: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load weights from ``path`` into ``model`` safely; returns the record for the run manifest.
 
@@ -322,12 +347,14 @@ def load_checkpoint(
         min_loaded: with ``strict=False``, refuse when the file provides less than this share of
             the model's weights (by element count, see `loaded_fraction`); 0 loads anything.
         guess: state dict -> the name of the model it most likely belongs to, for the messages.
+        contents: the file as `read_checkpoint` returned it, when the caller has read it already
+            (it is not read twice).
 
     Any NaN/Inf in a tensor that would be loaded is refused (`check_finite`). The record holds
     ``weights`` ('checkpoint', or 'checkpoint (non-strict, 37% loaded)' below 100%), the path,
     sha256, key used, file format, ``strict``, ``loaded_fraction`` and the skipped problems.
     """
-    state_dict, used = select_state_dict(read_checkpoint(path), path, key)
+    state_dict, used = select_state_dict(read_checkpoint(path) if contents is None else contents, path, key)
     name = getattr(getattr(model, "stm_probe_spec", None), "name", type(model).__name__)
     target = model.state_dict()
     adapted = adapt_state_dict(state_dict, target)

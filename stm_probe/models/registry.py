@@ -19,7 +19,7 @@ import torch
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
-from ..checkpoint import is_computed_buffer, load_checkpoint
+from ..checkpoint import checkpoint_num_classes, is_computed_buffer, load_checkpoint, read_checkpoint
 from ..errors import UsageError
 from .configs import model_settings
 from .input_size import check_input_size
@@ -40,8 +40,8 @@ from .unified import UnifiedNet
 
 __all__ = [
     "ALIAS_TO_NAME", "STM_ALIASES", "UNIFIED_MODELS", "UNIFIED_SPECS", "ModelSpec", "block_class", "build_unified",
-    "create_model", "default_cfg", "expand_model_patterns", "guess_model", "list_specs", "register_with_timm",
-    "release_stem", "resolve_name", "suggest_names",
+    "classifier_names", "create_model", "default_cfg", "expand_model_patterns", "guess_model", "list_specs",
+    "register_with_timm", "release_stem", "resolve_name", "suggest_names",
 ]
 
 # STM family -> (module in stm_probe.models.blocks, block class)
@@ -191,6 +191,18 @@ def _create_timm(name: str, input_size: int | None, **kwargs: Any) -> nn.Module:
     return timm.create_model(name, pretrained=False, **kwargs)
 
 
+def classifier_names(spec: ModelSpec) -> tuple[str, ...]:
+    """Module names of a model's classifier, from its (pretrained) config: ``('head',)`` for the unified
+    models, e.g. ``('fc',)`` or ``('head.fc',)`` for timm ones; () when timm has no config for it."""
+    if spec.is_unified:
+        return ("head",)
+    cfg = timm.models.get_pretrained_cfg(spec.name)
+    classifier = getattr(cfg, "classifier", None) if cfg is not None else None
+    if isinstance(classifier, str):
+        return (classifier,)
+    return tuple(c for c in classifier or () if isinstance(c, str))
+
+
 def create_model(
     name: str,
     checkpoint: str | Path | None = None,
@@ -215,8 +227,20 @@ def create_model(
     with ``timm.layers.resample_abs_pos_embed``) before loading. Unified models are always built
     at 224 (the released layout) and adapt in the forward to any multiple of 32. Either way the
     size is checked (`check_input_size`): UsageError naming the sizes the model takes.
+
+    Without ``num_classes`` in ``kwargs``, a checkpoint's own class count is used (its
+    ``'num_classes'`` entry, else the rows of its classifier weight; see
+    `stm_probe.checkpoint.checkpoint_num_classes`), so a head trained for 8 classes loads as is;
+    a given ``num_classes`` always wins.
     """
     spec = resolve_name(name)
+    contents = None
+    if checkpoint is not None:
+        contents = read_checkpoint(checkpoint)
+        if "num_classes" not in kwargs:
+            classes = checkpoint_num_classes(contents, checkpoint, checkpoint_key, classifier_names(spec))
+            if classes is not None:
+                kwargs["num_classes"] = classes
     if spec.is_unified:
         model = build_unified(spec.name, **kwargs)
     else:
@@ -227,7 +251,7 @@ def create_model(
         check_input_size(model, input_size)
     if checkpoint is not None:
         model.stm_probe_weights = load_checkpoint(model, checkpoint, key=checkpoint_key, strict=strict,
-                                                  min_loaded=min_loaded, guess=guess_model)
+                                                  min_loaded=min_loaded, guess=guess_model, contents=contents)
     return model
 
 
