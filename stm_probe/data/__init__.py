@@ -13,6 +13,9 @@
   relative to the list file (to the working directory when the list is a pipe, as with
   ``--data <(ls imgs/*.png)``); blank lines and lines starting with ``#`` are ignored;
 * a single image file;
+* ``synthetic[:<split>][?classes=K&size=S&seed=N&n=N]``: the procedural shapes-and-textures set
+  of :mod:`stm_probe.data.synthetic`, rendered on the fly (labels = its classes; a folder
+  literally named ``synthetic`` is read as ``./synthetic``);
 * nothing (``None``): the embedded sample set in the repository's ``data/images/`` folder (16
   public-domain / CC0 photographs, unlabelled; see ``data/README.md``), or whatever
   ``$STM_PROBE_DATA`` points to.
@@ -48,7 +51,7 @@ import stat
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator, Literal, NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Literal, NamedTuple, Sequence, Union
 
 import numpy as np
 import torch
@@ -56,6 +59,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .synthetic import SyntheticSpec
 
 __all__ = [
     "ALPHA_BACKGROUND",
@@ -94,7 +100,7 @@ _SYNSET_RE = re.compile(r"^n\d{8}$")
 _INTEGER_RE = re.compile(r"^\d+$")
 
 PathLike = Union[str, os.PathLike]
-SourceKind = Literal["imagefolder", "folder", "list", "file"]
+SourceKind = Literal["imagefolder", "folder", "list", "file", "synthetic"]
 TransformMode = Literal["center", "warp"]
 
 
@@ -114,7 +120,9 @@ class ImageSource:
     """An ordered list of image paths with integer labels (``-1`` = unknown).
 
     ``paths`` are absolute path strings; ``labels[i]`` belongs to ``paths[i]``. Folders are
-    listed in sorted path order; a list file keeps its own line order.
+    listed in sorted path order; a list file keeps its own line order. A synthetic source
+    (``kind="synthetic"``) holds pseudo paths ``<location>/<class>/<index>.png`` and the
+    ``synthetic`` split that renders them.
     """
 
     paths: tuple[str, ...]
@@ -122,10 +130,11 @@ class ImageSource:
     kind: SourceKind
     location: Path
     class_names: tuple[str, ...] = ()
-    # "imagenet-1k", "folder-integer", "folder-index", "list" or None (unlabelled)
+    # "imagenet-1k", "folder-integer", "folder-index", "list", "synthetic" or None (unlabelled)
     label_space: str | None = None
     is_default: bool = False
     notes: tuple[str, ...] = field(default=())
+    synthetic: SyntheticSpec | None = None
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
@@ -142,7 +151,7 @@ class ImageSource:
     @property
     def root(self) -> Path:
         """The folder relative paths refer to: the folder itself, or the list file's folder."""
-        return self.location if self.kind in ("imagefolder", "folder") else self.location.parent
+        return self.location if self.kind in ("imagefolder", "folder", "synthetic") else self.location.parent
 
     def take(self, num_images: int | None, spread_classes: bool = False) -> "ImageSource":
         """The first ``num_images`` images (all if ``None`` or larger than the source).
@@ -189,7 +198,7 @@ class ImageSource:
         ids_path = Path(ids_file).expanduser()
         flag = f"--image-list {_printable(ids_file)}"
         ids = _read_id_list(ids_path, flag)
-        root = os.path.abspath(self.root)
+        root = str(self.location) if self.kind == "synthetic" else os.path.abspath(self.root)
         prefix = root.rstrip(os.sep) + os.sep
         by_rel: dict[str, int] = {}
         by_name: dict[str, list[int]] = {}
@@ -240,7 +249,8 @@ class ImageSource:
             return
         i = bad[0]
         more = f", and {len(bad) - 1} more" if len(bad) > 1 else ""
-        fix = {"list": "list file", "imagefolder": "class folders"}.get(self.kind, "--data")
+        fix = {"list": "list file", "imagefolder": "class folders",
+               "synthetic": "classes= option of --data"}.get(self.kind, "--data")
         raise UsageError(
             f"label {self.labels[i]} in {_printable(self.location)} (image {_printable(self.paths[i])}{more}) "
             f"is out of range for {model} ({num_classes} classes, labels 0..{num_classes - 1}): fix the {fix}"
@@ -253,11 +263,12 @@ class ImageSource:
             "folder": "image folder",
             "list": "image list",
             "file": "image file",
+            "synthetic": "synthetic images",
         }[self.kind]
         if self.is_default:
             what = "embedded sample images"
         extra = []
-        if self.kind == "imagefolder":
+        if self.kind in ("imagefolder", "synthetic"):
             extra.append(f"{len(self.class_names)} classes")
         extra.append(
             {
@@ -265,6 +276,7 @@ class ImageSource:
                 "folder-integer": "labels = integer class-folder names",
                 "folder-index": "labels = sorted class-folder index",
                 "list": "labels from the list",
+                "synthetic": "labels = synthetic classes",
                 None: "unlabelled",
             }.get(self.label_space, str(self.label_space))
         )
@@ -454,10 +466,16 @@ def resolve_source(path: PathLike | None = None) -> ImageSource:
     """Build an :class:`ImageSource` from a ``--data`` argument (see the module docstring).
 
     ``None`` means the default set: ``$STM_PROBE_DATA`` if set, else the embedded ``data/``.
+    A string ``synthetic[:<split>][?options]`` gives the synthetic set
+    (:func:`stm_probe.data.synthetic.synthetic_source`).
     Raises :class:`~stm_probe.errors.UsageError` for a missing path, an unreadable list or an
     empty source. Image files are not opened here; unreadable images are skipped by the loader.
     An ``--image-list`` is applied afterwards with :meth:`ImageSource.restrict`.
     """
+    from . import synthetic
+
+    if synthetic.is_synthetic(path):
+        return synthetic.synthetic_source(str(path))
     is_default = path is None
     if path is None:
         env = os.environ.get(DATA_ENV_VAR)
@@ -746,20 +764,27 @@ def _decode(path: str, transform: Callable[[Image.Image], torch.Tensor]) -> torc
 
 
 class ImageDataset(Dataset):
-    """Decodes ``source.paths[i]`` lazily; returns ``(image, label, i, path)`` or a failure sentinel."""
+    """Decodes ``source.paths[i]`` lazily (renders it, for a synthetic source); returns
+    ``(image, label, i, path)`` or a failure sentinel."""
 
     def __init__(self, source: ImageSource, transform: Callable[[Image.Image], torch.Tensor]):
         self.paths = list(source.paths)
         self.labels = list(source.labels)
         self.transform = transform
+        self.synthetic = source.synthetic
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def _read(self, path: str) -> torch.Tensor:
+        if self.synthetic is not None:
+            return self.transform(self.synthetic.image(self.synthetic.index_of(path)))
+        return _decode(path, self.transform)
+
     def __getitem__(self, i: int):
         path = self.paths[i]
         try:
-            x = _decode(path, self.transform)
+            x = self._read(path)
         except Exception as e:  # noqa: BLE001 - any unreadable file is skipped, never fatal
             return _Failed(i, path, _skip_reason(e))
         return x, self.labels[i], i, path
