@@ -130,6 +130,16 @@ def test_specs_parse_and_refuse_bad_input(tmp_path):
         resolve_source(str(folder))
 
 
+def test_texture_table_frequencies_are_distinct():
+    freqs = [t.frequency for t in S.TEXTURES]
+    assert len(set(freqs)) == 16 and len({t.name for t in S.TEXTURES}) == 16
+    assert np.allclose(sorted(freqs), [0.075 * 4 ** (i / 15) for i in range(16)], atol=6e-5)
+    assert max(freqs) < 0.5  # below Nyquist at every size
+    for k in range(8):  # the same pattern twice: frequencies at least 1.5x apart
+        low, high = sorted([S.TEXTURES[k].frequency, S.TEXTURES[k + 8].frequency])
+        assert S.TEXTURES[k].pattern == S.TEXTURES[k + 8].pattern and high / low > 1.5
+
+
 def test_source_is_balanced_and_labelled():
     for classes in (2, 8, 16):
         for split in S.SPLITS:
