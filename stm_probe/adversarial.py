@@ -243,8 +243,9 @@ def make_specs(names: Sequence[str], norm: str, eps_items: Sequence[str], alpha:
                any(s.target_classes is not None for s in specs)))
     unused = [opt for opt, given, used in checks if given and not used]
     if unused:
+        takers = {"--target-classes": "autoattack, apgdt or fab", "--restarts": "pgd or apgd"}.get(unused[0], "pgd")
         raise UsageError(f"{unused[0]} does not apply to --attack {','.join(names)}: drop it or add an attack that "
-                         "takes it (e.g. pgd)")
+                         f"takes it ({takers})")
     return specs
 
 

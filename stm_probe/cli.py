@@ -44,14 +44,24 @@ class Parser(argparse.ArgumentParser):
         unknown = re.search(r"unrecognized arguments: (.*)", message)
         if unknown:
             word = unknown.group(1).split()[0]
-            flags = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
-            for sub in self._subparser_actions():
-                flags += [s for p in sub.choices.values() for a in p._actions for s in a.option_strings]
-            return f"unknown option {word}{did_you_mean(word.split('=')[0], flags)}"
+            flag = word.split("=")[0]
+            commands = {n: p for a in self._subparser_actions() for n, p in a.choices.items()}
+            command = getattr(self, "command", None)
+            if command not in commands:
+                flags = [s for a in self._actions for s in a.option_strings if s.startswith("--")]
+                return f"unknown option {word}{did_you_mean(flag, flags)}"
+            owners = [n for n, p in commands.items() if n != command and flag in _flags(p)]
+            if owners:
+                return f"{command} has no option {flag} (it is an option of {', '.join(owners)})"
+            return f"{command}: unknown option {word}{did_you_mean(flag, _flags(commands[command]))}"
         return message
 
     def _subparser_actions(self) -> list[Any]:
         return [a for a in self._actions if isinstance(a, argparse._SubParsersAction)]
+
+
+def _flags(parser: argparse.ArgumentParser) -> list[str]:
+    return [s for a in parser._actions for s in a.option_strings if s.startswith("--")]
 
 
 def _add_field(group: Any, f: dataclasses.Field) -> None:
@@ -156,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         parser = build_parser()
+        parser.command = next((a for a in argv if not a.startswith("-")), None)
         args = parser.parse_args(argv)
         if not getattr(args, "handler", None):
             parser.print_help()

@@ -64,10 +64,12 @@ def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def coerce(cls: type, values: dict[str, Any], where: str = "") -> Any:
-    """Build settings ``cls`` from keyword ``values`` (API or parsed CLI), checking names and choices.
+    """Build settings ``cls`` from keyword ``values`` (API or parsed CLI), checking names, types and choices.
 
-    Unknown names get a did-you-mean; strings are parsed with the field's parser, lists become
-    tuples; then ``cls.__post_init__`` validates ranges.
+    Unknown names get a did-you-mean. A value goes through the field's parser whatever its Python
+    type (``eps=[1, 8]``, ``stages=2`` and ``num_images="4"`` all work; ``num_images=2.7`` is a
+    one-line error); repeatable fields take one string or a sequence; then ``cls.__post_init__``
+    validates ranges.
     """
     known = {f.name: f for f in fields(cls)}
     kwargs = {}
@@ -75,14 +77,10 @@ def coerce(cls: type, values: dict[str, Any], where: str = "") -> Any:
         if name not in known:
             raise UsageError(f"{where}unknown setting {name!r}{did_you_mean(name, list(known))}")
         f = known[name]
-        parse = f.metadata.get("parse")
-        if isinstance(value, str) and parse is not None:
-            try:
-                value = parse(value)
-            except (ValueError, TypeError) as exc:
-                raise UsageError(f"{flag_name(f)} {value!r}: {exc}") from None
-        if isinstance(value, list):
-            value = tuple(value)
+        try:
+            value = _from_python(f, value)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"{flag_name(f)} {value!r}: {exc}") from None
         choices = f.metadata.get("choices")
         if choices and value is not None:
             check_choice(flag_name(f), value, choices)
@@ -90,16 +88,50 @@ def coerce(cls: type, values: dict[str, Any], where: str = "") -> Any:
     return cls(**kwargs)
 
 
+def _from_python(f: dataclasses.Field, value: Any) -> Any:
+    """One field's value from text or Python objects (see `coerce`)."""
+    if value is None:
+        return None
+    kind = str(f.type)
+    if kind.startswith("bool"):
+        if not isinstance(value, bool):
+            raise TypeError("give True or False")
+        return value
+    if f.metadata.get("repeatable"):
+        items = [value] if isinstance(value, (str, Path)) else list(value)
+        return tuple(str(item) for item in items)
+    if isinstance(value, bool):
+        raise TypeError("is a number or text setting, not True/False")
+    parse = f.metadata.get("parse")
+    if isinstance(value, (list, tuple)):
+        if parse is None and not kind.startswith("tuple"):
+            raise TypeError("give one value, not a list")
+        text = ",".join(str(item) for item in value)
+    else:
+        text = str(value)
+    if parse is not None:
+        return parse(text)
+    return tuple(name_list(text)) if kind.startswith("tuple") else text
+
+
 # --- parsers (text -> value) ----------------------------------------------------------------------
+def whole_number(text: str) -> int:
+    """'12' -> 12; anything else (2.7, 'x') -> ValueError naming it."""
+    try:
+        return int(str(text).strip())
+    except ValueError:
+        raise ValueError(f"give a whole number, not {text!r}") from None
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    value = whole_number(text)
     if value <= 0:
         raise ValueError(f"must be a positive integer, got {text}")
     return value
 
 
 def non_negative_int(text: str) -> int:
-    value = int(text)
+    value = whole_number(text)
     if value < 0:
         raise ValueError(f"must be 0 or a positive integer, got {text}")
     return value
@@ -125,7 +157,7 @@ def int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(item) for item in str(text).split(",") if item.strip())
     except ValueError:
-        raise ValueError(f"'{text}' is not a comma-separated list of integers") from None
+        raise ValueError(f"'{text}' is not a comma-separated list of whole numbers") from None
     if not values:
         raise ValueError("give at least one integer")
     return values
@@ -169,7 +201,7 @@ class RunOptions:
     device: str = option("auto", "auto | cpu | cuda | cuda:i (default auto: cuda if available)")
     out: str | None = option(None, "output folder (default runs/<probe>-<timestamp>)", metavar="DIR")
     resume: bool = option(False, "continue the interrupted run in --out: completed units are kept, the rest computed")
-    seed: int = option(0, "random seed of every draw (default 0)", parse=int)
+    seed: int = option(0, "random seed of every draw (default 0)", parse=whole_number)
     bootstrap: int = option(1000, "bootstrap replicates for the 95%% CIs of means over images (default 1000; 0 = "
                             "none)", parse=non_negative_int, metavar="N")
     repeats: int = option(1, "re-draw every random choice (directions, shifts, attack starts) R times and report "

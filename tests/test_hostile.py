@@ -530,10 +530,62 @@ def _damaged_copy(source: Path, target: Path, damage) -> Path:
      "no rows"),
 ])
 def test_plot_refuses_damaged_run_folders(damage, expected, _finished_erf_run, tmp_path, capsys):
+    # with its manifest, any change to a data file is caught by its sha256
     folder = _damaged_copy(_finished_erf_run, tmp_path / "run", damage)
     assert _main(["plot", "erf", str(folder)]) == 2
     err = _one_line_error(capsys)
+    assert ("changed after its run wrote it" in err or "not found" in err) and str(folder) in err
+    # without one (a folder put together by hand), the files themselves are checked
+    (folder / "manifest.json").unlink()
+    (folder / "run.json").unlink()
+    assert _main(["plot", "erf", str(folder)]) == 2
+    err = _one_line_error(capsys)
     assert expected in err and str(folder) in err
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda f: f.loc[0, "value"] if f.__setitem__("value", f["value"].where(f.index != 0, float("nan"))) else None,
+     "empty value"),
+    (lambda f: f.__setitem__("value", f["value"].where(~f["metric"].eq("area_ratio"), 5.0)), "out of its metric's range"),
+    (lambda f: f.__setitem__("ci_low", f["ci_low"].where(~f["metric"].eq("area_ratio"), 0.999)), "does not hold"),
+    (lambda f: f.__setitem__("model", f["model"].where(f.index != 3, "")), "empty model name"),
+    (lambda f: f.__setitem__("stage", f["stage"].astype(str).where(f.index != 2, "x")), "not a number"),
+])
+def test_plot_checks_values_of_hand_made_folders(damage, expected, _finished_erf_run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(_finished_erf_run, folder)
+    (folder / "manifest.json").unlink()
+    (folder / "run.json").unlink()
+    frame = _pd.read_csv(folder / "erf.csv")
+    damage(frame)
+    frame.to_csv(folder / "erf.csv", index=False)
+    assert _main(["plot", "erf", str(folder)]) == 2
+    assert expected in _one_line_error(capsys)
+
+
+def test_plot_refuses_an_unfinished_run(_finished_erf_run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(_finished_erf_run, folder)
+    (folder / "manifest.json").unlink()  # run.json stays: the run never finished
+    assert _main(["plot", "erf", str(folder)]) == 2
+    assert "unfinished" in _one_line_error(capsys)
+
+
+def test_plot_refuses_a_map_of_the_wrong_shape(_finished_erf_run, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(_finished_erf_run, folder)
+    (folder / "manifest.json").unlink()
+    (folder / "run.json").unlink()
+    for array in (np.zeros((2, 3, 4)), np.zeros(0), np.ones((4, 4), dtype=complex)):
+        np.save(folder / "erf" / "unified_convnext_micro_stage1_norm.npy", array)
+        assert _main(["plot", "erf", str(folder)]) == 2
+        assert "damaged" in _one_line_error(capsys)
 
 
 def test_plot_of_a_complete_run_still_works(_finished_erf_run, tmp_path):
@@ -541,3 +593,81 @@ def test_plot_of_a_complete_run_still_works(_finished_erf_run, tmp_path):
     assert _main(["plot", "erf", str(folder)]) == 0
     assert _json.loads((folder / "run.json").read_text())["status"] == "complete"
     assert len(_pd.read_csv(folder / "erf.csv"))
+
+
+# --- options and run folders found by a review as a new user ---
+def test_resume_with_other_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    base = ["invariance", "--model", _MICRO, "--input-size", "32", "--num-images", "2", "--quiet", "--out", str(out)]
+    assert _main([*base, "--kind", "translation", "--levels", "0,8"]) == 0
+    before = (out / "invariance.csv").read_text()
+    assert _main([*base, "--kind", "scale", "--levels", "0.5", "--resume"]) == 2
+    assert "made with other settings" in _one_line_error(capsys)
+    assert _main([*base, "--kind", "translation", "--levels", "0,8", "--num-images", "3", "--resume"]) == 2
+    assert "other images" in _one_line_error(capsys)
+    assert (out / "invariance.csv").read_text() == before
+    assert _main([*base, "--kind", "translation", "--levels", "0,8", "--batch-size", "1", "--resume"]) == 0
+
+
+def test_out_inside_the_embedded_images_is_refused(capsys):
+    from stm_probe.data import default_data_dir
+
+    out = default_data_dir() / "out"
+    assert _main(["erf", "--model", _MICRO, "--input-size", "32", "--out", str(out)]) == 2
+    assert "inside (or contains) the image data" in _one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_a_refused_run_leaves_no_runs_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert _main(["erf", "--model", _MICRO, "--input-size", "32", "--stages", "5", "--num-images", "1"]) == 2
+    assert "has stages 1..4" in _one_line_error(capsys)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("options, expected", [
+    (dict(num_images=2.7), "--num-images 2.7: give a whole number"),
+    (dict(seed=1.5), "--seed 1.5: give a whole number"),
+    (dict(quiet="yes"), "--quiet 'yes': give True or False"),
+    (dict(kind="translaton"), "did you mean translation"),
+    (dict(levles=(1,)), "unknown option 'levles' (did you mean levels?)"),
+])
+def test_api_values_of_the_wrong_type_are_one_line(options, expected):
+    from stm_probe.errors import UsageError
+
+    with pytest.raises(UsageError, match=re.escape(expected)):
+        _stm_probe.run("invariance", models=_MICRO, input_size=32, **options)
+
+
+def test_api_takes_python_values_for_list_options(tmp_path):
+    frame = _stm_probe.run("adversarial", models=_MICRO, input_size=32, num_images=1, quiet=True, attack="fgsm",
+                           eps=[1, 8], bootstrap=10)
+    assert sorted(set(frame["eps"])) == [1.0, 8.0]
+    frame = _stm_probe.run("erf", models=_MICRO, input_size=32, num_images=1, quiet=True, stages=2, thresholds=0.5)
+    assert set(frame["stage"]) == {2}
+    from stm_probe.errors import UsageError
+
+    with pytest.raises(UsageError, match="does not exist"):  # one path, not one per character
+        _stm_probe.run("erf", models=_MICRO, checkpoint="/nonexistent.pth", input_size=32)
+
+
+def test_an_option_of_another_command_names_its_owner(capsys):
+    assert _main(["erf", "--model", _MICRO, "--kind", "scale"]) == 2
+    assert "erf has no option --kind (it is an option of invariance)" in _one_line_error(capsys)
+
+
+def test_level_ranges(tmp_path, capsys):
+    base = ["invariance", "--model", _MICRO, "--input-size", "32", "--num-images", "1", "--quiet"]
+    assert _main([*base, "--kind", "scale", "--levels", "50", "--out", str(tmp_path / "a")]) == 2
+    assert "crop ratios in [0.05, 32)" in _one_line_error(capsys)
+    assert _main([*base, "--kind", "translation", "--levels", "8", "--relative-levels", "--out", str(tmp_path / "b")]) == 2
+    assert "--levels 8 with --relative-levels" in _one_line_error(capsys)
+    frame = _stm_probe.run("invariance", models=_MICRO, input_size=32, num_images=1, quiet=True, kind="translation")
+    assert frame["level"].max() < 32  # default jitters that leave the image entirely are not used
+
+
+def test_timm_model_with_shared_modules_keeps_its_weights():
+    from stm_probe.models import create_model
+
+    model = create_model("coat_lite_tiny", input_size=224)  # its size probe runs on the meta device
+    assert not any(p.is_meta for p in model.parameters())

@@ -61,6 +61,8 @@ def _probe(model: nn.Module, input_size: int, meta: bool) -> Exception | None:
     device = next(iter(params.values())).device if params else torch.device("cpu")
     channels = _in_chans(model)
     was_training = model.training
+    # functional_call can leave meta tensors behind in modules used twice (e.g. timm's CoaT): keep the originals
+    originals = [(m, dict(m._parameters), dict(m._buffers)) for m in model.modules()]
     model.eval()
     try:
         with torch.no_grad():
@@ -74,6 +76,9 @@ def _probe(model: nn.Module, input_size: int, meta: bool) -> Exception | None:
     except Exception as exc:  # any failure of the forward means: not at this size (or not on meta)
         return exc
     finally:
+        for module, module_params, module_buffers in originals:
+            module._parameters.update(module_params)
+            module._buffers.update(module_buffers)
         model.train(was_training)
 
 

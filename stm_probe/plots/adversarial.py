@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, read_results, save_figure, use_headless_backend
+from ..report import lines_with_ci, model_palette, read_results, save_figure, use_headless_backend, verify_file
 
 
 def examples_path(out_dir: Path, model: str) -> Path:
@@ -63,6 +63,7 @@ def plot_examples(npz: Path, stem: Path) -> list[Path]:
     """K rows of clean / amplified perturbation / adversarial image with top-1 predictions."""
     import matplotlib.pyplot as plt
 
+    verify_file(npz)
     try:
         with np.load(npz, allow_pickle=False) as data:
             d = {k: data[k] for k in data.files}
@@ -96,7 +97,7 @@ def plot_adversarial(out_dir: str | Path, probe: str = "adversarial") -> list[Pa
     use_headless_backend()
     out_dir = Path(out_dir)
     frame = read_results(out_dir / "adversarial.csv", ("model", "attack", "norm", "eps", "steps", "metric", "value",
-                                                       "ci_low", "ci_high"))
+                                                       "ci_low", "ci_high"), numeric=("eps", "steps"))
     written = plot_curves(out_dir, frame)
     for npz in sorted((out_dir / "adversarial_examples").glob("*.npz")):
         written += plot_examples(npz, out_dir / f"adversarial_examples_{npz.stem}")

@@ -59,7 +59,7 @@ def plot_bias(out_dir: str | Path, probe: str = "bias") -> list[Path]:
     use_headless_backend()
     out_dir = Path(out_dir)
     frame = read_results(out_dir / "bias.csv", ("model", "probe", "variant", "level", "level2", "metric", "value",
-                                                "ci_low", "ci_high"))
+                                                "ci_low", "ci_high"), numeric=("level", "level2"))
     written: list[Path] = []
     for method, rows in frame.groupby("probe", sort=False):
         if method in FIGURES:

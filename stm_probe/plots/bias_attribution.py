@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import save_figure
+from ..report import save_figure, verify_file
 
 EXAMPLE_FIELDS = ("image", "map", "label", "prediction", "index")
 #: each map is shown on [0, its DISPLAY_PERCENTILE-th percentile], so a few hot pixels do not hide the rest
@@ -25,6 +25,7 @@ def load_examples(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise UsageError(f"{path} not found: the run folder is incomplete; rerun the probe (or --resume it)")
     try:
+        verify_file(path)
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except (ValueError, OSError, EOFError) as exc:

@@ -38,7 +38,7 @@ def _ratio_title(rows: pd.DataFrame, stage: int) -> str:
 def _draw_row(axes, out_dir: Path, label: str, rows: pd.DataFrame, stages: list[int]):
     image = None
     for ax, stage in zip(axes, stages):
-        norm = load_array(map_path(out_dir, label, stage - 1, normalised=True))
+        norm = load_array(map_path(out_dir, label, stage - 1, normalised=True), ndim=2)
         image = ax.imshow(norm, cmap="RdYlGn", vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(_ratio_title(rows, stage), fontsize=8)
         ax.set_xticks([])
@@ -57,7 +57,7 @@ def plot_erf(out_dir: str | Path, probe: str = "erf") -> list[Path]:
 
     out_dir = Path(out_dir)
     frame = read_results(out_dir / "erf.csv", ("model", "weights", "init_copy", "stage", "threshold", "metric",
-                                               "value"))
+                                               "value"), numeric=("stage", "threshold"))
     frame = frame[frame["metric"] == "area_ratio"]
     if not len(frame):
         raise UsageError(f"{out_dir / 'erf.csv'} holds no area_ratio rows (no rows to draw): the file is damaged; "

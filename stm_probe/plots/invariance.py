@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UsageError
 from ..probes.invariance import KINDS
 from ..report import lines_with_ci, model_palette, read_results, save_figure, use_headless_backend
 
@@ -49,7 +50,11 @@ def plot_invariance(out_dir: str | Path, probe: str = "invariance") -> list[Path
 
     out_dir = Path(out_dir)
     frame = read_results(out_dir / "invariance.csv", ("model", "kind", "level", "metric", "value", "ci_low",
-                                                     "ci_high"))
+                                                     "ci_high"), numeric=("level",))
+    unknown = sorted(set(frame["kind"]) - set(KINDS))
+    if unknown:
+        raise UsageError(f"{out_dir / 'invariance.csv'} names an unknown kind {unknown[0]!r}: the file is damaged; "
+                         "rerun the probe")
     models = list(dict.fromkeys(frame["model"]))
     palette = model_palette(models)
     written: list[Path] = []

@@ -317,7 +317,8 @@ def run_probe(probe: Probe, session: Any) -> Any:
 
     probe.check()
     opts = session.options
-    store = RunFolder(session.out_dir, probe.name, opts.resume) if session.out_dir is not None else None
+    store = RunFolder(session.out_dir, probe.name, opts.resume, auto_named=opts.out is None) \
+        if session.out_dir is not None else None
     started = time.perf_counter()
     session.record.update(probe={"name": probe.name, "settings": settings_dict(probe.config),
                                  "class": f"{type(probe).__module__}.{type(probe).__name__}"},
@@ -325,7 +326,8 @@ def run_probe(probe: Probe, session: Any) -> Any:
                                   "(stm_probe.runtime.seeds); random-init weights: torch seeded with seed before each model")
     try:
         if store is not None:
-            store.open({"settings": settings_dict(probe.config), "models": session.models})
+            store.open(_run_identity(probe, session))
+            session.out_dir = session.record.out_dir = store.path
         loader = make_loader(session.source, batch_size=probe.loader_batch_size(), transform=probe.transform(),
                              num_workers=opts.workers, pin_memory=session.device.type == "cuda")
         session.record.update(data={"source": session.source.describe(), "kind": session.source.kind,
@@ -385,6 +387,14 @@ def _guard_memory(work: Any, session: Any) -> Any:
                          "--resume") from None
 
 
+def _run_identity(probe: Probe, session: Any) -> dict[str, Any]:
+    """What defines a run's numbers; ``--resume`` must match it (batch size, device, workers may differ)."""
+    opts = session.options
+    return {"settings": settings_dict(probe.config), "models": session.models, "checkpoints": session.checkpoints,
+            "checkpoint_key": opts.checkpoint_key, "non_strict": opts.non_strict, "images": _images_hash(session.source),
+            "input_size": opts.input_size, "seed": opts.seed, "repeats": opts.repeats, "bootstrap": opts.bootstrap}
+
+
 def _checkpoint_sha(session: Any, name: str) -> str:
     path = session.checkpoints.get(name)
     if path is None:
@@ -396,7 +406,9 @@ def _checkpoint_sha(session: Any, name: str) -> str:
 
 def _write_outputs(probe: Probe, session: Any, store: Any, frame: Any, results: list[UnitResult], resumed: int,
                    seconds: float) -> None:
-    from ..report import write_frame
+    """Data files, then the manifest with their sha256 (the figures check them), then the figures
+    and the manifest again, last; then the run is marked complete."""
+    from ..report import file_checksums, write_frame
 
     out = store.path
     record = session.record
@@ -406,13 +418,15 @@ def _write_outputs(probe: Probe, session: Any, store: Any, frame: Any, results: 
         write_frame(out / "per_image.csv", per_image)
     outputs = [out / f"{probe.name}.csv"] + ([out / "per_image.csv"] if len(per_image) else [])
     outputs += probe.artefacts(out, results)
-    if probe.plot:
-        outputs += plot_run(probe.plot, out, probe.name)
     skipped = results[0].skipped_files if results else []
     notes = session.notes + _random_init_note(frame)
     record.update(num_images=int(len(np.unique(np.concatenate([r.indices for r in results])))) if results else 0,
                   num_skipped_files=len(skipped), skipped_files=skipped, units_resumed=resumed,
-                  units_computed=len(results) - resumed, notes=notes, compute_seconds=round(seconds, 3))
+                  units_computed=len(results) - resumed, notes=notes, compute_seconds=round(seconds, 3),
+                  checksums=file_checksums(out, outputs))
+    record.write()
+    if probe.plot:
+        outputs += plot_run(probe.plot, out, probe.name)
     for path in outputs:
         record.add_output(path)
     record.write()

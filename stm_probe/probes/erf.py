@@ -160,13 +160,16 @@ class ErfProbe(Probe):
         return out
 
     def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
-        """Each image's own area ratio (its map log-normalised alone) at every threshold."""
-        from ..erf import area_ratios, log_normalize
+        """Each image's own area ratios (its map normalised alone: log and peak) at every threshold."""
+        from ..erf import NORMALISATIONS, area_ratios
 
         out = {}
+        thresholds = self.config.thresholds
         for (init, stage, _), maps in values.items():
-            for t, ratios in zip(self.config.thresholds, area_ratios(log_normalize(maps), self.config.thresholds)):
-                out[(init, stage, t, "area_ratio")] = np.where(np.isfinite(maps).all(axis=(1, 2)), ratios, np.nan)
+            finite = np.isfinite(maps).all(axis=(1, 2))
+            for normalise, metric in (("log", "area_ratio"), ("peak", "area_ratio_raw")):
+                for t, ratios in zip(thresholds, area_ratios(NORMALISATIONS[normalise](maps), thresholds)):
+                    out[(init, stage, t, metric)] = np.where(finite, ratios, np.nan)
         return out
 
     def constants(self) -> dict[str, Any]:

@@ -69,14 +69,22 @@ class InvarianceProbe(Probe):
         size = self.session.options.input_size
         for kind in self.config.kind:
             given = self.config.levels
-            if given is None:
-                self.levels[kind] = tuple(default_levels(kind, size))
+            if given is None:  # the paper's grids, without pixel levels that move everything off the image
+                levels = tuple(default_levels(kind, size))
+                self.levels[kind] = tuple(v for v in levels if kind not in PIXEL_KINDS or v < size)
                 continue
             if self.config.relative_levels and kind in PIXEL_KINDS:
+                bad = [v for v in given if not 0 <= v < 1]
+                if bad:
+                    raise UsageError(f"--levels {bad[0]:g} with --relative-levels: give fractions of the input side "
+                                     "in [0, 1), e.g. 0.125")
                 given = tuple(float(round(v * size)) for v in given)
             for value in given:
                 _check_level(kind, value, size)
             self.levels[kind] = tuple(given)
+            if kind == "scale" and any(not 0.2 <= v <= 1.95 for v in given):
+                self.session.notes.append(f"scale levels outside the paper's 0.2..1.95 ({', '.join(f'{v:g}' for v in given if not 0.2 <= v <= 1.95)}): "
+                                          "views that far from the standard one say little about invariance")
 
     def _plan(self, kinds: tuple[str, ...], repeat: int = 0) -> Any:
         from ..invariance import SweepPlan
@@ -152,8 +160,9 @@ def _check_level(kind: str, value: float, input_size: int) -> None:
                          "input with --relative-levels)")
     if kind == "equivariance" and value == 0:
         raise UsageError("--levels 0: equivariance shifts must be positive pixels, e.g. 4,8,16,32")
-    if kind == "scale" and value <= 0:
-        raise UsageError(f"--levels {value:g}: scale levels are crop ratios > 0, e.g. 0.5,0.875,1.5")
+    if kind == "scale" and not 0.05 <= value < input_size:
+        raise UsageError(f"--levels {value:g}: scale levels are crop ratios in [0.05, {input_size}) (the short side "
+                         f"becomes input-size / ratio px), e.g. 0.5,0.875,1.5")
     if kind in PIXEL_KINDS and value >= input_size:
         raise UsageError(f"--levels {value:g}: a {kind} level must be below --input-size {input_size}")
     if kind.endswith("rotation") and not -360 <= value <= 360:

@@ -188,7 +188,7 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     out_dir = None
     if write_files:
         out_dir = Path(options.out) if options.out is not None else default_out_dir(probe_name)
-        check_out_dir(out_dir, None if source.is_default else Path(source.location))
+        check_out_dir(out_dir, Path(source.location))
     record = RunRecord(probe_name, out_dir or Path("."), call=call)
     record.update(device=device_description(device), seed=options.seed, input_size=options.input_size,
                   batch_size=options.batch_size, num_images_requested=options.num_images,

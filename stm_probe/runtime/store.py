@@ -50,17 +50,24 @@ def _pid_alive(pid: int) -> bool:
 class RunFolder:
     """One run's output folder (see module docstring). Use as a context manager around the run."""
 
-    def __init__(self, path: Path, probe: str, resume: bool) -> None:
+    def __init__(self, path: Path, probe: str, resume: bool, auto_named: bool = False) -> None:
         self.path = Path(path)
         self.probe = probe
         self.resume = resume
-        self.created = False  # this run made the folder (removed again if it fails before saving anything)
+        self.auto_named = auto_named  # a default runs/<probe>-<time> name: take the next free one on a clash
+        self.created: Path | None = None  # the outermost folder this run made (removed if it saves nothing)
         self.saved_units = 0
         self._locked = False
 
     # --- opening and closing -------------------------------------------------------------------
     def open(self, describe: dict[str, Any]) -> None:
-        """Check the folder, take the lock, remove a dead run's temp files, write the marker."""
+        """Check the folder, take the lock, remove a dead run's temp files, write the marker.
+
+        ``describe``: what defines the run's numbers (settings, models, images, ...); ``--resume``
+        is refused when it differs from the interrupted run's.
+        """
+        if self.auto_named:
+            self._make_fresh_folder()
         existing = [p.name for p in self.path.iterdir()] if self.path.is_dir() else []
         if self.resume:
             marker = self.path / MARKER_NAME
@@ -71,15 +78,40 @@ class RunFolder:
             if previous.get("probe") != self.probe:
                 raise UsageError(f"--resume: {self.path} holds a '{previous.get('probe')}' run, not '{self.probe}': "
                                  "give the matching command or another --out")
+            changed = [k for k in describe if json.dumps(previous.get(k), sort_keys=True, default=str)
+                       != json.dumps(describe[k], sort_keys=True, default=str)]
+            if changed:
+                raise UsageError(f"--resume: the run in {self.path} was made with other {', '.join(changed)}: rerun "
+                                 "the interrupted command unchanged, or choose a new --out")
         elif [n for n in existing if n != LOCK_NAME]:
             raise UsageError(f"--out {self.path} already holds files (another run?): pass --resume to continue an "
                              "interrupted run there, or choose a new folder")
-        self.created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            self.created = next(p for p in [*reversed(self.path.parents), self.path] if not p.exists())
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                self.created = None
+                raise UsageError(f"--out {self.path}: cannot create the folder ({exc.strerror}); choose a folder you "
+                                 "can write to") from None
         self._lock()
         self._remove_stale_temp_files()
         write_json(self.path / MARKER_NAME, {"probe": self.probe, "status": "incomplete",
                                              "resume": "rerun the same command with --resume", **describe})
+
+    def _make_fresh_folder(self) -> None:
+        """Create an unused default folder atomically (runs started in the same second get -2, -3, ...)."""
+        base, n = self.path, 1
+        outer = next(p for p in [*reversed(self.path.parents), self.path] if not p.exists())
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                self.path.mkdir()
+                self.created = outer if outer != base else self.path
+                return
+            except FileExistsError:
+                n += 1
+                self.path = base.with_name(f"{base.name}-{n}")
 
     def _lock(self) -> None:
         lock = self.path / LOCK_NAME
@@ -119,10 +151,16 @@ class RunFolder:
         if self._locked:
             (self.path / LOCK_NAME).unlink(missing_ok=True)
             self._locked = False
-        if failed_before_saving and self.created and self.saved_units == 0:
-            for item in sorted(self.path.rglob("*"), reverse=True):
+        if failed_before_saving and self.created is not None and self.saved_units == 0:
+            for item in sorted(self.path.rglob("*"), reverse=True):  # only what this run wrote
                 item.rmdir() if item.is_dir() else item.unlink(missing_ok=True)
-            self.path.rmdir()
+            for folder in [self.path, *self.path.parents]:  # then the folders it made, while empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                if folder == self.created:
+                    break
 
     # --- units ---------------------------------------------------------------------------------
     def unit_path(self, key: str) -> Path:
