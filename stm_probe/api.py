@@ -45,8 +45,40 @@ def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write
     config = coerce(cls.Config, {k: v for k, v in values.items() if k in own})
     if options.data is None and cls.default_data(config) is not None:
         options = dataclasses.replace(options, data=cls.default_data(config))
+    light_checks(options)
     from .probes import run_probe  # torch and timm load from here on
     from .runtime.session import open_session
 
     session = open_session(probe_name, options, call, write_files=write_files)
     return run_probe(cls(config, session), session)
+
+
+def light_checks(options: RunOptions) -> None:
+    """The checks that need neither torch nor timm, so the usual mistakes are reported at once
+    (misspelt unified model, input size, missing checkpoint, data or output paths). The full
+    checks follow in `open_session`."""
+    from .models.names import is_glob, match_unified, normalise, unified_suggestions
+
+    unified_only = True
+    for pattern in options.model:
+        if match_unified(pattern):
+            continue
+        unified_only = False
+        if normalise(pattern).startswith("unified_") and not is_glob(pattern):
+            close = [text for _, text in unified_suggestions(pattern)[:3]]
+            hint = f"did you mean {', '.join(close)}?" if close else "run `stm-probe models` for the list"
+            raise UsageError(f"unknown model '{pattern}': {hint}")
+    if unified_only and options.input_size % 32:
+        raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
+                         f"use {max(32, round(options.input_size / 32) * 32)}")
+    for item in options.checkpoint:
+        path = Path(item.split("=", 1)[1]) if "=" in item and not Path(item).exists() else Path(item)
+        if path.is_dir():
+            raise UsageError(f"checkpoint '{path}' is a directory: give the weights file inside it")
+        if not path.is_file():
+            raise UsageError(f"checkpoint '{path}' does not exist: check the path given to --checkpoint")
+    if options.data is not None and ":" not in options.data and not Path(options.data).expanduser().exists():
+        raise UsageError(f"--data {options.data}: no such file or directory; pass an image folder, an ImageFolder "
+                         "tree or a text file list")
+    if options.out is not None and Path(options.out).exists() and not Path(options.out).is_dir():
+        raise UsageError(f"--out {options.out} is an existing file, not a folder: choose a folder path")
