@@ -318,11 +318,30 @@ def test_skipped_files_are_reported_once(tmp_path, caplog):
         _load_all(loader)  # a second pass logs nothing either
     assert caplog.records == []
     summary = loader.skip_summary()
-    assert loader.num_skipped == 3  # entries: the file listed twice counts twice
-    assert summary.startswith("skipped 3 of 4 images") and "\n" not in summary
-    assert summary.count("missing.png") == 1 and "listed 2 times" in summary
-    assert summary.count("other.png") == 1
+    assert loader.num_skipped == 2  # a repeated entry of a list is dropped: each image counts once
+    assert summary.startswith("skipped 2 of 3 images") and "\n" not in summary
+    assert summary.count("missing.png") == 1 and summary.count("other.png") == 1
     assert loader.skip_summary(max_paths=1).endswith(", and 1 more file")
+    assert any("1 repeated entry" in note for note in loader.source.notes)
+
+
+def test_repeated_ids_and_negative_labels(tmp_path):
+    from stm_probe.errors import UsageError
+
+    for name in ("a.png", "b.png"):
+        _png(tmp_path / name)
+    lst = tmp_path / "l.txt"
+    lst.write_text("a.png 3\nb.png -1\n")
+    with pytest.raises(UsageError, match="label -1 on line 2 is negative"):
+        resolve_source(lst)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("b.png\na.png\nb.png\n")
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        _png(folder / name)
+    src = resolve_source(folder).restrict(ids)
+    assert [Path(p).name for p in src.paths] == ["b.png", "a.png"]
 
 
 # list files and --image-list
@@ -333,7 +352,7 @@ def test_list_file_with_bom_crlf_and_nul(tmp_path):
     lst = tmp_path / "windows.txt"
     lst.write_bytes("\ufeffa.png 7\r\n\r\n# note\r\na.png\r\n".encode("utf-8"))
     src = resolve_source(lst)
-    assert src.paths == (str(tmp_path / "a.png"),) * 2 and src.labels == (7, -1)
+    assert src.paths == (str(tmp_path / "a.png"),) and src.labels == (7,)  # the repeat is dropped
     binary = tmp_path / "weights.bin"
     binary.write_bytes(b"a.png\x00\x00\x01")  # valid UTF-8, but binary
     with pytest.raises(UsageError, match="cannot read it as a UTF-8 text list"):
@@ -344,7 +363,7 @@ def test_check_labels_against_the_number_of_classes(tmp_path):
     _png(tmp_path / "a.png")
     _png(tmp_path / "b.png")
     lst = tmp_path / "l.txt"
-    lst.write_text("a.png 999\nb.png -1\n")
+    lst.write_text("a.png 999\nb.png\n")
     resolve_source(lst).check_labels(1000, "resnet")  # fits: nothing raised
     lst.write_text("a.png 3\nb.png 1000\n")
     src = resolve_source(lst)
@@ -355,8 +374,8 @@ def test_check_labels_against_the_number_of_classes(tmp_path):
     assert "out of range for unified_pvt_tiny (1000 classes, labels 0..999): fix the list file" in msg
     src.check_labels(1001, "big")
     lst.write_text("a.png -2\n")
-    with pytest.raises(UsageError, match="label -2 "):
-        resolve_source(lst).check_labels(10, "m")
+    with pytest.raises(UsageError, match="label -2 on line 1 is negative"):
+        resolve_source(lst)
     for name in ["0", "5"]:  # integer class folders are labels too
         _png(tmp_path / "tree" / name / "x.png")
     with pytest.raises(UsageError, match="label 5 .* fix the class folders"):
@@ -373,9 +392,9 @@ def test_restrict_to_an_image_list(tmp_path):
     full = resolve_source(root)
     src = full.restrict(ids)
     assert [Path(p).relative_to(root).as_posix() for p in src.paths] == [
-        "n01443537/v4.JPEG", "n01440764/v1.JPEG", "n01443537/v3.JPEG", "n01443537/v4.JPEG"]
-    assert src.labels == (1, 0, 1, 1)  # tench = 0, goldfish = 1
-    assert "restricted to the 4 images" in src.describe()
+        "n01443537/v4.JPEG", "n01440764/v1.JPEG", "n01443537/v3.JPEG"]  # the repeated id counts once
+    assert src.labels == (1, 0, 1)  # tench = 0, goldfish = 1
+    assert "restricted to the 3 images" in src.describe() and "1 repeated id(s) dropped" in src.describe()
     assert len(full) == 4  # the original source is unchanged
     _, paths = _load_all(make_loader(src, batch_size=3, transform=EvalTransform(32)))
     assert paths == list(src.paths)

@@ -191,7 +191,8 @@ class ImageSource:
         path relative to :attr:`root` with forward slashes, as in RobustBench's ImageNet
         test-set list (``n01440764/ILSVRC2012_val_00000293.JPEG``); a bare file name is
         accepted when exactly one image of the source has it, and an absolute path matches
-        itself. An id listed twice is kept twice. Raises :class:`UsageError` when an id
+        itself. An id listed twice is kept once (the same image twice would count as two
+        independent images). Raises :class:`UsageError` when an id
         matches no image (naming how many and the first) or several. Labels are kept; the
         source records a note, nothing else is stored.
         """
@@ -225,7 +226,8 @@ class ImageSource:
                 raise UsageError(f"{flag}: '{_printable(id_)}' matches {len(found)} images ({shown}); "
                                  f"write its path relative to {_printable(root)}")
             if found:
-                order.append(found[0])
+                if found[0] not in order:
+                    order.append(found[0])
             else:
                 missing.append(id_)
         if missing:
@@ -233,7 +235,10 @@ class ImageSource:
                 f"{flag}: {len(missing)} of {len(ids)} listed images are not in {_printable(self.location)} "
                 f"(first: {_printable(missing[0])}); pass the --data folder the ids are relative to"
             )
-        return self._select(order, f"restricted to the {len(order)} images listed in {_printable(ids_path.name)}")
+        repeated = len(ids) - len(order)
+        note = f"restricted to the {len(order)} images listed in {_printable(ids_path.name)}" + (
+            f" ({repeated} repeated id(s) dropped)" if repeated else "")
+        return self._select(order, note)
 
     def check_labels(self, num_classes: int, model: str) -> None:
         """Raise :class:`UsageError` if a label does not fit a model with ``num_classes`` outputs.
@@ -446,20 +451,31 @@ def _list_source(list_file: Path) -> ImageSource:
     base = list_file.parent if list_file.is_file() else Path.cwd()
     paths: list[str] = []
     labels: list[int] = []
-    for line in lines:
+    seen: set[str] = set()
+    for number, line in enumerate(lines, 1):
         label = -1
         parts = line.rsplit(maxsplit=1)
         if len(parts) == 2 and re.fullmatch(r"-?\d+", parts[1]):
             line, label = parts[0], int(parts[1])
+            if label < 0:
+                raise UsageError(f"--data {_printable(list_file)}: label {label} on line {number} is negative: labels "
+                                 "are class indices 0, 1, ...; leave the label out for an unlabelled image")
         p = Path(line).expanduser()
-        paths.append(os.path.normpath(p if p.is_absolute() else base / p))
+        path = os.path.normpath(p if p.is_absolute() else base / p)
+        if path in seen:  # the same image twice would count as two independent images
+            continue
+        seen.add(path)
+        paths.append(path)
         labels.append(label)
     if not paths:
         raise UsageError(
             f"--data {_printable(list_file)}: the list names no images; write one 'path [label]' per line"
         )
     space = "list" if any(lab >= 0 for lab in labels) else None
-    return ImageSource(tuple(paths), tuple(labels), "list", list_file, label_space=space)
+    dropped = sum(1 for _ in lines) - len(paths)
+    notes = (f"{dropped} repeated entr{'y' if dropped == 1 else 'ies'} of the list dropped (each image counts once)",) \
+        if dropped else ()
+    return ImageSource(tuple(paths), tuple(labels), "list", list_file, label_space=space, notes=notes)
 
 
 def resolve_source(path: PathLike | None = None) -> ImageSource:
