@@ -56,9 +56,11 @@ class TrainConfig:
     model: str | None = option(None, "model to train: a unified name or alias, or any timm architecture (built "
                                "with a new head of the dataset's class count)", metavar="NAME")
     data: str | None = option(None, "training images: an ImageFolder tree (class subfolders = labels), a labelled "
-                              "list file, or synthetic:train", metavar="PATH")
-    val_data: str | None = option(None, "validation images (default for synthetic:<split>: synthetic:val; "
-                                  "otherwise give this or --val-fraction)", metavar="PATH")
+                              "list file, or synthetic[:train][?classes=K&size=S&seed=N&n=N] (bare synthetic is "
+                              "the train split here)", metavar="PATH")
+    val_data: str | None = option(None, "validation images (default for synthetic:train: synthetic:val with the "
+                                  "same classes, size and seed; otherwise give this or --val-fraction)",
+                                  metavar="PATH")
     val_fraction: float | None = option(None, "hold out this seeded fraction of each class of --data for "
                                         "validation instead of --val-data", parse=_fraction, metavar="F")
     num_images: int | None = option(None, "train on the first N images, interleaved by class (default all)",
@@ -136,16 +138,26 @@ def run_training(values: dict[str, Any], call: dict[str, Any] | None = None,
 
 
 # --- data ------------------------------------------------------------------------------------------
+def training_data(data: str) -> str:
+    """``--data`` as training reads it: a bare ``synthetic[?options]`` is the train split
+    (``synthetic:train[?options]``; the analyses read it as val); anything else unchanged."""
+    from ..data.synthetic import PREFIX, is_synthetic
+
+    if is_synthetic(data) and not data.startswith(PREFIX + ":"):
+        return f"{PREFIX}:train{data[len(PREFIX):]}"
+    return data
+
+
 def default_val_data(data: str) -> str | None:
-    """The validation split matching a synthetic training split (``synthetic`` or ``synthetic:train...`` ->
-    ``synthetic:val...``), else None (an ImageFolder needs --val-data or --val-fraction)."""
-    text = str(data).strip()
-    if text == "synthetic":
-        return "synthetic:val"
-    head, _, rest = text.partition(":")
-    if head == "synthetic" and (rest == "train" or rest[:6] in ("train:", "train?", "train,")):
-        return "synthetic:val" + rest[5:]
-    return None
+    """The validation split matching a synthetic training split: ``synthetic:train?classes=K&size=S&seed=N``
+    -> ``synthetic:val`` with the same classes, size and seed (and its own default number of images);
+    None for any other data (an ImageFolder needs --val-data or --val-fraction)."""
+    from ..data.synthetic import is_synthetic, parse_spec
+
+    if not is_synthetic(data):
+        return None
+    spec = parse_spec(training_data(data))
+    return spec.with_split("val").location if spec.split == "train" else None
 
 
 def hold_out(source: Any, fraction: float, seed: int) -> tuple[Any, Any]:
@@ -174,11 +186,12 @@ def hold_out(source: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     return part([i for i in order if i not in held], "train"), part([i for i in order if i in held], "val")
 
 
-def resolve_splits(config: TrainConfig) -> tuple[Any, Any]:
-    """The (train, val) ImageSources of a config, before decoding; one-line errors for unlabelled data."""
+def resolve_splits(config: TrainConfig) -> tuple[Any, Any, list[str]]:
+    """The (train, val) ImageSources of a config, before decoding, and notes for the summary (fewer
+    images than asked); one-line errors for unlabelled data or no validation images."""
     from ..data import resolve_source
 
-    source = resolve_source(config.data)
+    source = resolve_source(training_data(config.data))
     val_data = config.val_data or (None if config.val_fraction else default_val_data(config.data))
     if val_data is not None:
         train_src, val_src = source, resolve_source(val_data)
@@ -200,11 +213,17 @@ def resolve_splits(config: TrainConfig) -> tuple[Any, Any]:
         raise UsageError(f"--val-data {val_data}: its class folders ({', '.join(val_src.class_names[:4])}...) differ "
                          f"from --data's ({', '.join(train_src.class_names[:4])}...), so the labels would not match; "
                          "give validation images with the same class folders")
+    notes = [f"{flag} {where} holds {len(src)} image(s), fewer than {option_flag} {wanted}: using all {len(src)}"
+             + (" (set how many with n= in the synthetic --data)" if src.kind == "synthetic" else "")
+             for flag, src, where, option_flag, wanted in (
+                 ("--data", train_src, config.data, "--num-images", config.num_images),
+                 ("--val-data", val_src, val_data or config.data, "--num-val-images", config.num_val_images))
+             if wanted is not None and wanted > len(src)]
     train_src = train_src.take(config.num_images, spread_classes=True)
     val_src = val_src.take(config.num_val_images, spread_classes=True)
     if len(train_src) < 2:
         raise UsageError(f"--data {config.data}: {len(train_src)} training image; give at least 2")
-    return train_src, val_src
+    return train_src, val_src, notes
 
 
 def class_count(train_src: Any, val_src: Any) -> int:
@@ -543,7 +562,7 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
         raise UsageError(f"--input-size {config.input_size} is not a multiple of 32, which the unified models need: "
                          f"use {max(32, round(config.input_size / 32) * 32)}")
     device = resolve_device(config.device)
-    train_src, val_src = resolve_splits(config)
+    train_src, val_src, notes = resolve_splits(config)
     num_classes = class_count(train_src, val_src)
     val_src.check_labels(num_classes, spec.name)
     check_memory(len(train_src) + len(val_src), config.input_size)
@@ -557,6 +576,7 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
     try:
         folder.open({"settings": numeric_settings(config), "models": [spec.name]})
         result = _run(config, spec.name, num_classes, device, train_src, val_src, folder, saved, on_epoch_end)
+        result["notes"] = notes
         _finish(out, record, config, spec, device, train_src, val_src, result, started)
     except BaseException as exc:
         folder.close(failed_before_saving=isinstance(exc, UsageError))
@@ -641,7 +661,7 @@ def _finish(out: Path, record: Any, config: TrainConfig, spec: Any, device: Any,
         settings=settings_dict(config), num_classes=result["num_classes"], class_names=result["class_names"],
         data={"train": train_src.describe(), "val": val_src.describe(), "num_train_images": result["num_train_images"],
               "num_val_images": result["num_val_images"], "transform": f"eval_transform({config.input_size})"},
-        skipped_files=result["skipped_files"], metrics=result["metrics"], epochs_resumed=result["resumed_from"] or 0,
+        skipped_files=result["skipped_files"], notes=result["notes"], metrics=result["metrics"], epochs_resumed=result["resumed_from"] or 0,
         checkpoint_sha256=file_sha256(out / CHECKPOINT_NAME),
         recipe="AdamW (no decay on biases/norms), linear warm-up then cosine per step, label smoothing, grad-norm "
                "clipping; seeded shuffling from (seed, 'train', epoch)",
@@ -664,6 +684,8 @@ def _print_summary(config: TrainConfig, name: str, result: dict[str, Any], out: 
           f"{result['num_val_images']} validation images, {config.epochs} epoch(s){resumed}")
     print(f"  epoch {int(m['epoch'])}: val acc {m['val_acc']:.1f}%, val loss {m['val_loss']:.4f}, train acc "
           f"{m['train_acc']:.1f}%")
+    for note in result["notes"]:
+        print(f"note: {note}")
     if result["skipped_files"]:
         skipped = result["skipped_files"]
         print(f"stm-probe: skipped {len(skipped)} file(s) that could not be read: {', '.join(skipped[:3])}"
