@@ -5,8 +5,8 @@ of linear warm-up then cosine decay to 0, cross-entropy with label smoothing, gr
 clipping, and mixed precision on CUDA (bfloat16 where the GPU has it, else float16 with loss
 scaling). Images pass the evaluation transform of the analyses (short side to
 ``input_size / 0.875``, centre crop), so a trained model sees what the probes will show it;
-they are decoded once and held in memory (uint8 for 8-bit sources), on the GPU when training
-there. Optional light augmentation (``--augment``): ``flip`` (horizontal flip, p = 0.5) or
+they are decoded (or rendered, for a synthetic split) once and held in memory (uint8 for 8-bit
+sources), on the GPU when training there. Optional light augmentation (``--augment``): ``flip`` (horizontal flip, p = 0.5) or
 ``flip-crop`` (flip, then a random crop of the image padded by input_size / 8 pixels with
 reflection). It is off by default: a flip changes the orientation of oriented textures.
 
@@ -226,7 +226,7 @@ def resolve_splits(config: TrainConfig) -> tuple[Any, Any, list[str]]:
     return train_src, val_src, notes
 
 
-def class_count(train_src: Any, val_src: Any) -> int:
+def class_count(train_src: Any) -> int:
     """Classes of the new head: 1000 for ImageNet synset folders, else max(class folders, largest label + 1)."""
     if train_src.label_space == "imagenet-1k":
         return 1000
@@ -563,7 +563,7 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
                          f"use {max(32, round(config.input_size / 32) * 32)}")
     device = resolve_device(config.device)
     train_src, val_src, notes = resolve_splits(config)
-    num_classes = class_count(train_src, val_src)
+    num_classes = class_count(train_src)
     val_src.check_labels(num_classes, spec.name)
     check_memory(len(train_src) + len(val_src), config.input_size)
     out = Path(config.out) if config.out is not None else default_out_dir("train")
