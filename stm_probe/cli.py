@@ -18,6 +18,7 @@ from . import __version__
 from .errors import UsageError
 from .options import RunOptions, did_you_mean, flag_name
 
+SYNTHETIC_SPLITS = ("train", "val", "shape-only", "texture-only", "cue-conflict")  # stm_probe.data.synthetic.SPLITS
 _SHARED_GROUPS = {"run": ("device", "out", "resume", "seed", "bootstrap", "repeats", "quiet", "debug")}
 
 
@@ -104,6 +105,24 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .tools.train import run_training
+
+    values = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "argv") and v is not None}
+    run_training(values, {"argv": ["stm-probe", *args.argv]})
+    return 0
+
+
+def cmd_make_data(args: argparse.Namespace) -> int:
+    """Write a synthetic split as PNGs in ImageFolder layout."""
+    from .data.synthetic import export_imagefolder
+
+    written = export_imagefolder(args.split, args.out, args.num_images, seed=args.seed, classes=args.classes,
+                                 size=args.size)
+    print(f"wrote {len(written)} image(s) of synthetic:{args.split} to {args.out}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """Print the unified models (static facts; --build recomputes from built models)."""
     from .models.summary import format_table, model_table
@@ -126,6 +145,12 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .probes import get_probe
     from .probes.base import plot_run
 
+    if args.probe == "train":
+        from .plots.train import plot_train
+
+        paths = plot_train(args.dir)
+        print(f"redrew {len(paths)} file(s) in {args.dir}")
+        return 0
     probe = get_probe(args.probe)
     csv_path = args.dir / f"{args.probe}.csv"
     if not csv_path.is_file():
@@ -139,7 +164,8 @@ def build_parser() -> Parser:
     from .probes import PROBES, get_probe
 
     parser = Parser(prog="stm-probe", description="Analyses of the spatial token mixers of vision backbones: "
-                    "effective receptive fields, invariance, adversarial robustness, inductive bias.")
+                    "effective receptive fields, invariance, adversarial robustness, inductive bias; training on synthetic or "
+                    "your own data.")
     parser.add_argument("--version", action="version", version=f"stm-probe {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name in PROBES:
@@ -147,6 +173,25 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=probe.help, description=probe.help)
         add_probe_arguments(p, probe)
         p.set_defaults(handler=cmd_probe, probe_name=name)
+    from .tools.train import TrainConfig
+
+    p = sub.add_parser("train", help="train a model (new head of the data's class count) on an ImageFolder or a "
+                       "synthetic split; checkpoint.pth loads in every probe", description=TrainConfig.__doc__)
+    group = p.add_argument_group("train")
+    for f in dataclasses.fields(TrainConfig):
+        if f.metadata.get("cli", True):
+            _add_field(group, f)
+    p.set_defaults(handler=cmd_train)
+    p = sub.add_parser("make-data", help="write a split of the synthetic shapes-and-textures set as PNGs "
+                       "(ImageFolder layout)")
+    p.add_argument("--split", choices=SYNTHETIC_SPLITS, default="train", help="which split (default train)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="empty or new folder to write")
+    p.add_argument("--num-images", type=int, default=1000, metavar="N", help="images to write (default 1000)")
+    p.add_argument("--classes", type=int, default=8, metavar="K", help="classes, 2..16 (default 8)")
+    p.add_argument("--size", type=int, default=64, metavar="PX", help="side the model sees (default 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(handler=cmd_make_data)
     p = sub.add_parser("models", help="list the unified models (name, STM, size, parameters, GMACs, aliases)")
     p.add_argument("patterns", nargs="*", metavar="PATTERN", help="names, aliases or globs, e.g. 'unified_*_tiny'")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default table)")
@@ -154,7 +199,7 @@ def build_parser() -> Parser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_models)
     p = sub.add_parser("plot", help="redraw a probe's figures from its saved CSV/npy files, without recomputing")
-    p.add_argument("probe", choices=list(PROBES), help="which probe the folder holds")
+    p.add_argument("probe", choices=[*PROBES, "train"], help="which probe (or train) the folder holds")
     p.add_argument("dir", type=Path, help="the run folder (the probe's --out)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_plot)

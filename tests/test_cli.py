@@ -51,3 +51,26 @@ def test_unknown_subcommand_and_help() -> None:
     assert done.returncode == 0 and "--compare-init" in done.stdout and "--checkpoint" in done.stdout
     done = subprocess.run([sys.executable, "-m", "stm_probe", "frobnicate"], capture_output=True, text=True)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_train_make_data_and_plot_train_commands(tmp_path: Path, capsys) -> None:
+    """The CLI wiring: make-data writes the split, train writes a checkpoint the probes load, plot redraws."""
+    from PIL import Image
+
+    assert main(["make-data", "--split", "val", "--out", str(tmp_path / "set"), "--num-images", "8",
+                 "--classes", "2", "--size", "32"]) == 0
+    images = sorted((tmp_path / "set").rglob("*.png"))
+    assert len(images) == 8 and Image.open(images[0]).size == (36, 36)  # rendered at int(32 / 0.875)
+    out = tmp_path / "train"
+    assert main(["train", "--model", "unified_convnext_micro", "--data", str(tmp_path / "set"), "--val-fraction",
+                 "0.25", "--epochs", "1", "--batch-size", "4", "--input-size", "32", "--out", str(out),
+                 "--quiet"]) == 0
+    log = list(csv.DictReader((out / "train_log.csv").open()))
+    assert len(log) == 1 and 0 <= float(log[0]["val_acc"]) <= 100
+    (out / "train_curve.png").unlink()
+    assert main(["plot", "train", str(out)]) == 0 and (out / "train_curve.png").exists()
+    capsys.readouterr()
+    assert main(["erf", "--model", "unified_convnext_micro", "--checkpoint", str(out / "checkpoint.pth"),
+                 "--input-size", "32", "--num-images", "1", "--stages", "1", "--quiet", "--out", str(tmp_path / "e")]) == 0
+    manifest = (tmp_path / "e" / "manifest.json").read_text()
+    assert '"weights": "checkpoint"' in manifest
