@@ -128,7 +128,6 @@ class Attribution(BiasMethod):
 
     name = "attribution"
     statistics = {"concentration": "mean", "com_distance_px": "mean", "com_distance_frac": "mean"}
-    figure = "stm_probe.plots.bias_attribution:plot_attribution"
     skip_reason = "every attribution map was zero"
 
     def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
