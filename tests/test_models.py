@@ -257,3 +257,21 @@ def test_layer_scale_value_sets_the_residual_branches() -> None:
         expected = mixed + v * block.channel_mixer(mixed.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         assert torch.allclose(block(x), expected, atol=1e-6)
         assert (block(x) - x).abs().max() > 0.01  # the branches now matter
+
+
+@pytest.mark.parametrize("name", ["unified_halo_micro", "unified_swin_micro", "unified_dcn_v3_micro",
+                                  "unified_pvt_micro", "unified_convnext_micro"])
+def test_caches_built_under_inference_mode_serve_gradients(name: str) -> None:
+    """A probe may first run a model under torch.inference_mode (invariance, patch shuffle) and then
+    take input gradients (attribution, ERF): cached masks and grids must be normal tensors. 64 px
+    maps are padded (halo, Swin) so the cached masks are used."""
+    from stm_probe.models import create_model
+
+    model = create_model(name).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.inference_mode():
+        reference = model(x)
+    x.requires_grad_(True)
+    out = model(x)
+    out[0, 0].backward()
+    assert torch.allclose(out.detach(), reference, atol=1e-5) and x.grad is not None and x.grad.abs().sum() > 0

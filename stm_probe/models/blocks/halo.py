@@ -137,12 +137,13 @@ class HaloAttention(nn.Module):
         mask = self._mask_cache.get(key)
         if mask is None:
             (h, w), (hp, wp) = valid_hw, padded_hw
-            valid = torch.zeros(1, 1, hp, wp, device=device)
-            valid[..., :h, :w] = 1.0
-            valid = F.pad(valid, [self.halo_size] * 4)
-            valid = valid.unfold(2, self.win_size, self.block_size).unfold(3, self.win_size, self.block_size)
-            num_blocks = (hp // self.block_size) * (wp // self.block_size)
-            mask = valid.reshape(1, num_blocks, 1, self.win_size ** 2) == 0
+            with torch.inference_mode(False):  # a normal tensor even if first built under inference mode
+                valid = torch.zeros(1, 1, hp, wp, device=device)
+                valid[..., :h, :w] = 1.0
+                valid = F.pad(valid, [self.halo_size] * 4)
+                valid = valid.unfold(2, self.win_size, self.block_size).unfold(3, self.win_size, self.block_size)
+                num_blocks = (hp // self.block_size) * (wp // self.block_size)
+                mask = valid.reshape(1, num_blocks, 1, self.win_size ** 2) == 0
             if len(self._mask_cache) >= 8:
                 self._mask_cache.clear()
             self._mask_cache[key] = mask

@@ -161,7 +161,8 @@ class WindowAttention(nn.Module):
         device = self.relative_position_bias_table.device
         index = self._index_cache.get((window, device))
         if index is None:
-            index = relative_position_index(window, device=device)
+            with torch.inference_mode(False):  # a normal tensor even if first built under inference mode
+                index = relative_position_index(window, device=device)
             if len(self._index_cache) >= _MAX_CACHED:
                 self._index_cache.clear()
             self._index_cache[(window, device)] = index
@@ -270,7 +271,8 @@ class SwinBlock(nn.Module):
         if key not in self._mask_cache:
             if len(self._mask_cache) >= _MAX_CACHED:
                 self._mask_cache.clear()
-            self._mask_cache[key] = self._build_mask((height, width), window, shift, device, dtype)
+            with torch.inference_mode(False):  # a normal tensor even if first built under inference mode
+                self._mask_cache[key] = self._build_mask((height, width), window, shift, device, dtype)
         return self._mask_cache[key]
 
     def token_mixer(self, x: torch.Tensor) -> torch.Tensor:
