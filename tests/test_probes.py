@@ -27,6 +27,8 @@ SMALL = {  # a quick setting of each probe
     "invariance": dict(kind=("translation",), levels=(0, 8)),
     "adversarial": dict(attack=("fgsm", "pgd"), eps=("4",), steps=2),
     "bias": dict(probe=("patch-shuffle", "attribution"), grids=(1, 4), attribution_images=2),
+    "data-efficiency": dict(classes=2, fractions=(0.5, 1.0), train_images=8, steps=2, train_batch=4, seeds=1,
+                            cue_conflict_images=3),
 }
 
 

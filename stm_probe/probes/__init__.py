@@ -17,6 +17,7 @@ PROBES: dict[str, str] = {
     "invariance": "stm_probe.probes.invariance:InvarianceProbe",
     "adversarial": "stm_probe.probes.adversarial:AdversarialProbe",
     "bias": "stm_probe.probes.bias:BiasProbe",
+    "data-efficiency": "stm_probe.probes.data_efficiency:DataEfficiencyProbe",
 }
 
 
