@@ -83,6 +83,27 @@ def verify_file(path: str | Path) -> None:
                              "and --resume before drawing")
 
 
+def read_table(path: str | Path, required: Sequence[str], writer: str) -> pd.DataFrame:
+    """A CSV with ``required`` columns and at least one row; UsageError naming the file otherwise
+    (missing, empty, not text, columns lacking, header only). ``writer``: what to rerun."""
+    from .errors import UsageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{path} not found: rerun {writer}")
+    try:
+        frame = pd.read_csv(path)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        reason = "it is empty" if isinstance(exc, pd.errors.EmptyDataError) else f"it is not a readable CSV ({type(exc).__name__})"
+        raise UsageError(f"{path}: {reason}; rerun {writer} to rewrite it") from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}: it is not the CSV {writer} writes, or damaged")
+    if not len(frame):
+        raise UsageError(f"{path} holds a header but no rows: nothing to draw; rerun {writer}")
+    return frame
+
+
 def read_results(path: str | Path, required: Sequence[str] = ("model", "metric", "value"),
                  numeric: Sequence[str] = ()) -> pd.DataFrame:
     """Read a run's tidy CSV for plotting, refusing (UsageError, one line naming the file) a file
@@ -93,16 +114,7 @@ def read_results(path: str | Path, required: Sequence[str] = ("model", "metric",
 
     path = Path(path)
     verify_file(path)
-    try:
-        frame = pd.read_csv(path)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        reason = "it is empty" if isinstance(exc, pd.errors.EmptyDataError) else f"it is not a readable CSV ({type(exc).__name__})"
-        raise UsageError(f"{path}: {reason}; rerun the probe to rewrite it") from None
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}: it is not this probe's CSV, or damaged")
-    if not len(frame):
-        raise UsageError(f"{path} holds a header but no rows: nothing to draw; rerun the probe")
+    frame = read_table(path, required, "the probe")
 
     def refuse(column: str, bad: pd.Series, what: str) -> None:
         row = int(bad.idxmax())

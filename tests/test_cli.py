@@ -74,3 +74,16 @@ def test_train_make_data_and_plot_train_commands(tmp_path: Path, capsys) -> None
                  "--input-size", "32", "--num-images", "1", "--stages", "1", "--quiet", "--out", str(tmp_path / "e")]) == 0
     manifest = (tmp_path / "e" / "manifest.json").read_text()
     assert '"weights": "checkpoint"' in manifest
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", "it is empty"),
+    ("epoch,train_loss\n1,0.5\n", "lacks the column(s)"),
+    ("epoch,train_loss,train_acc,val_loss,val_acc,lr\n", "holds a header but no rows"),
+    ("epoch,train_loss,train_acc,val_loss,val_acc,lr\n1,0.5,50,x,40,0.001\n", "not a finite number"),
+])
+def test_plot_train_refuses_a_damaged_log(text: str, expected: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "train_log.csv").write_text(text)
+    assert main(["plot", "train", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err and "train_log.csv" in err

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import save_figure, use_headless_backend
+from ..report import read_table, save_figure, use_headless_backend
 
 LOG_NAME = "train_log.csv"
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
@@ -21,17 +21,7 @@ def read_log(path: str | Path) -> pd.DataFrame:
     """``train_log.csv`` as numbers, sorted by epoch; one-line UsageError naming the file when it is
     missing, empty, lacks a column or holds something that is not a finite number."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path} not found: give the --out folder of a `stm-probe train` run")
-    try:
-        frame = pd.read_csv(path)
-    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError):
-        raise UsageError(f"{path} is empty or not a readable CSV: rerun the training (or --resume it)") from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
-    if missing:
-        raise UsageError(f"{path} lacks the column(s) {', '.join(missing)}: it is not a train_log.csv, or damaged")
-    if not len(frame):
-        raise UsageError(f"{path} holds a header but no epochs: nothing to draw")
+    frame = read_table(path, COLUMNS, "the training (or --resume it)")
     for column in COLUMNS:
         numbers = pd.to_numeric(frame[column], errors="coerce")
         bad = ~numbers.apply(lambda v: pd.notna(v) and abs(v) != float("inf"))
