@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..options import name_list, non_negative_int, option, positive_int
-from .base import Key, Probe, Unit, UnitResult, require_finite
+from .base import Key, Probe, Unit, UnitResult, clean_forward, require_finite
 
 NORMS = ("Linf", "L2")
 
@@ -115,11 +115,7 @@ class AdversarialProbe(Probe):
         from ..runtime.seeds import image_seeds, stream_id
 
         spec = self.specs[unit.parts[0]]
-        device = self.session.device
-        images, labels = batch.images.to(device), batch.labels.to(device)
-        with torch.no_grad():
-            clean_logits = model.net(images)
-        require_finite(clean_logits, model.name)
+        images, labels, clean_logits = clean_forward(model, batch, self.session.device)
         targets = targets_for(labels, clean_logits)
         seeds = image_seeds(stream_id(self.session.seed, self.name, spec.key(), unit.repeat), batch.indices)
         adv, adv_logits = run_attack(model.net, spec, images, targets, seeds, clean_logits.shape[1])

@@ -191,6 +191,18 @@ def require_finite(tensor: Any, model: str, what: str = "logits") -> None:
                          "check the checkpoint (nothing is reported for a model that cannot be trusted)")
 
 
+def clean_forward(model: Any, batch: Any, device: Any) -> tuple[Any, Any, Any]:
+    """The batch's images (B, 3, H, W) and labels (B,) on ``device`` and the model's logits (B, C) on the
+    clean images (no gradients), checked finite."""
+    import torch
+
+    images, labels = batch.images.to(device), batch.labels.to(device)
+    with torch.no_grad():
+        logits = model.net(images)
+    require_finite(logits, model.name)
+    return images, labels, logits
+
+
 # --- the loop ------------------------------------------------------------------------------------
 class _CachedBatches:
     """The loader's batches, decoded once and replayed for later units while they fit in memory."""

@@ -33,7 +33,7 @@ import torch
 
 from ...models.features import frozen_parameters
 from ...stats import bootstrap_ci, summarise_values
-from ..base import require_finite
+from ..base import clean_forward, require_finite
 from .base import BiasMethod, Key
 
 #: fraction of pixels whose share of the total attribution is the concentration
@@ -131,11 +131,7 @@ class Attribution(BiasMethod):
     skip_reason = "every attribution map was zero"
 
     def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
-        device = self.session.device
-        images, labels = batch.images.to(device), batch.labels.to(device)
-        with torch.inference_mode():
-            logits = model.net(images)
-        require_finite(logits, model.name)
+        images, labels, logits = clean_forward(model, batch, self.session.device)
         targets = attribution_targets(labels, logits)
         maps = attribution_maps(model.net, images, targets, self.config.method, self.session.options.batch_size)
         require_finite(maps, model.name, "attributions")
