@@ -2,27 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import pandas as pd
 
+if TYPE_CHECKING:
+    import numpy as np
+
 from .runs import atomic_path
-
-# columns every analysis CSV starts with (see LoadedModel.columns)
-ID_COLUMNS = ("model", "stm", "size", "weights")
-
-
-def write_csv(path: str | Path, rows: Iterable[dict], columns: Sequence[str]) -> pd.DataFrame:
-    """Write ``rows`` as a tidy CSV with exactly ``columns`` in that order (atomically)."""
-    frame = pd.DataFrame(list(rows))
-    missing = [c for c in columns if c not in frame.columns]
-    if missing and len(frame):
-        raise ValueError(f"rows lack columns {missing}")
-    frame = frame.reindex(columns=list(columns))
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-    return frame
-
 
 def write_frame(path: str | Path, frame: pd.DataFrame) -> None:
     """Write a DataFrame as CSV (no index), atomically."""

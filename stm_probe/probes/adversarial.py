@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import UsageError
 from ..options import name_list, non_negative_int, option, positive_int
 from .base import Key, Probe, Unit, UnitResult, clean_forward, require_finite
 

@@ -366,7 +366,7 @@ def run_probe(probe: Probe, session: Any) -> Any:
                 session.source.check_labels(model.num_classes, name)
             probe.check_model(model)
             for unit in todo:
-                result = _guard_memory(lambda: _run_unit(probe, model, unit, batches), session)
+                result = _guard_memory(session, _run_unit, probe, model, unit, batches)
                 if store is not None:
                     store.save_unit(keys[unit], *result.to_arrays())
                 results.append(result)
@@ -383,12 +383,12 @@ def run_probe(probe: Probe, session: Any) -> Any:
     return frame
 
 
-def _guard_memory(work: Any, session: Any) -> Any:
-    """Run ``work()``; running out of memory becomes one line naming the options to lower."""
+def _guard_memory(session: Any, work: Any, *args: Any) -> Any:
+    """Run ``work(*args)``; running out of memory becomes one line naming the options to lower."""
     import torch
 
     try:
-        return work()
+        return work(*args)
     except (torch.OutOfMemoryError, MemoryError, RuntimeError) as exc:
         text = str(exc)
         if not isinstance(exc, (torch.OutOfMemoryError, MemoryError)) and "allocate" not in text:
