@@ -19,7 +19,8 @@ from .errors import UsageError
 from .options import RunOptions, did_you_mean, flag_name
 
 SYNTHETIC_SPLITS = ("train", "val", "shape-only", "texture-only", "cue-conflict")  # stm_probe.data.synthetic.SPLITS
-_SHARED_GROUPS = {"run": ("device", "out", "resume", "seed", "bootstrap", "repeats", "quiet", "debug")}
+_SHARED_GROUPS = {"run": ("device", "out", "resume", "seed", "bootstrap", "repeats", "precision", "channels_last",
+                           "compile", "style", "cmap", "quiet", "debug")}
 
 
 class Parser(argparse.ArgumentParser):

@@ -193,7 +193,13 @@ class RunOptions:
                               "default: the embedded sample images in data/images/", metavar="PATH")
     image_list: str | None = option(None, "keep only the images named in this file (paths relative to --data, one "
                                     "per line; e.g. RobustBench's ImageNet ids), in its order", metavar="FILE")
+    labels: str | None = option(None, "labels of a flat image folder: the devkit's ILSVRC2012_validation_ground_truth.txt, "
+                                "Kaggle's LOC_val_solution.csv, or a filename,label CSV", metavar="FILE")
     num_images: int = option(50, "use the first N images (default 50)", parse=positive_int, metavar="N")
+    subset_seed: int | None = option(None, "with --num-images: a seeded class-balanced subset (the same for every "
+                                     "model) instead of the first N", parse=whole_number, metavar="S")
+    checkpoint_dir: str | None = option(None, "folder of released checkpoints: each model finds its own file "
+                                        "(unified_<stm>_<size>[-ema].pth/.safetensors)", metavar="DIR")
     batch_size: int = option(16, "images per batch (default 16)", parse=positive_int, metavar="B")
     input_size: int = option(224, "square input side in pixels; a multiple of 32 for unified models (default 224)",
                              parse=positive_int, metavar="PX")
@@ -206,6 +212,14 @@ class RunOptions:
                             "none)", parse=non_negative_int, metavar="N")
     repeats: int = option(1, "re-draw every random choice (directions, shifts, attack starts) R times and report "
                           "the spread over repeats (default 1)", parse=positive_int, metavar="R")
+    precision: str = option("fp32", "fp32 (strict, default) | tf32 | bf16 | fp16 (autocast; input gradients stay fp32)",
+                            choices=("fp32", "tf32", "bf16", "fp16"))
+    channels_last: bool = option(False, "run models in channels_last memory format")
+    compile: bool = option(False, "torch.compile the models")
+    style: str = option("default", "figure style: default | paper (3.5/7 inch widths, Type 42 fonts)",
+                        choices=("default", "paper"))
+    cmap: str | None = option(None, "colour map of ERF heat maps (any matplotlib name, or RdYlGn for RepLKNet's)",
+                              metavar="NAME")
     quiet: bool = option(False, "no progress bars")
     debug: bool = option(False, "show tracebacks")
 

@@ -121,6 +121,11 @@ class Probe:
         """Group or move the loader's batches; each must have ``indices`` (B,). Default: as loaded."""
         return iter(batches)
 
+    def unit_batches(self, unit: Unit, batches: Iterable[Any]) -> Iterator[Any]:
+        """The batches one unit measures (e.g. corrupted copies of the loader's clean batches);
+        default: `batches` of the loader's batches, the same for every unit."""
+        return self.batches(batches)
+
     def units(self) -> list[Unit]:
         return [Unit(self.name)]
 
@@ -252,7 +257,7 @@ def _run_unit(probe: Probe, model: Any, unit: Unit, batches: _CachedBatches) -> 
     session = probe.session
     indices, gathered = [], {}
     with session.progress(len(session.source), f"{probe.name} {model.name} {unit.label}") as bar:
-        for batch in probe.batches(batches):
+        for batch in probe.unit_batches(unit, batches):
             values = probe.measure(model, unit, batch)
             idx = np.asarray(batch.indices.cpu() if hasattr(batch.indices, "cpu") else batch.indices, dtype=np.int64)
             indices.append(idx)
