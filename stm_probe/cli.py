@@ -161,6 +161,39 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper(args: argparse.Namespace) -> int:
+    """Write one of the paper artefacts that need no checkpoint (teaser, architecture table, throughput)."""
+    from . import paper
+
+    if args.artefact == "teaser":
+        paths = paper.write_teaser(args.out)
+    elif args.artefact == "arch":
+        paths = paper.write_architecture(args.out)
+    else:
+        paths = paper.write_speed(args.out, args.model or ["unified_*_tiny"], args.device, args.batch_size,
+                                  args.input_size, args.warmup, args.iterations, args.quiet)
+    print(f"wrote {', '.join(p.name for p in paths)} in {args.out}")
+    return 0
+
+
+def _add_paper_parser(sub: Any) -> None:
+    from .paper import SPEED_PROTOCOL
+
+    p = sub.add_parser("paper", help="paper artefacts that need no checkpoint: teaser (F1, published top-1 vs "
+                       "parameters), arch (T-arch table), speed (T-speed throughput)")
+    p.add_argument("artefact", choices=("teaser", "arch", "speed"), help="which artefact")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write")
+    speed = p.add_argument_group("speed (the paper's protocol by default)")
+    speed.add_argument("--model", action="append", metavar="NAME", help="models (repeatable; default unified_*_tiny)")
+    speed.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:i (default auto)")
+    for name in ("batch_size", "input_size", "warmup", "iterations"):
+        speed.add_argument("--" + name.replace("_", "-"), type=int, default=SPEED_PROTOCOL[name], metavar="N",
+                           help=f"default {SPEED_PROTOCOL[name]}")
+    p.add_argument("--quiet", action="store_true", help="no per-model lines")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(handler=cmd_paper)
+
+
 def build_parser() -> Parser:
     from .probes import PROBES, get_probe
 
@@ -204,6 +237,7 @@ def build_parser() -> Parser:
     p.add_argument("dir", type=Path, help="the run folder (the probe's --out)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_plot)
+    _add_paper_parser(sub)
     return parser
 
 
