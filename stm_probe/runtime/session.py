@@ -171,6 +171,12 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
 
     models = expand_model_patterns(list(options.model))
     checkpoints = pair_checkpoints(models, options.checkpoint)
+    found_notes: list[str] = []
+    if options.checkpoint_dir is not None:  # each model without an explicit --checkpoint finds its file there
+        from ..models.checkpoint_dir import checkpoints_from_dir
+
+        found, found_notes = checkpoints_from_dir(models, checkpoints, options.checkpoint_dir, options.quiet)
+        checkpoints = {**checkpoints, **found}
     if any(resolve_name(m).is_unified for m in models) and options.input_size % 32:
         raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
                          f"use {max(32, round(options.input_size / 32) * 32)}")
@@ -181,7 +187,7 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     available = len(source)
     # an image list keeps its own order; a labelled folder is interleaved by class so a few images cover many
     source = source.take(options.num_images, spread_classes=source.has_labels and options.image_list is None)
-    notes = []
+    notes = list(found_notes)
     if options.num_images > available:
         notes.append(f"the source holds {available} image(s), fewer than --num-images {options.num_images}: "
                      f"using all {available}")

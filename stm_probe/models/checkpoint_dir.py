@@ -1,0 +1,87 @@
+"""``--checkpoint-dir DIR``: each selected model finds its own weights file in a folder.
+
+A unified model accepts its release name (``unified_halonet_tiny.pth``, with the release stems
+halonet / pvt / swin / convnext / internimage) and its canonical name (``unified_halo_tiny.pth``),
+each optionally with the original trainer's ``-ema`` suffix (``unified_halonet_tiny-ema.pth``), as
+``.pth``, ``.pt`` or ``.safetensors``; a timm model accepts ``<architecture>.pth`` / ``.pt`` /
+``.safetensors``. Names are compared without regard to case. Only the folder's own entries are
+searched (not subfolders). Two fitting files for one model (e.g. plain and ``-ema``) and a model
+with none are refused in one line naming the files; an explicit ``--checkpoint NAME=PATH`` resolves
+either (the session searches only the models without one).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+from .names import release_stem, unified_spec
+
+EXTENSIONS = (".pth", ".pt", ".safetensors")
+EMA_SUFFIX = "-ema"
+
+
+def stems(model: str) -> list[str]:
+    """File stems a model's weights may have: release stem first, then the canonical name (unified);
+    the architecture name (timm)."""
+    spec = unified_spec(model)
+    if spec is None:
+        return [model]
+    return list(dict.fromkeys([release_stem(spec), spec.name]))
+
+
+def candidate_names(model: str) -> list[str]:
+    """Every file name that counts as ``model``'s weights, e.g. ``unified_halonet_tiny-ema.safetensors``."""
+    return [f"{stem}{ema}{ext}" for stem in stems(model) for ema in ("", EMA_SUFFIX) for ext in EXTENSIONS]
+
+
+def expected_names(model: str) -> str:
+    """The names a user should give the file, for messages: ``unified_halonet_tiny[-ema].pth|.pt|.safetensors
+    or unified_halo_tiny[-ema].pth|...``."""
+    endings = "|".join(EXTENSIONS)
+    return " or ".join(f"{stem}[{EMA_SUFFIX}]{endings}" for stem in stems(model))
+
+
+def find_checkpoints(models: list[str], folder: Path) -> dict[str, str]:
+    """{canonical model name: path} of each model's file in ``folder`` (see module docstring).
+
+    UsageError (one line) when ``folder`` is not a folder, when a model has no file, or when several
+    files fit one model.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"--checkpoint-dir {folder}: no such folder; pass the folder holding the .pth/.safetensors "
+                         "files")
+    entries: dict[str, list[Path]] = {}
+    for entry in sorted(folder.iterdir()):
+        entries.setdefault(entry.name.lower(), []).append(entry)
+    found: dict[str, str] = {}
+    for model in models:
+        hits = [hit for name in candidate_names(model) for hit in entries.get(name.lower(), [])]
+        if not hits:
+            raise UsageError(f"--checkpoint-dir {folder} holds no file for {model} (expected {expected_names(model)}): "
+                             f"add it, pass --checkpoint {model}=PATH, or leave the model out")
+        if len(hits) > 1:
+            names = ", ".join(hit.name for hit in hits)
+            raise UsageError(f"--checkpoint-dir {folder}: {len(hits)} files fit {model} ({names}); choose one with "
+                             f"--checkpoint {model}={hits[0]}")
+        if not hits[0].is_file():
+            raise UsageError(f"--checkpoint-dir {folder}: {hits[0].name} (for {model}) is not a file; replace it with "
+                             "the weights file")
+        found[model] = str(hits[0])
+    return found
+
+
+def checkpoints_from_dir(models: list[str], explicit: dict[str, str], folder: str | Path,
+                         quiet: bool = False) -> tuple[dict[str, str], list[str]]:
+    """Files found in ``folder`` for the models without an explicit ``--checkpoint``, and one line per
+    model saying which file it got (printed unless ``quiet``; the session keeps them as notes)."""
+    import sys
+
+    found = find_checkpoints([m for m in models if m not in explicit], Path(folder))
+    lines = [f"{model}: {path} (from --checkpoint-dir)" for model, path in found.items()]
+    lines += [f"{model}: {explicit[model]} (--checkpoint, not --checkpoint-dir)" for model in models
+              if model in explicit]
+    if not quiet:
+        for line in lines:
+            print(f"stm-probe: {line}", file=sys.stderr)
+    return found, lines
