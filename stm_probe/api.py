@@ -79,7 +79,8 @@ def light_checks(options: RunOptions) -> None:
             raise UsageError(f"checkpoint '{path}' does not exist: check the path given to --checkpoint")
     if options.checkpoint_dir is not None and not Path(options.checkpoint_dir).expanduser().is_dir():
         what = "is a file, not a folder" if Path(options.checkpoint_dir).expanduser().exists() else "does not exist"
-        raise UsageError(f"--checkpoint-dir {options.checkpoint_dir} {what}: pass the folder holding the checkpoint files")
+        raise UsageError(f"--checkpoint-dir {options.checkpoint_dir} {what}: pass the folder holding the "
+                         "checkpoint files")
     if options.data is not None and ":" not in options.data and not Path(options.data).expanduser().exists():
         raise UsageError(f"--data {options.data}: no such file or directory; pass an image folder, an ImageFolder "
                          "tree or a text file list")
