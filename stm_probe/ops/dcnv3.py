@@ -17,21 +17,43 @@ Coordinate conventions (kept from the original so released weights compute the s
 * the base grid is generated as ``(row, col)`` pairs but read as ``(x, y)``, so point ``k`` of
   a ``k x k`` kernel sits at ``dx = r[k // ks]``, ``dy = r[k % ks]`` (``r = -1, 0, 1`` for 3x3);
 * offsets are in pixels and are added to the base grid before normalising by the padded size.
+
+Implementations of the sampling (`dcnv3_core`, ``impl=`` or the ``STM_PROBE_DCNV3`` environment
+variable; all compute the same function and its gradients, tested against each other):
+
+* ``"reference"``: ``F.grid_sample`` per group (any device and dtype; the fastest on CPU);
+* ``"gather"``: one ``F.embedding_bag`` over all groups, points and bilinear corners, the
+  aggregation fused as per-sample weights (plain PyTorch, no (B, L, C, P) intermediate);
+* ``"triton"``: the Triton kernels of `stm_probe.ops.dcnv3_triton` (CUDA; on CPU they run in
+  Triton's interpreter, which is only for tests);
+* ``"auto"`` (default): ``"triton"`` on CUDA when Triton is importable, else ``"reference"``.
 """
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
+
 __all__ = [
+    "DCNV3_IMPL_ENV",
+    "DCNV3_IMPLS",
     "dcnv3_base_grid",
     "dcnv3_core",
+    "dcnv3_core_gather",
+    "dcnv3_core_reference",
     "dcnv3_from_offsets",
     "dcnv3_reference_points",
     "dcnv3_sampling_locations",
+    "resolve_dcnv3_impl",
 ]
+
+DCNV3_IMPL_ENV = "STM_PROBE_DCNV3"
+DCNV3_IMPLS = ("auto", "reference", "gather", "triton")
 
 
 def dcnv3_base_grid(points: int = 9, device: torch.device | str | None = None) -> torch.Tensor:
@@ -84,10 +106,10 @@ def dcnv3_sampling_locations(
     return reference_points[None, :, None, None, :] + (base_grid + offsets) / normalizer
 
 
-def dcnv3_core(
+def dcnv3_core_reference(
     value: torch.Tensor, sampling_locations: torch.Tensor, attention_weights: torch.Tensor
 ) -> torch.Tensor:
-    """Weighted bilinear sampling of a channels-last map, grouped over channels.
+    """Weighted bilinear sampling of a channels-last map, grouped over channels (``grid_sample``).
 
     Args:
         value: (B, H, W, C) map to sample (already zero-padded in DCNv3), C = G * D.
@@ -116,8 +138,110 @@ def dcnv3_core(
     return out.reshape(batch, channels, length).transpose(1, 2)
 
 
+def _pixel_coordinates(grid: torch.Tensor, size: int) -> torch.Tensor:
+    """grid_sample's unnormalisation (align_corners=False) of a [-1, 1] coordinate, in its
+    per-device arithmetic so that points on integer positions fall in the same cell."""
+    if grid.device.type == "cpu":
+        return (grid + 1) * (size / 2) - 0.5
+    return ((grid + 1) * size - 1) / 2
+
+
+def dcnv3_core_gather(
+    value: torch.Tensor, sampling_locations: torch.Tensor, attention_weights: torch.Tensor
+) -> torch.Tensor:
+    """`dcnv3_core_reference` as one ``embedding_bag``: same arguments, shapes and semantics.
+
+    The value map is read as a table of (B * H * W * G) rows of D channels; each output row
+    (b, l, g) is a bag of its P x 4 bilinear corners, weighted by ``attention x bilinear``
+    (zero, with a clamped index, for corners outside the map).
+    """
+    batch, height, width, channels = value.shape
+    _, length, groups, points, _ = sampling_locations.shape
+    if channels % groups:
+        raise ValueError(f"channels {channels} not divisible by groups {groups}")
+    grid = 2 * sampling_locations.to(value.dtype) - 1
+    x = _pixel_coordinates(grid[..., 0], width)  # (B, L, G, P)
+    y = _pixel_coordinates(grid[..., 1], height)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    x0 = x0.clamp(-2, width + 1).long()  # far-away points stay outside, indices stay small
+    y0 = y0.clamp(-2, height + 1).long()
+    # corners (x0, y0), (x0 + 1, y0), (x0, y0 + 1), (x0 + 1, y0 + 1) on a trailing axis of 4
+    cx = torch.stack((x0, x0 + 1, x0, x0 + 1), dim=-1)
+    cy = torch.stack((y0, y0, y0 + 1, y0 + 1), dim=-1)
+    wx = torch.stack((1 - fx, fx, 1 - fx, fx), dim=-1)
+    wy = torch.stack((1 - fy, 1 - fy, fy, fy), dim=-1)
+    inside = (cx >= 0) & (cx < width) & (cy >= 0) & (cy < height)
+    weights = wx * wy * attention_weights.to(value.dtype)[..., None] * inside
+    image = torch.arange(batch, device=value.device).view(batch, 1, 1, 1, 1)
+    group = torch.arange(groups, device=value.device).view(1, 1, groups, 1, 1)
+    rows = ((image * height + cy.clamp(0, height - 1)) * width + cx.clamp(0, width - 1)) * groups + group
+    out = F.embedding_bag(
+        rows.reshape(batch * length * groups, points * 4),
+        value.reshape(batch * height * width * groups, channels // groups),
+        mode="sum",
+        per_sample_weights=weights.reshape(batch * length * groups, points * 4),
+    )
+    return out.reshape(batch, length, channels)
+
+
+@functools.cache
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_dcnv3_impl(impl: str | None, device: torch.device) -> str:
+    """The implementation ``impl`` (None: ``$STM_PROBE_DCNV3``, else "auto") stands for on ``device``."""
+    name = impl if impl is not None else os.environ.get(DCNV3_IMPL_ENV, "auto")
+    if name not in DCNV3_IMPLS:
+        raise UsageError(f"unknown DCNv3 implementation {name!r}; use one of {', '.join(DCNV3_IMPLS)}"
+                         f" (argument impl= or ${DCNV3_IMPL_ENV})")
+    if name == "auto":
+        return "triton" if device.type == "cuda" and _triton_importable() else "reference"
+    if name == "triton" and not _triton_importable():
+        raise UsageError(f"DCNv3 implementation 'triton' needs the triton package; install it or set"
+                         f" ${DCNV3_IMPL_ENV}=reference")
+    return name
+
+
+def dcnv3_core(
+    value: torch.Tensor,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    impl: str | None = None,
+) -> torch.Tensor:
+    """Weighted bilinear sampling of a channels-last map, grouped over channels.
+
+    Args:
+        value: (B, H, W, C) map to sample (already zero-padded in DCNv3), C = G * D.
+        sampling_locations: (B, L, G, P, 2) normalised ``(x, y)`` in [0, 1] over (W, H);
+            samples outside the map read zeros.
+        attention_weights: (B, L, G, P) weight of each sample.
+        impl: "reference", "gather", "triton" or "auto" (None: ``$STM_PROBE_DCNV3``, else "auto").
+
+    Returns:
+        (B, L, C): ``sum_p w[b, l, g, p] * bilinear(value[b, :, :, g*D:(g+1)*D], loc[b, l, g, p])``.
+    """
+    name = resolve_dcnv3_impl(impl, value.device)
+    if name == "gather":
+        return dcnv3_core_gather(value, sampling_locations, attention_weights)
+    if name == "triton":
+        from .dcnv3_triton import dcnv3_core_triton
+
+        return dcnv3_core_triton(value, sampling_locations, attention_weights)
+    return dcnv3_core_reference(value, sampling_locations, attention_weights)
+
+
 def dcnv3_from_offsets(
-    value: torch.Tensor, offsets: torch.Tensor, attention_weights: torch.Tensor, padding: int = 1
+    value: torch.Tensor,
+    offsets: torch.Tensor,
+    attention_weights: torch.Tensor,
+    padding: int = 1,
+    impl: str | None = None,
 ) -> torch.Tensor:
     """DCNv3 sampling of an unpadded map with pixel offsets, as the unified InternImage block does.
 
@@ -125,6 +249,7 @@ def dcnv3_from_offsets(
         value: (B, H, W, C) unpadded value map; zero-padded by ``padding`` here.
         offsets: (B, H * W, G, P, 2) pixel offsets ``(x, y)`` from the base grid, queries row-major.
         attention_weights: (B, H * W, G, P) (already normalised over P in DCNv3).
+        impl: sampling implementation, as in `dcnv3_core`.
 
     Returns:
         (B, H * W, C).
@@ -135,4 +260,4 @@ def dcnv3_from_offsets(
     ref = dcnv3_reference_points(height, width, padding, device=value.device)
     grid = dcnv3_base_grid(points, device=value.device)
     locations = dcnv3_sampling_locations(offsets, ref, grid, (height + 2 * padding, width + 2 * padding))
-    return dcnv3_core(value, locations, attention_weights)
+    return dcnv3_core(value, locations, attention_weights, impl=impl)
