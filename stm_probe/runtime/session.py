@@ -1,9 +1,9 @@
 """The `Session`: everything a probe run shares that is not the probe itself.
 
 Device, seed, models and checkpoints, the image source, the output folder, progress bars,
-bootstrap count and the run record. Precision and distributed fields are placeholders for the
-scale-out work (one process, float32 today). Built from `RunOptions` by `open_session`; the CLI
-and the Python API both go through it.
+bootstrap count and the run record, the numeric precision (`stm_probe.runtime.precision`) and,
+under torchrun, this process's rank (`stm_probe.runtime.distributed`). Built from `RunOptions` by
+`open_session`; the CLI and the Python API both go through it.
 """
 from __future__ import annotations
 
@@ -22,9 +22,17 @@ from ..runs import RunRecord, default_out_dir, device_description
 
 
 def resolve_device(text: str) -> torch.device:
-    """``auto`` -> cuda if available else cpu; otherwise a checked torch.device."""
+    """``auto`` -> cuda if available else cpu; otherwise a checked torch.device. Under torchrun with
+    several processes, each rank's CUDA device is ``cuda:LOCAL_RANK``."""
+    from . import distributed
+
     if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        text = "cuda" if torch.cuda.is_available() else "cpu"
+    if distributed.launched() and text.startswith("cuda"):
+        if text != "cuda":
+            raise UsageError(f"--device {text}: under torchrun each process uses cuda:LOCAL_RANK; pass --device cuda "
+                             "(or auto)")
+        text = f"cuda:{distributed.local_rank()}"
     try:
         device = torch.device(text)
     except RuntimeError:
@@ -102,8 +110,8 @@ class Session:
     source: Any  # stm_probe.data.ImageSource, already restricted to the images this run uses
     out_dir: Path | None  # None: the Python API without files
     record: RunRecord
-    precision: str = "float32"  # placeholder: the scale issue adds bf16/fp16
-    rank: int = 0  # placeholder: torch.distributed rank
+    precision: Any = None  # stm_probe.runtime.precision.Precision (None: strict fp32)
+    rank: int = 0  # torch.distributed rank (0 outside torchrun)
     world_size: int = 1
     notes: list[str] = field(default_factory=list)  # said in the summary and the manifest
 
@@ -116,10 +124,11 @@ class Session:
         return self.options.quiet
 
     def progress(self, total: int, desc: str) -> Any:
-        """A tqdm bar on stderr counting images (hidden with quiet)."""
+        """A tqdm bar on stderr counting images (hidden with quiet, and on every rank but 0)."""
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit="img", disable=self.quiet, leave=False, dynamic_ncols=True)
+        return tqdm(total=total, desc=desc, unit="img", disable=self.quiet or self.rank != 0, leave=False,
+                    dynamic_ncols=True)
 
     def load_model(self, name: str) -> LoadedModel:
         """Build (and load) one model, eval mode on the device. The RNG is re-seeded before each
@@ -135,6 +144,10 @@ class Session:
         entry = {"name": name, "stm": spec.stm, "size": spec.size, **weights}
         self.record.add_model(entry)
         net = Normalized(model).to(self.device).eval()
+        if self.precision is not None:
+            from .precision import apply_precision
+
+            apply_precision(model, self.precision, self.device.type)
         num_classes = int(getattr(model, "num_classes", 0) or 0)
         return LoadedModel(name, spec.stm, spec.size, weights["weights"], net, entry, num_classes)
 
@@ -199,4 +212,25 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     record.update(device=device_description(device), seed=options.seed, input_size=options.input_size,
                   batch_size=options.batch_size, num_images_requested=options.num_images,
                   images=list(source.paths), image_list=options.image_list)
-    return Session(options, device, models, checkpoints, source, out_dir, record, notes=notes)
+    precision, rank, world_size = _precision_and_ranks(options, device, record, notes)
+    return Session(options, device, models, checkpoints, source, out_dir, record, notes=notes, precision=precision,
+                   rank=rank, world_size=world_size)
+
+
+def _precision_and_ranks(options: RunOptions, device: torch.device, record: RunRecord,
+                         notes: list[str]) -> tuple[Any, int, int]:
+    """The run's `Precision` (checked; process-wide TF32 flags set) and, under torchrun, the joined
+    process group's (rank, world size); both recorded in the manifest."""
+    from . import distributed
+    from .precision import resolve_precision, set_matmul_precision
+
+    precision, precision_notes = resolve_precision(options.precision, options.channels_last, options.compile, device)
+    set_matmul_precision(precision)
+    notes.extend(precision_notes)
+    distributed.init(device.type)
+    rank, world_size = distributed.world()
+    record.update(precision=precision.key())
+    if world_size > 1:
+        record.update(distributed={"world_size": world_size, "backend": "nccl" if device.type == "cuda" else "gloo",
+                                   "sharding": "batches of --batch-size images, rank r takes batches r, r + N, ..."})
+    return precision, rank, world_size
