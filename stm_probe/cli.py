@@ -106,6 +106,27 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run several analyses over the same models into one folder and write report.md/report.html."""
+    from .compare import run_compare
+
+    values = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "argv") and v is not None}
+    values["model"] = tuple(values.get("model", ()))
+    values["checkpoint"] = tuple(values.get("checkpoint", ()))
+    values["set"] = tuple(values.get("set", ()))
+    run_compare(values, {"argv": ["stm-probe", *args.argv]})
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Re-render the report of a compare folder from its files (no torch)."""
+    from .compare import render_report
+
+    paths = render_report(args.dir, alpha=args.alpha, n_boot=args.pairwise_bootstrap)
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .tools.train import run_training
 
@@ -232,6 +253,22 @@ def build_parser() -> Parser:
     p.add_argument("--build", action="store_true", help="build every model and count parameters and GMACs (slow)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_models)
+    from .compare.runner import CompareCommand
+
+    p = sub.add_parser("compare", help="run several analyses (eval, erf, invariance, adversarial, bias, ...) over the "
+                       "same models and write one report (report.md, self-contained report.html) with pairwise tests",
+                       description="Run each analysis into OUT/<analysis>/ (reusing complete earlier runs with the same "
+                       "settings), then write OUT/report.md and OUT/report.html.")
+    add_probe_arguments(p, CompareCommand)
+    p.set_defaults(handler=cmd_compare)
+    p = sub.add_parser("report", help="re-render report.md/report.html of a compare folder from its files")
+    p.add_argument("dir", type=Path, help="the compare folder (the --out of stm-probe compare)")
+    p.add_argument("--alpha", type=float, default=None, metavar="A", help="level of the Holm-corrected pairwise "
+                   "tests (default: the compare run's, 0.05)")
+    p.add_argument("--pairwise-bootstrap", type=int, default=None, metavar="N", help="bootstrap replicates of each "
+                   "paired test (default: the compare run's, 10000)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(handler=cmd_report)
     p = sub.add_parser("plot", help="redraw a probe's figures from its saved CSV/npy files, without recomputing")
     p.add_argument("probe", choices=[*PROBES, "train"], help="which probe (or train) the folder holds")
     p.add_argument("dir", type=Path, help="the run folder (the probe's --out)")
