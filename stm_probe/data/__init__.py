@@ -508,6 +508,10 @@ def resolve_source(path: PathLike | None = None) -> ImageSource:
             "pass an image folder, an ImageFolder tree or a text file list"
         )
     if p.is_dir():
+        from .imagenet_c import imagenet_c_source, is_imagenet_c
+
+        if is_imagenet_c(p):
+            return imagenet_c_source(p)
         src = _folder_source(p)
     elif p.suffix.lower() in IMG_EXTENSIONS:
         src = ImageSource((str(p),), (-1,), "file", p)

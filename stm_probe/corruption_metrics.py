@@ -1,0 +1,111 @@
+"""ImageNet-C facts and the corruption-error arithmetic (Hendrycks & Dietterich, ICLR 2019).
+
+Facts (``stm_probe/resources/imagenet_c.json``): the 15 benchmark corruptions, the 4 extra
+(held-out) ones, the families (noise, blur, weather, digital) and AlexNet's top-1 error per
+corruption averaged over the 5 severities, plus AlexNet's clean error.
+
+Definitions, with E_{s,c} a model's top-1 error (fraction) at severity s of corruption c:
+
+* CE_c = sum_s E_{s,c} / sum_s E^AlexNet_{s,c} = mean_s E_{s,c} / (AlexNet's average for c)
+* relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^AlexNet_{s,c} - E^AlexNet_clean)
+* mCE and relative mCE: the means of CE_c and relative CE_c over the 15 benchmark corruptions.
+
+All four are reported in percent (AlexNet = 100). They are defined on all five severities:
+the functions refuse (ValueError) a table that lacks one, or a corruption without a normaliser.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+SEVERITIES = (1, 2, 3, 4, 5)
+
+
+@lru_cache(maxsize=1)
+def imagenet_c_facts() -> dict[str, Any]:
+    """The shipped ImageNet-C facts (see the module docstring)."""
+    text = (resources.files("stm_probe") / "resources" / "imagenet_c.json").read_text(encoding="utf-8")
+    return json.loads(text)
+
+
+def benchmark_corruptions() -> tuple[str, ...]:
+    """The 15 benchmark corruptions, in the paper's order."""
+    return tuple(imagenet_c_facts()["corruptions"])
+
+
+def extra_corruptions() -> tuple[str, ...]:
+    """The 4 extra corruptions (speckle noise, Gaussian blur, spatter, saturate)."""
+    return tuple(imagenet_c_facts()["extra_corruptions"])
+
+
+def family_of(corruption: str) -> str:
+    """'noise', 'blur', 'weather' or 'digital'."""
+    for family, members in imagenet_c_facts()["families"].items():
+        if corruption in members:
+            return family
+    raise KeyError(corruption)
+
+
+def alexnet_error(corruption: str) -> float | None:
+    """AlexNet's top-1 error on ``corruption`` averaged over the 5 severities (fraction); None for the
+    extra corruptions, which have no published normaliser."""
+    return imagenet_c_facts()["alexnet_error"].get(corruption)
+
+
+def alexnet_clean_error() -> float:
+    return float(imagenet_c_facts()["alexnet_clean_error"])
+
+
+def _severity_errors(errors: Mapping[int, float] | Sequence[float], corruption: str) -> np.ndarray:
+    """Errors (fractions) at severities 1..5 as an array (5,); ValueError if one is missing."""
+    if isinstance(errors, Mapping):
+        missing = [s for s in SEVERITIES if s not in errors]
+        if missing:
+            raise ValueError(f"{corruption}: CE needs all 5 severities, severity {missing[0]} is missing")
+        errors = [errors[s] for s in SEVERITIES]
+    values = np.asarray(errors, dtype=np.float64)
+    if values.shape != (len(SEVERITIES),):
+        raise ValueError(f"{corruption}: CE needs the errors at all 5 severities, got {values.size}")
+    return values
+
+
+def _normaliser(corruption: str) -> float:
+    value = alexnet_error(corruption)
+    if value is None:
+        raise ValueError(f"{corruption} has no AlexNet normaliser (not one of the 15 benchmark corruptions)")
+    return float(value)
+
+
+def corruption_error(errors: Mapping[int, float] | Sequence[float], corruption: str) -> float:
+    """CE_c in percent from the model's errors (fractions) at severities 1..5."""
+    return 100.0 * float(_severity_errors(errors, corruption).mean()) / _normaliser(corruption)
+
+
+def relative_corruption_error(errors: Mapping[int, float] | Sequence[float], clean_error: float,
+                              corruption: str) -> float:
+    """Relative CE_c in percent: the error above the model's own clean error, over AlexNet's."""
+    gap = float(_severity_errors(errors, corruption).mean()) - float(clean_error)
+    return 100.0 * gap / (_normaliser(corruption) - alexnet_clean_error())
+
+
+def _complete(table: Mapping[str, Any]) -> None:
+    missing = [c for c in benchmark_corruptions() if c not in table]
+    if missing:
+        raise ValueError(f"mCE needs the 15 benchmark corruptions, {missing[0]} is missing")
+
+
+def mean_corruption_error(table: Mapping[str, Mapping[int, float] | Sequence[float]]) -> float:
+    """mCE in percent: the mean CE over the 15 benchmark corruptions (other entries are ignored)."""
+    _complete(table)
+    return float(np.mean([corruption_error(table[c], c) for c in benchmark_corruptions()]))
+
+
+def relative_mean_corruption_error(table: Mapping[str, Mapping[int, float] | Sequence[float]],
+                                   clean_error: float) -> float:
+    """Relative mCE in percent (see the module docstring)."""
+    _complete(table)
+    return float(np.mean([relative_corruption_error(table[c], clean_error, c) for c in benchmark_corruptions()]))
