@@ -8,7 +8,12 @@
   classes is labelled correctly; if every class folder name is a non-negative integer
   (ImageNet-V2's ``0/ 1/ ... 999/``), the label is that integer; otherwise the label is the
   folder's rank among the sorted class folders (torchvision ``ImageFolder`` convention);
-* a flat folder of images: unlabelled, every label is ``-1``;
+* a flat folder of images: unlabelled, every label is ``-1``; with ``labels=FILE`` (``--labels``)
+  labelled from the ILSVRC2012 devkit ground truth, Kaggle's ``LOC_val_solution.csv`` or a
+  ``filename,label`` CSV (:mod:`stm_probe.data.labels`);
+* ``imagenet-v2:PATH``, ``imagenet-sketch:PATH``, ``imagenet-r:PATH``, ``imagenet-a:PATH``: the
+  distribution-shift test sets with their label spaces (:mod:`stm_probe.data.shift`; R and A are
+  scored on their 200 classes: the source's ``class_subset``);
 * a text file list: one image per line, ``path`` or ``path label``; relative paths are
   relative to the list file (to the working directory when the list is a pipe, as with
   ``--data <(ls imgs/*.png)``); blank lines and lines starting with ``#`` are ignored;
@@ -24,8 +29,9 @@ Folders are scanned recursively and symbolic links are followed, but every real 
 entered once (the first path reaching it, walking in sorted name order; a link back to an
 enclosing folder is not followed) and every real file is listed once per class folder (under
 the first of its paths in sorted order). :meth:`ImageSource.restrict` keeps only the images
-named in an id list (RobustBench's ImageNet test set); :meth:`ImageSource.check_labels` checks
-the labels against a model's number of classes.
+named in an id list (RobustBench's ImageNet test set); :meth:`ImageSource.take` with a seed
+draws a class-balanced subset that depends on the seed and the image names only;
+:meth:`ImageSource.check_labels` checks the labels against a model's number of classes.
 
 Pixels stay in [0, 1]: the dataset applies **no** mean/std normalisation. Batches are
 ``float32`` ``(B, 3, H, W)`` in [0, 1] and the model wrapper normalises with the model's own
@@ -43,6 +49,7 @@ logs at debug level.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import posixpath
@@ -59,6 +66,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UsageError
+from .shift import SHIFT_SETS, describe_space
 
 if TYPE_CHECKING:
     from .synthetic import SyntheticSpec
@@ -122,7 +130,9 @@ class ImageSource:
     ``paths`` are absolute path strings; ``labels[i]`` belongs to ``paths[i]``. Folders are
     listed in sorted path order; a list file keeps its own line order. A synthetic source
     (``kind="synthetic"``) holds pseudo paths ``<location>/<class>/<index>.png`` and the
-    ``synthetic`` split that renders them.
+    ``synthetic`` split that renders them. ``class_subset`` (sorted ImageNet-1k indices, e.g. the
+    200 ImageNet-R classes) means a model's logits are restricted to those classes and the
+    labels are positions in the subset.
     """
 
     paths: tuple[str, ...]
@@ -135,6 +145,7 @@ class ImageSource:
     is_default: bool = False
     notes: tuple[str, ...] = field(default=())
     synthetic: SyntheticSpec | None = None
+    class_subset: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.paths) != len(self.labels):
@@ -153,15 +164,19 @@ class ImageSource:
         """The folder relative paths refer to: the folder itself, or the list file's folder."""
         return self.location if self.kind in ("imagefolder", "folder", "synthetic") else self.location.parent
 
-    def take(self, num_images: int | None, spread_classes: bool = False) -> "ImageSource":
+    def take(self, num_images: int | None, spread_classes: bool = False, seed: int | None = None) -> "ImageSource":
         """The first ``num_images`` images (all if ``None`` or larger than the source).
 
         With ``spread_classes=True`` the order is first interleaved round-robin over labels
         (1st image of every class, then the 2nd, ...), so a small ``num_images`` taken from
-        an ImageFolder tree covers many classes instead of only the first one.
+        an ImageFolder tree covers many classes instead of only the first one. With ``seed``
+        (``--subset-seed``) the ``num_images`` images are a seeded class-balanced subset instead
+        (see :meth:`balanced_subset`).
         """
         if num_images is not None and num_images < 1:
             raise UsageError(f"number of images must be a positive integer, got {num_images}")
+        if seed is not None and num_images is not None and num_images < len(self.paths):
+            return self.balanced_subset(num_images, seed)
         order = list(range(len(self.paths)))
         if spread_classes:
             per_label: dict[int, list[int]] = {}
@@ -174,6 +189,45 @@ class ImageSource:
         if order == list(range(len(self.paths))):
             return self
         return self._select(order)
+
+    def image_ids(self) -> list[str]:
+        """Each image's path relative to :attr:`root` with ``/`` separators (its id in id lists)."""
+        root = str(self.location) if self.kind == "synthetic" else os.path.abspath(self.root)
+        prefix = root.rstrip(os.sep) + os.sep
+        return [(p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)).replace(os.sep, "/")
+                for p in self.paths]
+
+    def balanced_subset(self, num_images: int, seed: int) -> "ImageSource":
+        """``num_images`` images drawn class-balanced with ``seed`` (``--num-images N --subset-seed S``).
+
+        Every image gets a key hashed from (seed, its id relative to :attr:`root`), and every label
+        one from (seed, label); within a class images are taken in key order, and classes take
+        turns in key order (the r-th image of every class before any class gives its (r+1)-th).
+        So class counts differ by at most one (unless a class runs out), and the subset depends
+        on the seed, the image ids and the labels only: not on the listing order, the folder's
+        location or the model. Unlabelled images (``-1``) form one group (a seeded random
+        subset). The result is in that round-robin order and records a note.
+        """
+        ids = self.image_ids()
+        per_label: dict[int, list[int]] = {}
+        for i, lab in enumerate(self.labels):
+            per_label.setdefault(lab, []).append(i)
+        for members in per_label.values():
+            members.sort(key=lambda i: (_hash_key(seed, "image", ids[i]), ids[i]))
+        classes = sorted(per_label, key=lambda lab: (_hash_key(seed, "class", lab), lab))
+        order: list[int] = []
+        for r in range(max(map(len, per_label.values()), default=0)):
+            order.extend(per_label[c][r] for c in classes if r < len(per_label[c]))
+            if len(order) >= num_images:
+                break
+        order = order[:num_images]
+        counts = sorted({sum(1 for i in order if self.labels[i] == c) for c in classes} - {0})
+        spread = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+        used = len({self.labels[i] for i in order})
+        note = (f"seeded class-balanced subset (--subset-seed {seed}): {len(order)} of {len(self)} images, "
+                f"{used} classes, {spread} per class") if self.has_labels else \
+            f"seeded random subset (--subset-seed {seed}): {len(order)} of {len(self)} unlabelled images"
+        return self._select(order, note)
 
     def _select(self, order: Sequence[int], note: str | None = None) -> "ImageSource":
         notes = self.notes + ((note,) if note else ())
@@ -200,12 +254,10 @@ class ImageSource:
         flag = f"--image-list {_printable(ids_file)}"
         ids = _read_id_list(ids_path, flag)
         root = str(self.location) if self.kind == "synthetic" else os.path.abspath(self.root)
-        prefix = root.rstrip(os.sep) + os.sep
         by_rel: dict[str, int] = {}
         by_name: dict[str, list[int]] = {}
-        for i, p in enumerate(self.paths):
-            rel = p[len(prefix):] if p.startswith(prefix) else os.path.relpath(p, root)
-            by_rel.setdefault(rel.replace(os.sep, "/"), i)
+        for i, (p, rel) in enumerate(zip(self.paths, self.image_ids())):
+            by_rel.setdefault(rel, i)
             by_name.setdefault(os.path.basename(p), []).append(i)
         by_abs = {os.path.normpath(p): i for i, p in reversed(list(enumerate(self.paths)))}
 
@@ -254,7 +306,7 @@ class ImageSource:
             return
         i = bad[0]
         more = f", and {len(bad) - 1} more" if len(bad) > 1 else ""
-        fix = {"list": "list file", "imagefolder": "class folders",
+        fix = {"list": "list file", "imagefolder": "class folders", "folder": "--labels file",
                "synthetic": "classes= option of --data"}.get(self.kind, "--data")
         raise UsageError(
             f"label {self.labels[i]} in {_printable(self.location)} (image {_printable(self.paths[i])}{more}) "
@@ -275,18 +327,26 @@ class ImageSource:
         extra = []
         if self.kind in ("imagefolder", "synthetic"):
             extra.append(f"{len(self.class_names)} classes")
-        extra.append(
-            {
-                "imagenet-1k": "ImageNet-1k labels from synset folders",
+        if self.label_space in SHIFT_SETS:
+            space = describe_space(self.label_space)
+        else:
+            space = {
+                "imagenet-1k": "ImageNet-1k labels" + (" from synset folders" if self.kind == "imagefolder" else ""),
                 "folder-integer": "labels = integer class-folder names",
                 "folder-index": "labels = sorted class-folder index",
                 "list": "labels from the list",
                 "synthetic": "labels = synthetic classes",
                 None: "unlabelled",
             }.get(self.label_space, str(self.label_space))
-        )
+        extra.append(space)
         extra.extend(self.notes)
         return f"{what} {_printable(self.location)} ({len(self)} images, {'; '.join(extra)})"
+
+
+def _hash_key(seed: int, *parts: object) -> int:
+    """A 64-bit key from (seed, parts): the same on every machine and Python version."""
+    text = "|".join(str(p) for p in (int(seed), "subset", *parts))
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
 
 def default_data_dir() -> Path:
@@ -478,20 +538,29 @@ def _list_source(list_file: Path) -> ImageSource:
     return ImageSource(tuple(paths), tuple(labels), "list", list_file, label_space=space, notes=notes)
 
 
-def resolve_source(path: PathLike | None = None) -> ImageSource:
+def resolve_source(path: PathLike | None = None, labels: PathLike | None = None) -> ImageSource:
     """Build an :class:`ImageSource` from a ``--data`` argument (see the module docstring).
 
     ``None`` means the default set: ``$STM_PROBE_DATA`` if set, else the embedded ``data/``.
     A string ``synthetic[:<split>][?options]`` gives the synthetic set
-    (:func:`stm_probe.data.synthetic.synthetic_source`).
+    (:func:`stm_probe.data.synthetic.synthetic_source`); ``imagenet-r:PATH`` and the other
+    shift-set prefixes give :func:`stm_probe.data.shift.shift_source`, and a synset tree holding
+    exactly the ImageNet-R or -A classes is recognised as that set. ``labels`` (``--labels``)
+    labels a flat folder from a label file (:func:`stm_probe.data.labels.apply_label_file`).
     Raises :class:`~stm_probe.errors.UsageError` for a missing path, an unreadable list or an
     empty source. Image files are not opened here; unreadable images are skipped by the loader.
     An ``--image-list`` is applied afterwards with :meth:`ImageSource.restrict`.
     """
-    from . import synthetic
+    from . import shift, synthetic
 
+    if labels is not None:
+        from .labels import apply_label_file
+
+        return apply_label_file(resolve_source(path), labels)
     if synthetic.is_synthetic(path):
         return synthetic.synthetic_source(str(path))
+    if shift.split_prefix(path) is not None:
+        return shift.shift_source(*shift.split_prefix(path))
     is_default = path is None
     if path is None:
         env = os.environ.get(DATA_ENV_VAR)
@@ -512,7 +581,7 @@ def resolve_source(path: PathLike | None = None) -> ImageSource:
 
         if is_imagenet_c(p):
             return imagenet_c_source(p)
-        src = _folder_source(p)
+        src = shift.recognise(_folder_source(p))
     elif p.suffix.lower() in IMG_EXTENSIONS:
         src = ImageSource((str(p),), (-1,), "file", p)
     else:

@@ -149,6 +149,11 @@ class Session:
 
             apply_precision(model, self.precision, self.device.type)
         num_classes = int(getattr(model, "num_classes", 0) or 0)
+        if getattr(self.source, "class_subset", None):  # ImageNet-R/A: logits of their 200 classes only
+            from ..models.label_space import restrict_classes
+
+            net = restrict_classes(net, num_classes, self.source.class_subset, name, str(self.source.label_space))
+            num_classes = net.num_classes
         return LoadedModel(name, spec.stm, spec.size, weights["weights"], net, entry, num_classes)
 
 
@@ -194,12 +199,13 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
         raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
                          f"use {max(32, round(options.input_size / 32) * 32)}")
     device = resolve_device(options.device)
-    source = resolve_source(options.data)
+    source = resolve_source(options.data, labels=options.labels)
     if options.image_list is not None:
         source = source.restrict(Path(options.image_list))
     available = len(source)
     # an image list keeps its own order; a labelled folder is interleaved by class so a few images cover many
-    source = source.take(options.num_images, spread_classes=source.has_labels and options.image_list is None)
+    source = source.take(options.num_images, spread_classes=source.has_labels and options.image_list is None,
+                         seed=options.subset_seed)
     notes = list(found_notes)
     if options.num_images > available:
         notes.append(f"the source holds {available} image(s), fewer than --num-images {options.num_images}: "
