@@ -84,5 +84,12 @@ def light_checks(options: RunOptions) -> None:
     if options.data is not None and ":" not in options.data and not Path(options.data).expanduser().exists():
         raise UsageError(f"--data {options.data}: no such file or directory; pass an image folder, an ImageFolder "
                          "tree or a text file list")
+    shift, _, shift_path = (options.data or "").partition(":")  # the prefixes of stm_probe.data.shift
+    if shift.lower() in ("imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a") and \
+            not Path(shift_path).expanduser().is_dir():
+        raise UsageError(f"--data {options.data}: no such folder; pass the {shift} folder after '{shift}:'")
+    if options.labels is not None and not Path(options.labels).expanduser().is_file():
+        raise UsageError(f"--labels {options.labels}: no such file; pass ILSVRC2012_validation_ground_truth.txt, "
+                         "LOC_val_solution.csv or a filename,label CSV")
     if options.out is not None and Path(options.out).exists() and not Path(options.out).is_dir():
         raise UsageError(f"--out {options.out} is an existing file, not a folder: choose a folder path")
