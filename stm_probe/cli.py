@@ -163,22 +163,42 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """Redraw the figures of a run folder from its data files."""
-    from .probes import get_probe
-    from .probes.base import plot_run
+    """Redraw the figures of a run folder (or draw several folders of one probe together) from their data files."""
+    import importlib
 
+    from .plots import check_runs
+    from .plots.style import resolve_style
+    from .probes import get_probe
+
+    dirs = list(args.dir)
+    if len(set(map(str, dirs))) != len(dirs):
+        raise UsageError("a run folder is given twice: give each folder once")
+    if len(dirs) > 1 and args.out is None:
+        raise UsageError(f"{len(dirs)} run folders: give --out DIR for the figures drawn from them together")
+    out = args.out or dirs[0]
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
+    style = resolve_style(dirs[0], args.style, args.cmap)
     if args.probe == "train":
         from .plots.train import plot_train
 
-        paths = plot_train(args.dir)
-        print(f"redrew {len(paths)} file(s) in {args.dir}")
+        if len(dirs) > 1:
+            raise UsageError("plot train takes one training folder: draw each one on its own")
+        paths = plot_train(out, sources=dirs, style=style)
+        print(f"redrew {len(paths)} file(s) in {out}")
         return 0
     probe = get_probe(args.probe)
-    csv_path = args.dir / f"{args.probe}.csv"
-    if not csv_path.is_file():
-        raise UsageError(f"{csv_path} not found: give the --out folder of a `stm-probe {args.probe}` run")
-    paths = plot_run(probe.plot, args.dir, args.probe) if probe.plot else []
-    print(f"redrew {len(paths)} file(s) in {args.dir}")
+    check_runs(args.probe, dirs)
+    for folder in dirs:
+        csv_path = folder / f"{args.probe}.csv"
+        if not csv_path.is_file():
+            raise UsageError(f"{csv_path} not found: give the --out folder of a `stm-probe {args.probe}` run")
+    paths = []
+    if probe.plot:
+        module_name, func = probe.plot.split(":")
+        out.mkdir(parents=True, exist_ok=True)
+        paths = getattr(importlib.import_module(module_name), func)(out, args.probe, sources=dirs, style=style)
+    print(f"{'redrew' if len(dirs) == 1 and out == dirs[0] else 'drew'} {len(paths)} file(s) in {out}")
     return 0
 
 
@@ -271,7 +291,13 @@ def build_parser() -> Parser:
     p.set_defaults(handler=cmd_report)
     p = sub.add_parser("plot", help="redraw a probe's figures from its saved CSV/npy files, without recomputing")
     p.add_argument("probe", choices=[*PROBES, "train"], help="which probe (or train) the folder holds")
-    p.add_argument("dir", type=Path, help="the run folder (the probe's --out)")
+    p.add_argument("dir", type=Path, nargs="+", metavar="DIR", help="the run folder (the probe's --out); several "
+                   "folders of the same probe and settings are drawn together")
+    p.add_argument("--out", type=Path, metavar="DIR", help="folder for the figures (default: the run folder; "
+                   "required with several)")
+    p.add_argument("--style", choices=("default", "paper"), help="figure style (default: the run's own --style)")
+    p.add_argument("--cmap", metavar="NAME", help="colour map of ERF heat maps (default: the run's own, else viridis; "
+                   "RdYlGn: RepLKNet's red-yellow-green)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_plot)
     _add_paper_parser(sub)
