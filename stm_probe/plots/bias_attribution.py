@@ -9,6 +9,8 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..report import save_figure, verify_file
+from . import folder_of
+from .style import FigureStyle, annotate, short_name
 
 EXAMPLE_FIELDS = ("image", "map", "label", "prediction", "index")
 #: each map is shown on [0, its DISPLAY_PERCENTILE-th percentile], so a few hot pixels do not hide the rest
@@ -39,7 +41,7 @@ def load_examples(path: Path) -> dict[str, np.ndarray]:
 
 def _caption(rows: pd.DataFrame, model: str) -> str:
     own = rows[rows["model"] == model].set_index("metric")["value"]
-    parts = [model]
+    parts = [short_name(model)]
     if "concentration" in own:
         parts.append(f"top-10% share {own['concentration']:.2f}")
     if "com_distance_px" in own:
@@ -50,38 +52,40 @@ def _caption(rows: pd.DataFrame, model: str) -> str:
 def _bare(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.spines[:].set_visible(False)
 
 
-def plot_attribution(out_dir: Path, rows: pd.DataFrame) -> list[Path]:
+def plot_attribution(out_dir: Path, rows: pd.DataFrame, style: FigureStyle | None = None) -> list[Path]:
     """``bias_attribution.png/.pdf``: rows = the saved images, columns = the image and one map per
     model (|attribution| summed over channels, each map on its own scale from 0 to its 99.5th
     percentile), titled with the model's concentration and mean-map centre offset."""
     import matplotlib.pyplot as plt
 
+    style = style or FigureStyle()
     out_dir = Path(out_dir)
     models = list(dict.fromkeys(rows["model"]))
-    examples = {m: load_examples(attribution_path(out_dir, m)) for m in models}
+    examples = {m: load_examples(attribution_path(folder_of(rows, m, out_dir), m)) for m in models}
     count = min(len(e["map"]) for e in examples.values())
     if count == 0:
         return []
     method = str(rows["variant"].dropna().iloc[0]) if rows["variant"].notna().any() else "attribution"
     first = examples[models[0]]
-    fig, axes = plt.subplots(count, len(models) + 1, figsize=(1.9 * (len(models) + 1), 1.9 * count + 0.6),
-                             squeeze=False)
+    cols = len(models) + 1
+    width = style.width(cols) if style.paper else 1.9 * cols
+    fig, axes = plt.subplots(count, cols, figsize=(width, width / cols * 1.1 * count + 0.9), squeeze=False)
     for i, row in enumerate(axes):
         label = int(first["label"][i])
         row[0].imshow(first["image"][i].transpose(1, 2, 0), interpolation="nearest")
-        row[0].set_ylabel(f"image {int(first['index'][i])}" + (f"\nlabel {label}" if label >= 0 else ""), fontsize=7)
+        row[0].set_ylabel(f"image {int(first['index'][i])}" + (f"\nlabel {label}" if label >= 0 else ""), fontsize="small")
         _bare(row[0])
         for ax, model in zip(row[1:], models):
             heat = examples[model]["map"][i]
             top = float(np.percentile(heat, DISPLAY_PERCENTILE)) or float(heat.max()) or 1.0
             ax.imshow(heat, cmap="inferno", vmin=0.0, vmax=top, interpolation="nearest")
-            ax.set_xlabel(f"pred {int(examples[model]['prediction'][i])}", fontsize=6, labelpad=1)
+            ax.set_xlabel(f"pred {int(examples[model]['prediction'][i])}", fontsize="x-small", labelpad=1)
             _bare(ax)
-    axes[0][0].set_title("image", fontsize=8)
+    axes[0][0].set_title("image", fontsize="small")
     for ax, model in zip(axes[0][1:], models):
-        ax.set_title(_caption(rows, model), fontsize=7)
-    fig.suptitle(f"attribution maps ({method}): |attribution| summed over channels", fontsize=9)
-    fig.tight_layout()
+        ax.set_title(_caption(rows, model), fontsize="x-small")
+    annotate(fig, f"attribution maps ({method}): |attribution| summed over channels", rows)
     return save_figure(fig, out_dir / "bias_attribution")

@@ -8,19 +8,18 @@ from pathlib import Path
 import pandas as pd
 
 from ..report import model_palette, save_figure
+from .style import FigureStyle, annotate, model_look
 
 OVERALL = "all"
-MARKERS = ("o", "s", "D", "^", "v", "P", "X", "<", ">", "h")
 
 
-def plot_cue_conflict(out_dir: Path, rows: pd.DataFrame) -> list[Path]:
+def plot_cue_conflict(out_dir: Path, rows: pd.DataFrame, style: FigureStyle | None = None) -> list[Path]:
     """``bias_cue_conflict.png/.pdf``: shape categories on the y axis, shape bias (0 = all texture
     decisions, 1 = all shape decisions) on x; one marker per model and category, and each model's
     overall shape bias as a vertical line (its 95% CI as a faint band). Every measured category has
     a row; one where a model's shape bias is undefined (no shape or texture hit) has no marker.
     Nothing is drawn when no ``shape_bias`` row exists at all."""
-    import matplotlib.pyplot as plt
-
+    style = style or FigureStyle()
     rows = rows.assign(variant=rows["variant"].fillna("").astype(str))
     categories = sorted(set(rows["variant"]) - {OVERALL}, reverse=True)  # every category measured, a-z from the top
     rows = rows[rows["metric"] == "shape_bias"]
@@ -32,9 +31,11 @@ def plot_cue_conflict(out_dir: Path, rows: pd.DataFrame) -> list[Path]:
     palette = model_palette(models)
     position = {name: i for i, name in enumerate(categories)}
 
-    fig, ax = plt.subplots(figsize=(6.0, 0.32 * max(len(categories), 4) + 1.6))
-    for k, model in enumerate(models):
-        colour, marker = palette[model], MARKERS[k % len(MARKERS)]
+    fig, axes = style.subplots(1, 1, aspect=0.07 * max(len(categories), 4) + 0.25, extra_height=1.2,
+                               width=None if style.paper else 6.4)
+    ax = axes[0][0]
+    for model in models:
+        colour, marker = palette[model], model_look(model).marker
         line = overall[overall["model"] == model]
         label = model
         if len(line):
@@ -48,12 +49,12 @@ def plot_cue_conflict(out_dir: Path, rows: pd.DataFrame) -> list[Path]:
                    edgecolors=(0.3, 0.3, 0.3, 0.5), linewidths=0.4, zorder=3, clip_on=False, label=label)
     for i in range(len(categories) - 1):
         ax.axhline(i + 0.5, color="gray", linestyle=":", linewidth=0.6, alpha=0.5)
-    ax.set_yticks(range(len(categories)), categories, fontsize=8)
+    ax.set_yticks(range(len(categories)), categories)
     ax.set_ylim(-0.5, max(len(categories), 1) - 0.5)
     ax.set_xlim(0, 1)
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0\ntexture", "0.25", "0.5", "0.75", "1\nshape"], fontsize=8)
-    ax.set_xlabel("shape bias: shape hits / (shape + texture hits)", fontsize=9)
-    ax.set_ylabel("shape category", fontsize=9)
-    ax.set_title("cue conflict (line: overall shape bias per model)", fontsize=9)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1.0], ["0\ntexture", "0.25", "0.5", "0.75", "1\nshape"])
+    ax.set_xlabel("shape bias: shape hits / (shape + texture hits)")
+    ax.set_ylabel("shape category")
+    style.legend(fig, *ax.get_legend_handles_labels())
+    annotate(fig, "cue conflict (line: overall shape bias per model, band: 95% CI)", rows)
     return save_figure(fig, Path(out_dir) / "bias_cue_conflict")

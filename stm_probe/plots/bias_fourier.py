@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..report import save_figure
+from .style import FigureStyle, annotate, short_name
 
 #: the heat map's metric, first choice first: error rate with labels, flip rate without
 MAP_METRICS = ("error", "flip")
@@ -80,31 +81,31 @@ def maps_from_rows(rows: pd.DataFrame) -> tuple[str, dict[str, np.ndarray], np.n
     return metric, maps, grid_offsets(size, step)
 
 
-def plot_fourier(out_dir: str | Path, rows: pd.DataFrame) -> list[Path]:
+def plot_fourier(out_dir: str | Path, rows: pd.DataFrame, style: FigureStyle | None = None) -> list[Path]:
     """``bias_fourier.png/.pdf``: a heat map per model (rows = vertical frequency i, columns =
     horizontal frequency j), one colour scale from 0 to the largest rate of any model."""
-    import matplotlib.pyplot as plt
-
+    style = style or FigureStyle()
     if not len(rows) or not rows["metric"].isin(MAP_METRICS).any():
         return []
     metric, maps, offsets = maps_from_rows(rows)
     top = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for m in maps.values())
     cols = min(len(maps), 4)
     nrows = -(-len(maps) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols + 1.0, 3.0 * nrows), squeeze=False)
+    fig, axes = style.subplots(nrows, cols, aspect=1.0, extra_height=0.8, width=None if style.paper else 2.8 * cols + 1.2)
     half = (offsets[1] - offsets[0]) / 2 if len(offsets) > 1 else 0.5
     extent = (offsets[0] - half, offsets[-1] + half, offsets[-1] + half, offsets[0] - half)
     image = None
     for k, (ax, (model, grid)) in enumerate(zip(axes.ravel(), maps.items())):
         image = ax.imshow(grid, cmap="viridis", vmin=0.0, vmax=max(top, 1e-9), extent=extent,
                           interpolation="nearest")
-        ax.set_title(model, fontsize=8)
+        ax.set_title(short_name(model), fontsize="medium")
         if k + cols >= len(maps):  # the lowest panel of its column
-            ax.set_xlabel("horizontal frequency j (cycles / image)", fontsize=7)
+            ax.set_xlabel("horizontal frequency j\n(cycles / image)", fontsize="small")
         if k % cols == 0:
-            ax.set_ylabel("vertical frequency i (cycles / image)", fontsize=7)
-        ax.tick_params(labelsize=6)
+            ax.set_ylabel("vertical frequency i\n(cycles / image)", fontsize="small")
+        ax.tick_params(labelsize="x-small")
     for ax in axes.ravel()[len(maps):]:
         ax.set_axis_off()
     fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=MAP_LABELS[metric])
+    annotate(fig, "Fourier heat map: Fourier-basis perturbation per frequency", rows)
     return save_figure(fig, Path(out_dir) / "bias_fourier")

@@ -8,12 +8,15 @@ mean over training seeds) against the fraction on a log2 axis, with the band
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import model_palette, read_results, save_figure, use_headless_backend
+from ..report import model_palette, save_figure, use_headless_backend
+from . import read_runs
+from .style import FigureStyle, annotate, model_look, resolve_style
 
 PANELS = (("val_acc", "val accuracy (%)"), ("shape_bias", "shape bias (cue conflict)"))
 
@@ -27,41 +30,47 @@ def _band(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, low, high
 
 
-def plot_data_efficiency(out_dir: str | Path, probe: str = "data-efficiency") -> list[Path]:
+def plot_data_efficiency(out_dir: str | Path, probe: str = "data-efficiency", *,
+                         sources: Sequence[Path] | None = None, style: FigureStyle | None = None) -> list[Path]:
     """``data-efficiency.png/.pdf``: val accuracy (left) and shape bias (right) vs fraction."""
     use_headless_backend()
-    import matplotlib.pyplot as plt
-
     out_dir = Path(out_dir)
-    path = out_dir / f"{probe}.csv"
-    frame = read_results(path, ("model", "weights", "fraction", "metric", "value", "ci_low", "ci_high", "repeats",
-                                "repeat_mean", "repeat_low", "repeat_high"), numeric=("fraction",))
+    folders = list(sources or [out_dir])
+    style = style or resolve_style(folders[0])
+    frame = read_runs(folders, f"{probe}.csv", probe, ("model", "weights", "fraction", "metric", "value", "ci_low",
+                                                       "ci_high", "repeats", "repeat_mean", "repeat_low",
+                                                       "repeat_high"), numeric=("fraction",))
     if not (frame["metric"] == "val_acc").any():
-        raise UsageError(f"{path} holds no val_acc rows (nothing to draw): the file is damaged; rerun the probe")
-    labels = list(dict.fromkeys(frame["model"].astype(str)))
-    palette = model_palette(labels)
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(8.4, 3.3), squeeze=False)
+        raise UsageError(f"{folders[0] / f'{probe}.csv'} holds no val_acc rows (nothing to draw): the file is damaged; "
+                         "rerun the probe")
+    palette = model_palette(list(dict.fromkeys(frame["model"].astype(str))))
     fractions = sorted(frame["fraction"].unique())
-    for ax, (metric, ylabel) in zip(axes[0], PANELS):
-        for (model, _weights), rows in frame[frame["metric"] == metric].groupby(["model", "weights"], sort=False):
-            rows = rows.sort_values("fraction")
-            mean, low, high = _band(rows)
-            x = rows["fraction"].to_numpy(float)
-            ax.plot(x, mean, marker="o", markersize=4, color=palette[str(model)], label=str(model))
-            ax.fill_between(x, low, high, color=palette[str(model)], alpha=0.2, linewidth=0)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(fractions)
-        ax.set_xticklabels([f"{f:g}" for f in fractions], fontsize=7)
-        ax.minorticks_off()
-        ax.set_xlabel("fraction of the training split")
-        ax.set_ylabel(ylabel, fontsize=8)
-        if metric == "shape_bias":
-            ax.set_ylim(-0.02, 1.02)
-            ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
-    axes[0][0].legend(fontsize=7)
-    steps = frame["steps"].iloc[0] if "steps" in frame.columns else None
-    if steps is not None:
-        fig.suptitle(f"same budget at every fraction: {int(steps)} optimiser steps; band: 95% over seeds",
-                     fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, out_dir / probe)
+    with style.context():
+        fig, axes = style.subplots(1, len(PANELS))
+        handles: dict[str, object] = {}
+        for ax, (metric, ylabel) in zip(axes[0], PANELS):
+            for k, ((model, _weights), rows) in enumerate(frame[frame["metric"] == metric].groupby(["model", "weights"],
+                                                                                                  sort=False)):
+                rows = rows.sort_values("fraction")
+                mean, low, high = _band(rows)
+                x = rows["fraction"].to_numpy(float)
+                look = model_look(str(model))
+                (line,) = ax.plot(x, mean, marker=look.marker, linestyle=look.linestyle, color=palette[str(model)],
+                                  alpha=0.9, zorder=2 + k)
+                ax.fill_between(x, low, high, color=palette[str(model)], alpha=0.15, linewidth=0)
+                handles[str(model)] = line
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+            ax.minorticks_off()
+            ax.set_xlabel("fraction of the training split")
+            ax.set_ylabel(ylabel)
+            if metric == "shape_bias":
+                ax.set_ylim(-0.02, 1.02)
+                ax.axhline(0.5, color="grey", linewidth=0.6, linestyle=":")
+        style.legend(fig, list(handles.values()), list(handles))
+        steps = frame["steps"].iloc[0] if "steps" in frame.columns else None
+        title = "val accuracy and shape bias vs training data; band: 95% over seeds"
+        if steps is not None:
+            title = f"same budget at every fraction: {int(steps)} optimiser steps; band: 95% over seeds"
+        annotate(fig, title, frame)
+        return save_figure(fig, out_dir / probe)

@@ -7,11 +7,13 @@ percent) and the learning rate at the epoch's last step.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from ..errors import UsageError
 from ..report import read_table, save_figure, use_headless_backend
+from .style import FigureStyle, resolve_style
 
 LOG_NAME = "train_log.csv"
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
@@ -33,30 +35,37 @@ def read_log(path: str | Path) -> pd.DataFrame:
     return frame.sort_values("epoch")
 
 
-def plot_train(out_dir: str | Path, probe: str = "train") -> list[Path]:
-    """``train_curve.png/.pdf`` in ``out_dir`` from its ``train_log.csv``; returns the paths written."""
-    use_headless_backend()
-    import matplotlib.pyplot as plt
+#: Okabe-Ito blue and orange
+TRAIN_COLOUR, VAL_COLOUR = "#0072B2", "#E69F00"
 
+
+def plot_train(out_dir: str | Path, probe: str = "train", *, sources: Sequence[Path] | None = None,
+               style: FigureStyle | None = None) -> list[Path]:
+    """``train_curve.png/.pdf`` in ``out_dir`` from the ``train_log.csv`` of ``sources[0]`` (default
+    ``out_dir``); returns the paths written."""
+    use_headless_backend()
     out_dir = Path(out_dir)
-    log = read_log(out_dir / LOG_NAME)
+    folder = Path((sources or [out_dir])[0])
+    style = style or resolve_style(folder)
+    log = read_log(folder / LOG_NAME)
     epoch = log["epoch"]
-    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(10.5, 3.0))
-    for ax, column, label, colour in ((loss_ax, "train_loss", "train (label-smoothed)", "tab:blue"),
-                                      (loss_ax, "val_loss", "val", "tab:orange"),
-                                      (acc_ax, "train_acc", "train", "tab:blue"),
-                                      (acc_ax, "val_acc", "val", "tab:orange")):
-        ax.plot(epoch, log[column], marker="o", markersize=3, color=colour, label=label)
-    loss_ax.set_ylabel("loss (nats)")
-    acc_ax.set_ylabel("accuracy (%)")
-    acc_ax.set_ylim(0, 100)
-    lr_ax.plot(epoch, log["lr"], marker="o", markersize=3, color="tab:gray")
-    lr_ax.set_ylabel("learning rate (last step)")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
-    for ax in (loss_ax, acc_ax, lr_ax):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    loss_ax.legend(fontsize=8)
-    acc_ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    return save_figure(fig, out_dir / "train_curve")
+    with style.context():
+        fig, axes = style.subplots(1, 3)
+        loss_ax, acc_ax, lr_ax = axes[0]
+        for ax, column, label, colour, marker in ((loss_ax, "train_loss", "train (label-smoothed)", TRAIN_COLOUR, "o"),
+                                                  (loss_ax, "val_loss", "val", VAL_COLOUR, "s"),
+                                                  (acc_ax, "train_acc", "train", TRAIN_COLOUR, "o"),
+                                                  (acc_ax, "val_acc", "val", VAL_COLOUR, "s")):
+            ax.plot(epoch, log[column], marker=marker, color=colour, label=label)
+        loss_ax.set_ylabel("loss (nats)")
+        acc_ax.set_ylabel("accuracy (%)")
+        acc_ax.set_ylim(0, 100)
+        lr_ax.plot(epoch, log["lr"], marker="o", color="0.4")
+        lr_ax.set_ylabel("learning rate (last step)")
+        lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        for ax in (loss_ax, acc_ax, lr_ax):
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        loss_ax.legend()
+        acc_ax.legend(loc="lower right")
+        return save_figure(fig, out_dir / "train_curve")
