@@ -1,0 +1,71 @@
+"""The summary heat map of a comparison: models x headline metrics, each metric scaled so better is brighter.
+
+Each column is scaled to [0, 1] over the models (min-max of its values); a lower-is-better column
+is flipped, so the brightest cell of every column is its best model. A column without a better
+direction (ERF size, shape bias) is drawn larger-is-brighter and marked with "(size)" in its label.
+A column whose models all score the same is drawn mid-grey-scale (0.5). Cells show the raw values.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..report import model_palette, save_figure, use_headless_backend
+
+ARROWS = {"higher": "\u2191", "lower": "\u2193", None: "(size)"}
+
+
+def scale_columns(values: pd.DataFrame, better: dict[str, str | None]) -> pd.DataFrame:
+    """Each column of ``values`` (models x metrics) scaled to [0, 1], 1 = best (or largest); NaN stays NaN."""
+    scaled = pd.DataFrame(index=values.index, columns=values.columns, dtype=float)
+    for column in values.columns:
+        v = values[column].astype(float)
+        low, high = np.nanmin(v) if v.notna().any() else np.nan, np.nanmax(v) if v.notna().any() else np.nan
+        if not np.isfinite(high - low):
+            continue
+        s = (v - low) / (high - low) if high > low else v * 0 + 0.5
+        scaled[column] = 1.0 - s if better.get(column) == "lower" else s
+    return scaled
+
+
+def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
+                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Draw ``values`` (index: models, columns: metric keys) as the summary heat map ``stem.png/.pdf``.
+
+    ``better[key]``: "higher", "lower" or None; ``labels[key]``: the column header.
+    """
+    use_headless_backend()
+    import matplotlib.pyplot as plt
+
+    scaled = scale_columns(values, better)
+    n_models, n_cols = values.shape
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n_cols + 2.5), max(2.0, 0.45 * n_models + 1.8)))
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("#dddddd")
+    image = ax.imshow(np.ma.masked_invalid(scaled.to_numpy(dtype=float)), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for i in range(n_models):
+        for j in range(n_cols):
+            raw = values.iloc[i, j]
+            if pd.isna(raw):
+                text, colour = "n/a", "black"
+            else:
+                text = f"{raw:.3g}" if abs(raw) < 1 else f"{raw:.1f}"
+                colour = "black" if scaled.iloc[i, j] > 0.6 else "white"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+    ax.set_xticks(range(n_cols))
+    ax.set_xticklabels([f"{labels.get(c, c)} {ARROWS[better.get(c)]}" for c in values.columns], rotation=40,
+                       ha="right", fontsize=7)
+    ax.set_yticks(range(n_models))
+    ax.set_yticklabels(values.index, fontsize=8)
+    for tick, colour in zip(ax.get_yticklabels(), model_palette(list(values.index)).values()):
+        tick.set_color(colour)
+    bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    bar.set_ticks([0, 1])
+    bar.set_ticklabels(["worst", "best"], fontsize=7)
+    ax.set_title("Summary: each column scaled over the models, brighter = better (\u2191 higher is better, "
+                 "\u2193 lower is better, (size): larger, no better direction)", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, stem, formats=formats)
