@@ -178,3 +178,15 @@ def test_subset_seed_small_class_gives_what_it_has() -> None:
     src = ImageSource(tuple(p for p, _ in items), tuple(c for _, c in items), "list", Path("/d/l.txt"))
     assert Counter(src.take(8, seed=0).labels) == Counter({0: 2, 1: 6})
     assert src.take(50, seed=0) is src  # asking for more than there are keeps everything
+
+
+def test_robustbench_ids_on_the_flat_labelled_folder(tmp_path: Path) -> None:
+    folder = _val_folder(tmp_path, count=3)
+    src = resolve_source(folder, labels=_write(tmp_path / "gt.txt", "490\n361\n171\n"))
+    ids = _write(tmp_path / "ids.txt", "n09193705/ILSVRC2012_val_00000002.JPEG\nn01751748/ILSVRC2012_val_00000001.JPEG\n")
+    kept = src.restrict(ids)
+    assert [Path(p).name for p in kept.paths] == ["ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000001.JPEG"]
+    assert list(kept.labels) == [970, 65]  # n09193705 (alp) is sorted index 970
+    wrong = _write(tmp_path / "wrong.txt", "n01440764/ILSVRC2012_val_00000001.JPEG\n")
+    with pytest.raises(UsageError, match="disagree"):
+        src.restrict(wrong)

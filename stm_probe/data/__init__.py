@@ -245,7 +245,9 @@ class ImageSource:
         path relative to :attr:`root` with forward slashes, as in RobustBench's ImageNet
         test-set list (``n01440764/ILSVRC2012_val_00000293.JPEG``); a bare file name is
         accepted when exactly one image of the source has it, and an absolute path matches
-        itself. An id listed twice is kept once (the same image twice would count as two
+        itself. On a flat folder (``ILSVRC2012_img_val``) a ``<synset>/<name>`` id matches the
+        image ``<name>``, and with ImageNet-1k labels from ``--labels`` the synset must agree with
+        the image's label. An id listed twice is kept once (the same image twice would count as two
         independent images). Raises :class:`UsageError` when an id
         matches no image (naming how many and the first) or several. Labels are kept; the
         source records a note, nothing else is stored.
@@ -271,6 +273,11 @@ class ImageSource:
                 found = [by_rel[posixpath.normpath(key)]]
             elif "/" not in key:
                 found = by_name.get(key, [])
+            elif self.kind == "folder" and _SYNSET_RE.match(key.split("/")[0]) and key.count("/") == 1:
+                # RobustBench's 'n01440764/ILSVRC2012_val_00000293.JPEG' on the flat val folder
+                found = by_name.get(key.split("/")[1], [])
+                if len(found) == 1:
+                    self._check_synset(key.split("/")[0], found[0], flag, id_)
             else:
                 found = []
             if len(found) > 1:
@@ -291,6 +298,16 @@ class ImageSource:
         note = f"restricted to the {len(order)} images listed in {_printable(ids_path.name)}" + (
             f" ({repeated} repeated id(s) dropped)" if repeated else "")
         return self._select(order, note)
+
+    def _check_synset(self, wnid: str, i: int, flag: str, id_: str) -> None:
+        """An id's synset folder must agree with the label image ``i`` got from ``--labels``."""
+        if self.label_space != "imagenet-1k":
+            return
+        from .labels import imagenet_index
+
+        if imagenet_index().get(wnid) != self.labels[i]:
+            raise UsageError(f"{flag}: '{_printable(id_)}' names synset {wnid}, but its label is ImageNet-1k class "
+                             f"{self.labels[i]}: the --labels file and the image list disagree; check both")
 
     def check_labels(self, num_classes: int, model: str) -> None:
         """Raise :class:`UsageError` if a label does not fit a model with ``num_classes`` outputs.
