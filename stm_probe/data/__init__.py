@@ -351,7 +351,7 @@ class ImageSource:
                 "imagenet-1k": "ImageNet-1k labels" + (" from synset folders" if self.kind == "imagefolder" else ""),
                 "folder-integer": "labels = integer class-folder names",
                 "folder-index": "labels = sorted class-folder index",
-                "list": "labels from the list",
+                "list": "labels from the list" if self.kind == "list" else "labels from a label file",
                 "synthetic": "labels = synthetic classes",
                 None: "unlabelled",
             }.get(self.label_space, str(self.label_space))
