@@ -106,7 +106,8 @@ def test_csv_integer_labels_with_header(tmp_path: Path) -> None:
 
 def test_csv_synset_labels(tmp_path: Path) -> None:
     folder = _val_folder(tmp_path, count=2)
-    labels = _write(tmp_path / "l.csv", "ILSVRC2012_val_00000001.JPEG,n15075141\nILSVRC2012_val_00000002.JPEG,n01440764\n")
+    labels = _write(tmp_path / "l.csv",
+                    "ILSVRC2012_val_00000001.JPEG,n15075141\nILSVRC2012_val_00000002.JPEG,n01440764\n")
     src = resolve_source(folder, labels=labels)
     assert list(src.labels) == [999, 0] and src.label_space == "imagenet-1k"
 
@@ -183,7 +184,8 @@ def test_subset_seed_small_class_gives_what_it_has() -> None:
 def test_robustbench_ids_on_the_flat_labelled_folder(tmp_path: Path) -> None:
     folder = _val_folder(tmp_path, count=3)
     src = resolve_source(folder, labels=_write(tmp_path / "gt.txt", "490\n361\n171\n"))
-    ids = _write(tmp_path / "ids.txt", "n09193705/ILSVRC2012_val_00000002.JPEG\nn01751748/ILSVRC2012_val_00000001.JPEG\n")
+    ids = _write(tmp_path / "ids.txt",
+                 "n09193705/ILSVRC2012_val_00000002.JPEG\nn01751748/ILSVRC2012_val_00000001.JPEG\n")
     kept = src.restrict(ids)
     assert [Path(p).name for p in kept.paths] == ["ILSVRC2012_val_00000002.JPEG", "ILSVRC2012_val_00000001.JPEG"]
     assert list(kept.labels) == [970, 65]  # n09193705 (alp) is sorted index 970

@@ -268,6 +268,7 @@ def apply_label_file(source: ImageSource, labels_file: str | os.PathLike) -> Ima
     unlabelled = [names[i] for i, lab in enumerate(labels) if lab < 0]
     if unlabelled:
         raise UsageError(f"{flag}: {len(unlabelled)} of {len(names)} images in {where} have no label "
-                         f"(first: {_printable(unlabelled[0])}); label every image or move the others out of the folder")
+                         f"(first: {_printable(unlabelled[0])}); label every image or move the others out of "
+                         "the folder")
     note = f"labels from {_printable(table.file.name)} ({table.kind})"
     return replace(source, labels=tuple(labels), label_space=table.space, notes=source.notes + (note,))

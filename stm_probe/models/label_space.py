@@ -60,6 +60,6 @@ def restrict_classes(net: nn.Module, num_classes: int, indices: Sequence[int], m
     ``num_classes`` is the model's output count; ``data`` names the source in the message.
     """
     if num_classes != 1000:
-        raise UsageError(f"{model} has {num_classes} classes, but --data {data} is scored on {len(indices)} of the 1000 "
-                         "ImageNet-1k classes: use an ImageNet-1k model (1000 outputs)")
+        raise UsageError(f"{model} has {num_classes} classes, but --data {data} is scored on {len(indices)} of the "
+                         "1000 ImageNet-1k classes: use an ImageNet-1k model (1000 outputs)")
     return ClassSubset(net, indices)
