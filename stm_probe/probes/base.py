@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import itertools
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -209,30 +210,69 @@ def clean_forward(model: Any, batch: Any, device: Any) -> tuple[Any, Any, Any]:
 
 
 # --- the loop ------------------------------------------------------------------------------------
-class _CachedBatches:
-    """The loader's batches, decoded once and replayed for later units while they fit in memory."""
+@dataclass
+class _Shard:
+    """One process's values of one unit: per measured batch (chunk number, image positions (B,),
+    {key: (B, ...)}), in the order measured, and the files it could not read as (position, 'path
+    (reason)')."""
 
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
-        self.cache: list[Any] | None = None
-        self.skipped: list[str] = []
-        self.num_loaded = 0
+    parts: list[tuple[int, np.ndarray, dict[Key, np.ndarray]]]
+    skipped: list[tuple[int, str]]
 
-    def __iter__(self) -> Iterator[Any]:
+
+class _ShardBatches:
+    """This process's share of the images as loader batches, decoded once and replayed for later
+    units while they fit in memory.
+
+    The source positions are cut into chunks of ``--batch-size`` consecutive images (rounded up to
+    whole loader batches); process r of N takes chunks r, r + N, r + 2N, ... (all of them in one
+    process). A probe's batches are made within a chunk, so every batch holds the same images
+    whatever N is, and values that depend on the batch (random draws, batched float arithmetic)
+    are the same as in one process. `chunks` yields (chunk number, the chunk's loader batches).
+    """
+
+    def __init__(self, loader: Any, chunk_images: int, rank: int, world_size: int, pin_memory: bool) -> None:
+        from torch.utils.data import DataLoader
+
+        base = loader.loader
+        per_batch = int(base.batch_size)
+        count = len(base.dataset)
+        self.chunk = per_batch * -(-chunk_images // per_batch)
+        plan: list[list[int]] = []
+        self.owners: list[int] = []  # chunk number of each planned loader batch
+        for number in range(rank, -(-count // self.chunk), world_size):
+            start, stop = number * self.chunk, min((number + 1) * self.chunk, count)
+            for first in range(start, stop, per_batch):
+                plan.append(list(range(first, min(first + per_batch, stop))))
+                self.owners.append(number)
+        self.num_images = sum(len(p) for p in plan)
+        self.loader = DataLoader(base.dataset, batch_sampler=plan, num_workers=base.num_workers,
+                                 collate_fn=base.collate_fn, pin_memory=pin_memory) if plan else None
+        self.cache: list[tuple[int, Any]] | None = None
+        self.skipped: list[tuple[int, str]] = []
+
+    def _batches(self) -> Iterator[tuple[int, Any]]:
         if self.cache is not None:
             yield from self.cache
             return
-        kept, size, fits = [], 0, True
-        for batch in self.loader:
+        kept: list[tuple[int, Any]] = []
+        size, fits, skipped = 0, True, []
+        for owner, (batch, failed) in zip(self.owners, self.loader or ()):
+            skipped += [(int(f.index), f"{f.path} ({f.reason})") for f in failed]
+            if batch is None:
+                continue  # every file of the batch failed
             if fits:
                 size += batch.images.numel() * batch.images.element_size()
                 fits = size <= CACHE_BYTES
-                kept = kept + [batch] if fits else []
-            yield batch
-        self.skipped = [f"{s.path} ({s.reason})" for s in self.loader.skipped]
-        self.num_loaded = self.loader.num_loaded
+                kept = kept + [(owner, batch)] if fits else []
+            yield owner, batch
+        self.skipped = skipped
         if fits:
             self.cache = kept
+
+    def chunks(self) -> Iterator[tuple[int, Iterator[Any]]]:
+        for number, group in itertools.groupby(self._batches(), key=lambda item: item[0]):
+            yield number, (batch for _, batch in group)
 
 
 def _images_hash(source: Any) -> str:
@@ -240,6 +280,12 @@ def _images_hash(source: Any) -> str:
     for path, label in zip(source.paths, source.labels):
         digest.update(f"{path}\t{label}\n".encode("utf-8"))
     return digest.hexdigest()[:16]
+
+
+def _precision_key(session: Any) -> dict[str, Any]:
+    from ..runtime.precision import Precision
+
+    return (getattr(session, "precision", None) or Precision()).key()
 
 
 def unit_parts(probe: Probe, model: str, unit: Unit, checkpoint_sha: str) -> dict[str, Any]:
@@ -250,27 +296,45 @@ def unit_parts(probe: Probe, model: str, unit: Unit, checkpoint_sha: str) -> dic
     return {"tool": __version__, "probe": probe.name, "config": settings_dict(probe.config), "model": model,
             "checkpoint": checkpoint_sha, "checkpoint_key": opts.checkpoint_key, "non_strict": opts.non_strict,
             "images": _images_hash(probe.session.source), "input_size": opts.input_size, "seed": opts.seed,
-            "unit": list(unit.parts), "repeat": unit.repeat}
+            "unit": list(unit.parts), "repeat": unit.repeat, "precision": _precision_key(probe.session)}
 
 
-def _run_unit(probe: Probe, model: Any, unit: Unit, batches: _CachedBatches) -> UnitResult:
+def _measure_shard(probe: Probe, model: Any, unit: Unit, batches: _ShardBatches) -> _Shard:
+    """This process's per-image values of one unit, chunk by chunk."""
+    parts = []
+    with probe.session.progress(batches.num_images, f"{probe.name} {model.name} {unit.label}") as bar:
+        for number, loader_batches in batches.chunks():
+            for batch in probe.unit_batches(unit, loader_batches):
+                values = probe.measure(model, unit, batch)
+                idx = np.asarray(batch.indices.cpu() if hasattr(batch.indices, "cpu") else batch.indices,
+                                 dtype=np.int64)
+                parts.append((number, idx, {key: np.asarray(value) for key, value in values.items()}))
+                bar.update(len(idx))
+    return _Shard(parts, batches.skipped)
+
+
+def _assemble(probe: Probe, columns: dict[str, str], unit: Unit, shards: Sequence[_Shard]) -> UnitResult:
+    """One unit's result from every process's shard, in chunk order: the arrays one process would have
+    gathered, in the same order (so sums, bootstrap draws and files are the same too)."""
     session = probe.session
-    indices, gathered = [], {}
-    with session.progress(len(session.source), f"{probe.name} {model.name} {unit.label}") as bar:
-        for batch in probe.unit_batches(unit, batches):
-            values = probe.measure(model, unit, batch)
-            idx = np.asarray(batch.indices.cpu() if hasattr(batch.indices, "cpu") else batch.indices, dtype=np.int64)
-            indices.append(idx)
-            for key, value in values.items():
-                gathered.setdefault(key, []).append(np.asarray(value))
-            bar.update(len(idx))
-    if not indices:
-        reason = f": {batches.loader.skip_summary()}" if batches.skipped else ""
+    parts = sorted((part for shard in shards for part in shard.parts), key=lambda part: part[0])  # stable
+    skipped = [text for _, text in sorted((s for shard in shards for s in shard.skipped), key=lambda s: s[0])]
+    if not parts:
+        reason = ""
+        if skipped:
+            more = f", and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+            reason = (f": skipped {len(skipped)} of {len(session.source)} images that could not be read: "
+                      f"{', '.join(skipped[:3])}{more}")
         raise UsageError(f"no image could be read from {session.source.location}{reason}; check --data")
-    values = {k: np.concatenate(v) for k, v in gathered.items()}
-    result = UnitResult(probe.unit_columns(model, unit), unit, np.concatenate(indices), values, batches.skipped)
+    gathered: dict[Key, list[np.ndarray]] = {}
+    for _, _, values in parts:
+        for key, value in values.items():
+            gathered.setdefault(key, []).append(value)
+    values = {key: np.concatenate(arrays) for key, arrays in gathered.items()}
+    indices = np.concatenate([idx for _, idx, _ in parts])
+    result = UnitResult(columns, unit, indices, values, skipped)
     if not values or all(not np.isfinite(v.astype(np.float64)).any() for v in values.values()):
-        raise UsageError(f"{probe.name} could not measure any image for {model.name} ({unit.label}): "
+        raise UsageError(f"{probe.name} could not measure any image for {columns['model']} ({unit.label}): "
                          f"{probe.skip_reason_for(unit)}")
     return result
 
@@ -326,59 +390,74 @@ def run_probe(probe: Probe, session: Any) -> Any:
     With an output folder: per-unit results are saved as they complete (``--resume`` skips
     them), then ``<probe>.csv``, ``per_image.csv``, artefacts, figures and ``manifest.json``
     (last) are written and the summary printed.
+
+    Under torchrun every process measures its share of the images (`_ShardBatches`) with every
+    model; rank 0 gathers each unit's values in chunk order, saves the unit, and alone creates,
+    locks and writes the run folder, so the files equal one process's. A failure on any rank stops
+    every rank with one line naming it (`stm_probe.runtime.distributed.collective`); the units
+    saved so far stay resumable. Every rank returns the rows.
     """
     import pandas as pd
 
     from ..data import make_loader
+    from ..runtime import distributed
     from ..runtime.store import RunFolder, unit_key
 
     probe.check()
     opts = session.options
+    main = getattr(session, "rank", 0) == 0
     store = RunFolder(session.out_dir, probe.name, opts.resume, auto_named=opts.out is None) \
-        if session.out_dir is not None else None
+        if session.out_dir is not None and main else None
     started = time.perf_counter()
     session.record.update(probe={"name": probe.name, "settings": settings_dict(probe.config),
                                  "class": f"{type(probe).__module__}.{type(probe).__name__}"},
                           seeding="every draw from stream (seed, probe, setting, repeat) x image index "
                                   "(stm_probe.runtime.seeds); random-init weights: torch seeded with seed before each model")
     try:
-        if store is not None:
-            store.open(_run_identity(probe, session))
-            session.out_dir = session.record.out_dir = store.path
+        distributed.collective(lambda: _open_store(store, probe, session), name_rank=False)
         loader = make_loader(session.source, batch_size=probe.loader_batch_size(), transform=probe.transform(),
                              num_workers=opts.workers, pin_memory=session.device.type == "cuda")
         session.record.update(data={"source": session.source.describe(), "kind": session.source.kind,
                                     "location": str(session.source.location), "labelled": session.source.has_labels,
                                     "transform": repr(loader.loader.dataset.transform)})
-        batches = _CachedBatches(loader)
+        batches = _ShardBatches(loader, max(opts.batch_size, probe.loader_batch_size()), getattr(session, "rank", 0),
+                                getattr(session, "world_size", 1), pin_memory=session.device.type == "cuda")
         results: list[UnitResult] = []
         resumed = 0
         for name in session.models:
             sha = _checkpoint_sha(session, name)
             units = probe.repeated(probe.units())
             keys = {u: unit_key(unit_parts(probe, name, u, sha)) for u in units}
+            done = set(distributed.share([k for k in keys.values() if store is not None and store.has_unit(k)]))
             todo = []
             for unit in units:
-                if store is not None and store.has_unit(keys[unit]):
-                    results.append(UnitResult.from_arrays(unit, *store.load_unit(keys[unit])))
-                    resumed += 1
-                else:
+                if keys[unit] not in done:
                     todo.append(unit)
+                    continue
+                if store is not None:
+                    results.append(UnitResult.from_arrays(unit, *store.load_unit(keys[unit])))
+                resumed += 1
             if not todo:
                 continue
-            model = session.load_model(name)
-            if model.num_classes:
-                session.source.check_labels(model.num_classes, name)
-            probe.check_model(model)
+            loaded: dict[str, Any] = {}
+            distributed.collective(lambda: loaded.update(model=_prepare_model(probe, session, name)))
+            model = loaded.pop("model")
             for unit in todo:
-                result = _guard_memory(session, _run_unit, probe, model, unit, batches)
-                if store is not None:
-                    store.save_unit(keys[unit], *result.to_arrays())
-                results.append(result)
+                result = distributed.collective(
+                    lambda: _guard_memory(session, _measure_shard, probe, model, unit, batches),
+                    lambda shards: _save_unit(store, keys[unit], _assemble(probe, probe.unit_columns(model, unit),
+                                                                           unit, shards)))
+                if main:
+                    results.append(result)
             del model
-        frame = pd.DataFrame(_rows(probe, results), columns=list(probe.columns))
-        if store is not None:
-            _write_outputs(probe, session, store, frame, results, resumed, time.perf_counter() - started)
+
+        def finish(_: Any) -> Any:
+            frame = pd.DataFrame(_rows(probe, results), columns=list(probe.columns))
+            if store is not None:
+                _write_outputs(probe, session, store, frame, results, resumed, time.perf_counter() - started)
+            return frame
+
+        frame = distributed.share(distributed.collective(lambda: None, finish, name_rank=False))
     except BaseException as exc:
         if store is not None:
             store.close(failed_before_saving=isinstance(exc, UsageError))
@@ -386,6 +465,28 @@ def run_probe(probe: Probe, session: Any) -> Any:
     if store is not None:
         store.close()
     return frame
+
+
+def _open_store(store: Any, probe: Probe, session: Any) -> None:
+    """Create and lock the run folder (rank 0 only; ``store`` is None elsewhere and without files)."""
+    if store is not None:
+        store.open(_run_identity(probe, session))
+        session.out_dir = session.record.out_dir = store.path
+
+
+def _prepare_model(probe: Probe, session: Any, name: str) -> Any:
+    """Load one model and check it against the labels and the probe."""
+    model = session.load_model(name)
+    if model.num_classes:
+        session.source.check_labels(model.num_classes, name)
+    probe.check_model(model)
+    return model
+
+
+def _save_unit(store: Any, key: str, result: UnitResult) -> UnitResult:
+    if store is not None:
+        store.save_unit(key, *result.to_arrays())
+    return result
 
 
 def _guard_memory(session: Any, work: Any, *args: Any) -> Any:
@@ -409,7 +510,8 @@ def _run_identity(probe: Probe, session: Any) -> dict[str, Any]:
     opts = session.options
     return {"settings": settings_dict(probe.config), "models": session.models, "checkpoints": session.checkpoints,
             "checkpoint_key": opts.checkpoint_key, "non_strict": opts.non_strict, "images": _images_hash(session.source),
-            "input_size": opts.input_size, "seed": opts.seed, "repeats": opts.repeats, "bootstrap": opts.bootstrap}
+            "input_size": opts.input_size, "seed": opts.seed, "repeats": opts.repeats, "bootstrap": opts.bootstrap,
+            "precision": _precision_key(session)}
 
 
 def _checkpoint_sha(session: Any, name: str) -> str:

@@ -159,8 +159,9 @@ def collective(work: Callable[[], T], combine: Callable[[Sequence[T]], R] | None
     (results in rank order); other ranks return None.
 
     A failure anywhere (in ``work`` on any rank, or in ``combine``) raises `RankFailed` on every
-    rank with one line: ``rank k: <what went wrong>`` (without the rank when ``name_rank`` is
-    False: for steps only rank 0 does, such as opening the run folder). In one process this is
+    rank with one line: ``rank k: <what went wrong>`` for the first failed rank (without the rank
+    when every rank failed alike, or when ``name_rank`` is False: for steps only rank 0 does, such
+    as opening the run folder). In one process this is
     ``combine([work()])`` and exceptions pass unchanged.
     """
     combine = combine or (lambda results: None)  # type: ignore[assignment,return-value]
@@ -179,7 +180,8 @@ def collective(work: Callable[[], T], combine: Callable[[Sequence[T]], R] | None
         failed = [(r, message) for r, (status, message) in enumerate(gathered) if status == "failed"]
         if failed:
             r, message = failed[0]
-            verdict = ("failed", f"rank {r}: {message}" if name_rank else message)
+            everywhere = len(failed) == len(gathered) and len({m for _, m in failed}) == 1
+            verdict = ("failed", f"rank {r}: {message}" if name_rank and not everywhere else message)
         else:
             try:
                 result = combine([payload for _, payload in gathered])
