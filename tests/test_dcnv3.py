@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -190,3 +193,171 @@ def test_backbone_init_overrides_zero_init() -> None:
     for layer in (attn.sampling_offsets, attn.attention_weights, attn.value_proj):
         assert 0.015 < layer.weight.std().item() < 0.025
         assert layer.bias.abs().max() == 0
+
+
+# --- the faster implementations against the grid_sample reference ------------------------------
+# "gather" runs everywhere; the Triton kernels run on CUDA, or on CPU in Triton's interpreter,
+# which must be switched on before triton is first imported: test_triton_kernels_in_interpreter
+# re-runs the "triton" cases below in a subprocess with TRITON_INTERPRET=1.
+
+def _triton_importable() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _impl_device(impl: str) -> torch.device:
+    """Where `impl` can be tested here, or skip."""
+    if impl == "triton":
+        if not _triton_importable():
+            pytest.skip("triton not installed")
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if os.environ.get("TRITON_INTERPRET") != "1":
+            pytest.skip("Triton kernels on CPU only in the interpreter (test_triton_kernels_in_interpreter)")
+    return torch.device("cpu")
+
+
+FAST_IMPLS = ("gather", "triton")
+
+
+def _compare(impl: str, fn, inputs: tuple[torch.Tensor, ...], probe: torch.Tensor, atol: float, rtol: float) -> None:
+    """Values and gradients of fn(*inputs, impl=impl) against impl="reference" on the same device."""
+    device = _impl_device(impl)
+    moved = tuple(t.detach().to(device).requires_grad_() for t in inputs)
+    probe = probe.to(device)
+    ours = _grads(lambda *a: fn(*a, impl=impl), moved, probe)
+    ref = _grads(lambda *a: fn(*a, impl="reference"), moved, probe)
+    for name, a, b in zip(("output", "grad 0", "grad 1", "grad 2"), ours, ref):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, atol=atol, rtol=rtol, msg=f"{impl}: {name}")
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_fast_core_matches_reference_float64(impl: str) -> None:
+    """Locations inside and outside the map; values and grads w.r.t. value, locations, weights."""
+    value = torch.randn(B, H + 2, W + 2, G * D, dtype=torch.float64)
+    locations = torch.rand(B, H * W, G, P, 2, dtype=torch.float64) * 1.6 - 0.3
+    weights = torch.randn(B, H * W, G, P, dtype=torch.float64)
+    assert (locations < 0).any() and (locations > 1).any()
+    _compare(impl, dcnv3_core, (value, locations, weights), torch.randn(B, H * W, G * D, dtype=torch.float64),
+             atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_fast_offsets_path_matches_naive_float64(impl: str) -> None:
+    """Full DCNv3 sampling (padding, reference points, swapped base grid) vs the pixel loops."""
+    device = _impl_device(impl)
+    value, offsets, weights = (t.to(device) for t in _inputs(offset_scale=1.5))
+    probe = torch.randn(B, H * W, G * D, dtype=torch.float64, device=device)
+    ours = _grads(lambda *a: dcnv3_from_offsets(*a, impl=impl), (value, offsets, weights), probe)
+    ref = _grads(naive_from_offsets, (value, offsets, weights), probe)
+    # float32 reference points (as in the original) put the locations ~1e-7 px off the naive ones
+    for name, a, b, tol in zip(("output", "value", "offsets", "weights"), ours, ref, (1e-5, 1e-4, 1e-4, 1e-4)):
+        torch.testing.assert_close(a, b, atol=tol, rtol=0, msg=f"{impl}: {name}")
+
+
+@pytest.mark.parametrize("dtype", (torch.float64, torch.float32))
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_fast_exact_integer_positions(impl: str, dtype: torch.dtype) -> None:
+    """Points exactly on pixel centres and half-way between them, on the border and outside.
+
+    A 6 x 6 map padded to 8 x 8 (a power of two) with integer and half-integer offsets keeps
+    every coordinate exact in all formulations, so all pick the same bilinear cell and the same
+    one-sided slope for the offset gradient at integer positions (where bilinear has a kink).
+    """
+    height = width = 6
+    value = torch.randn(B, height, width, G * D, dtype=dtype)
+    offsets = torch.randint(-8, 9, (B, height * width, G, P, 2)).to(dtype) / 2  # -4 .. 4 px
+    weights = torch.randn(B, height * width, G, P, dtype=dtype).softmax(-1)
+    pixel = offsets.new_tensor([[k // 3 - 1, k % 3 - 1] for k in range(P)]) + offsets
+    assert (pixel.frac() == 0).float().mean() > 0.4 and (pixel.frac().abs() == 0.5).float().mean() > 0.4
+    assert (offsets.abs() == 4).any()  # some points fall outside the padded map
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    _compare(impl, dcnv3_from_offsets, (value, offsets, weights),
+             torch.randn(B, height * width, G * D, dtype=dtype), atol=tol, rtol=tol)
+
+
+def _interpreted(impl: str) -> bool:
+    """Whether `impl` runs in Triton's (slow) interpreter here: tests then use smaller shapes."""
+    return impl == "triton" and not torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_fast_core_block_sized_float32(impl: str) -> None:
+    """Stage 1 of the tiny model: 64 channels in 4 groups (D = 16) on a 14 x 14 map (8 x 8 in
+    the interpreter), offsets ~N(0, 2) px, float32."""
+    batch, size, groups, channels = (1, 8, 4, 64) if _interpreted(impl) else (2, 14, 4, 64)
+    value = torch.randn(batch, size, size, channels)
+    offsets = 2 * torch.randn(batch, size * size, groups, P, 2)
+    weights = torch.randn(batch, size * size, groups, P).softmax(-1)
+    _compare(impl, dcnv3_from_offsets, (value, offsets, weights), torch.randn(batch, size * size, channels),
+             atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", FAST_IMPLS)
+def test_micro_model_logits_and_erf_gradient_match_reference(impl: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """unified_dcn_v3_micro (seeded random init, 2 images at 32 px): logits and the input
+    gradients of the centre of every stage (what the ERF maps are made of), new vs reference."""
+    from stm_probe.models import create_model
+    from stm_probe.models.features import Normalized, stage_outputs
+
+    device = _impl_device(impl)
+    torch.manual_seed(0)
+    net = Normalized(create_model("unified_dcn_v3_micro")).to(device).eval()
+    pixels = torch.rand(2, 3, 32, 32, device=device)
+
+    def run(name: str) -> list[torch.Tensor]:
+        monkeypatch.setenv("STM_PROBE_DCNV3", name)
+        with torch.no_grad():
+            results = [net(pixels)]
+        x = net.normalize(pixels).detach().requires_grad_(True)
+        for k, feat in enumerate(stage_outputs(net.model, x, [0, 3])):
+            h, w = feat.shape[-2:]
+            score = feat[:, :, h // 2, w // 2].relu().sum()
+            results.append(torch.autograd.grad(score, x, retain_graph=k == 0)[0])
+        return results
+
+    ours, ref = run(impl), run("reference")
+    assert all(r.abs().sum() > 0 for r in ref)
+    for name, a, b in zip(("logits", "stage 0", "stage 3"), ours, ref):
+        torch.testing.assert_close(a, b, atol=1e-5 * b.abs().max().item(), rtol=1e-4, msg=f"{impl}: {name}")
+
+
+def test_implementation_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stm_probe.errors import UsageError
+    from stm_probe.ops import resolve_dcnv3_impl
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("STM_PROBE_DCNV3", raising=False)
+    assert resolve_dcnv3_impl(None, cpu) == "reference"  # auto: grid_sample is the fastest on CPU
+    assert resolve_dcnv3_impl("gather", cpu) == "gather"
+    monkeypatch.setenv("STM_PROBE_DCNV3", "gather")
+    assert resolve_dcnv3_impl(None, cpu) == "gather"
+    assert resolve_dcnv3_impl("reference", cpu) == "reference"  # the argument wins over the variable
+    monkeypatch.setenv("STM_PROBE_DCNV3", "cuda-kernel")
+    with pytest.raises(UsageError, match="STM_PROBE_DCNV3"):
+        resolve_dcnv3_impl(None, cpu)
+    if _triton_importable():
+        assert resolve_dcnv3_impl("auto", torch.device("cuda")) == "triton"
+        if os.environ.get("TRITON_INTERPRET") != "1":  # compiled kernels refuse CPU tensors
+            value = torch.zeros(1, 3, 3, 2)
+            with pytest.raises(UsageError, match="CUDA"):
+                dcnv3_core(value, torch.zeros(1, 1, 1, P, 2), torch.zeros(1, 1, 1, P), impl="triton")
+
+
+def test_triton_kernels_in_interpreter() -> None:
+    """The "triton" cases of this file, run on CPU in Triton's interpreter (a subprocess, since
+    the interpreter must be chosen before triton is imported)."""
+    if not _triton_importable():
+        pytest.skip("triton not installed")
+    if os.environ.get("TRITON_INTERPRET") == "1" or torch.cuda.is_available():
+        pytest.skip("the triton cases run directly in this process")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+           "-k", "triton and not interpreter"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "skipped" not in result.stdout, result.stdout[-2000:]

@@ -146,9 +146,12 @@ def _check_device(value: torch.Tensor) -> None:
                      f" STM_PROBE_DCNV3=reference (on CPU it runs only under TRITON_INTERPRET=1, for tests)")
 
 
-def _launch_config(group_dim: int) -> tuple[int, int, int]:
-    """(BLOCK_R rows per program, BLOCK_D, num_warps): about 1024 elements per tile."""
+def _launch_config(group_dim: int, rows: int) -> tuple[int, int, int]:
+    """(BLOCK_R rows per program, BLOCK_D, num_warps): about 1024 elements per tile on the GPU;
+    in the interpreter, whose cost is per operation, as few programs as possible."""
     block_d = triton.next_power_of_2(group_dim)
+    if _interpreting():
+        return triton.next_power_of_2(max(1, min(rows, 8192))), block_d, 1
     block_r = max(1, min(128, 1024 // block_d))
     return block_r, block_d, 4
 
@@ -163,7 +166,7 @@ class _DCNv3Sampling(torch.autograd.Function):
         dim = channels // groups
         rows = batch * length * groups
         out = value.new_empty(batch, length, channels)
-        block_r, block_d, warps = _launch_config(dim)
+        block_r, block_d, warps = _launch_config(dim, rows)
         if rows:
             _forward_kernel[(triton.cdiv(rows, block_r),)](
                 value, locations, weights, out, rows, length, height, width, channels, groups,
@@ -184,7 +187,7 @@ class _DCNv3Sampling(torch.autograd.Function):
         grad_value = torch.zeros_like(value)
         grad_locations = torch.empty_like(locations)
         grad_weights = torch.empty_like(weights)
-        block_r, block_d, warps = _launch_config(dim)
+        block_r, block_d, warps = _launch_config(dim, rows)
         if rows:
             _backward_kernel[(triton.cdiv(rows, block_r),)](
                 value, locations, weights, grad_out, grad_value, grad_locations, grad_weights,
