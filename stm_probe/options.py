@@ -189,8 +189,10 @@ class RunOptions:
     non_strict: bool = option(False, "load what fits when checkpoint keys or shapes differ")
     min_loaded: float = option(0.5, "with --non-strict: refuse a checkpoint that fills less than this fraction of "
                                "the model's parameters (default 0.5)", parse=float, metavar="F")
-    data: str | None = option(None, "image folder (class subfolders = labels), flat folder, or text file list; "
-                              "default: the embedded sample images in data/images/", metavar="PATH")
+    data: str | None = option(None, "image folder (class subfolders = labels), flat folder (with --labels), text "
+                              "file list, an ImageNet-C tree, a shift set imagenet-v2:|imagenet-sketch:|imagenet-r:|"
+                              "imagenet-a:PATH, or synthetic[:split]; default: the embedded sample images in "
+                              "data/images/", metavar="PATH")
     image_list: str | None = option(None, "keep only the images named in this file (paths relative to --data, one "
                                     "per line; e.g. RobustBench's ImageNet ids), in its order", metavar="FILE")
     labels: str | None = option(None, "labels of a flat image folder: the devkit's ILSVRC2012_validation_ground_truth.txt, "
