@@ -180,7 +180,13 @@ def _eval(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
 
 def _corruption(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
     if not (frame["metric"] == "mce").any():
-        return []
+        if not (frame["metric"] == "mean_flip_rate").any():
+            return []
+        return [HeadlineSpec(name, f"{name}:flip", "corruption flip rate (%)", "mean_flip_rate", better="lower",
+                             test=None, describe="share of images whose top-1 prediction a corruption changes, averaged "
+                                                 "over the corruptions and severities run (no mCE: it needs labels and "
+                                                 "all 15 corruptions at 5 severities); lower = more robust",
+                             claim="{a} is more robust to corruptions than {b}")]
     return [HeadlineSpec(name, f"{name}:mce", "mCE", "mce", better="lower", unit="", test=None,
                          describe="mean corruption error: each corruption's error summed over severities, divided "
                                   "by the reference model's, averaged over corruptions (Hendrycks and Dietterich "

@@ -152,10 +152,15 @@ def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[str
             continue
         if isinstance(old, dict) and isinstance(value, dict):
             inner = [k for k in {**old, **value} if not _same(old.get(k), value.get(k))]
-            changed.append(f"{key} ({', '.join(inner)})")
+            changed.append(f"{key} ({', '.join(f'{k}: {_short(old.get(k))} there, {_short(value.get(k))} now' for k in inner)})")
         else:
-            changed.append(key)
+            changed.append(f"{key} ({_short(old)} there, {_short(value)} now)")
     return changed
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def expected_identity(probe_name: str, values: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -197,7 +202,7 @@ def decide(folder: Path, probe_name: str, identity: dict[str, Any], analysis: st
                          "choose another --out) and rerun")
     changed = _differences(previous, identity)
     if changed:
-        raise UsageError(f"{folder} holds a {analysis} run made with other {'; '.join(changed)}: remove that folder (or "
+        raise UsageError(f"{folder} holds an earlier {analysis} run made with other {'; '.join(changed)}: remove that folder (or "
                          "choose another --out) to compute it with these settings")
     if previous.get("status") == "complete" and (folder / "manifest.json").is_file():
         return "reuse"

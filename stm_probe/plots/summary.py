@@ -43,8 +43,7 @@ def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: di
     scaled = scale_columns(values, better)
     n_models, n_cols = values.shape
     fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n_cols + 2.5), max(2.0, 0.45 * n_models + 1.8)))
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("#dddddd")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(scaled.to_numpy(dtype=float)), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i in range(n_models):
         for j in range(n_cols):

@@ -1,0 +1,154 @@
+"""`stm-probe compare` and `stm-probe report` end to end on two micro models and two analyses (32 px, 2 images)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from stm_probe.cli import main
+from stm_probe.compare.runner import analyses, parse_settings
+from stm_probe.errors import UsageError
+
+MODELS = ["--model", "unified_convnext_micro", "--model", "unified_pvt_micro"]
+SETTINGS = ["--analyses", "invariance,adversarial", "--set", "invariance.kind=translation",
+            "--set", "invariance.levels=0,4,8", "--set", "adversarial.attack=fgsm", "--set", "adversarial.eps=2,8",
+            "--input-size", "32", "--num-images", "2", "--bootstrap", "200", "--pairwise-bootstrap", "1000", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    tic = time.perf_counter()
+    assert main(["compare", *MODELS, *SETTINGS, "--out", str(out)]) == 0
+    return out, time.perf_counter() - tic
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _headline_row(report: str, model: str) -> list[str]:
+    line = next(l for l in report.splitlines() if l.startswith(f"| {model} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_headline_numbers_equal_the_csvs(compared: tuple[Path, float]) -> None:
+    out, _ = compared
+    report = (out / "report.md").read_text()
+    header = [c.strip() for c in next(l for l in report.splitlines() if l.startswith("| model |")).strip("|").split("|")]
+    inv = pd.read_csv(out / "invariance" / "invariance.csv")
+    adv = pd.read_csv(out / "adversarial" / "adversarial.csv")
+    for model in ("unified_convnext_micro", "unified_pvt_micro"):
+        row = dict(zip(header, _headline_row(report, model)))
+        # translation: the mean of the CSV's consistency over the levels > 0 (4 and 8 px)
+        sel = inv[(inv["model"] == model) & (inv["metric"] == "consistency") & (inv["level"] > 0)]
+        assert sorted(sel["level"]) == [4.0, 8.0]
+        assert row["translation consistency (%)"].startswith(f"{sel['value'].mean():.1f}")
+        # adversarial: unlabelled images, so the flip rate at each eps, value and Wilson interval as in the CSV
+        for eps in (2.0, 8.0):
+            hit = adv[(adv["model"] == model) & (adv["metric"] == "flip_rate") & (adv["eps"] == eps)].iloc[0]
+            assert row[f"fgsm flip rate @{eps:g}/255 (%)"].startswith(
+                f"{hit['value']:.1f} [{hit['ci_low']:.1f}, {hit['ci_high']:.1f}]")
+
+
+def test_level_average_interval_is_a_bootstrap_over_images(compared: tuple[Path, float]) -> None:
+    from stm_probe.compare.folders import load_compare
+    from stm_probe.compare.headline import _seed, headline_table
+    from stm_probe.stats import bootstrap_ci
+
+    out, _ = compared
+    _, runs = load_compare(out)
+    specs, table = headline_table(runs, ["unified_convnext_micro", "unified_pvt_micro"], n_boot=200)
+    per_image = pd.read_csv(out / "invariance" / "per_image.csv")
+    for model in ("unified_convnext_micro", "unified_pvt_micro"):
+        sel = per_image[(per_image["model"] == model) & (per_image["metric"] == "consistency")
+                        & (per_image["level"] > 0)]
+        means = sel.groupby("image")["value"].mean().to_numpy()
+        cell = table[(table["key"] == "invariance:translation") & (table["model"] == model)].iloc[0]
+        assert cell["value"] == pytest.approx(means.mean())
+        assert (cell["ci_low"], cell["ci_high"]) == pytest.approx(
+            bootstrap_ci(means, n_boot=200, seed=_seed("invariance:translation", model)))
+        assert cell["ci_low"] <= cell["value"] <= cell["ci_high"] and cell["n_images"] == 2
+
+
+def test_html_is_self_contained(compared: tuple[Path, float]) -> None:
+    out, _ = compared
+    text = (out / "report.html").read_text()
+    figures = re.findall(r'<img [^>]*src="([^"]*)"', text)
+    assert len(figures) >= 3  # summary heat map + the runs' own figures
+    assert all(src.startswith("data:image/png;base64,") for src in figures)
+    assert not re.search(r"https?://", text) and "<script" not in text and "<link" not in text
+    assert (out / "summary_heatmap.png").is_file() and (out / "summary_heatmap.pdf").is_file()
+    md = (out / "report.md").read_text()
+    for heading in ("Headline table", "Pairwise tests", "Provenance", "How to read this report"):
+        assert f"## {heading}" in md and heading in text
+
+
+def test_second_run_reuses_everything(compared: tuple[Path, float], monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture) -> None:
+    out, first = compared
+    manifests = {p: _sha(p) for p in out.glob("*/manifest.json")}
+    assert len(manifests) == 2 and all(json.loads(p.read_text())["units_computed"] > 0 for p in manifests)
+
+    def no_execute(*args, **kwargs):
+        raise AssertionError("compare recomputed an analysis it should have reused")
+
+    monkeypatch.setattr("stm_probe.api.execute", no_execute)
+    tic = time.perf_counter()
+    assert main(["compare", *MODELS, *SETTINGS, "--out", str(out)]) == 0
+    seconds = time.perf_counter() - tic
+    assert {p: _sha(p) for p in manifests} == manifests  # run folders untouched
+    record = json.loads((out / "compare.json").read_text())
+    assert [a["status"] for a in record["analyses"]] == ["reused", "reused"]
+    assert seconds < max(30.0, first / 2), f"reusing took {seconds:.1f} s (first run {first:.1f} s)"
+    assert capsys.readouterr().out.count("reusing the complete run") == 2
+
+
+def test_other_settings_are_refused_not_mixed(compared: tuple[Path, float], capsys: pytest.CaptureFixture) -> None:
+    out, _ = compared
+    before = _sha(out / "adversarial" / "adversarial.csv")
+    argv = ["compare", *MODELS, *SETTINGS, "--set", "adversarial.eps=4", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "other settings (eps:" in err and "remove that folder" in err
+    assert _sha(out / "adversarial" / "adversarial.csv") == before
+
+
+def test_report_rerenders_without_torch_and_refuses_damage(compared: tuple[Path, float], tmp_path: Path) -> None:
+    import shutil
+
+    out, _ = compared
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    code = ("import sys; from stm_probe.cli import main; rc = main(['report', sys.argv[1]]); "
+            "assert 'torch' not in sys.modules, 'report imported torch'; sys.exit(rc)")
+    (copy / "report.html").unlink()
+    done = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "data:image/png;base64," in (copy / "report.html").read_text()
+    csv = copy / "invariance" / "invariance.csv"
+    csv.write_text(csv.read_text() + "\n")
+    assert main(["report", str(copy)]) == 2  # changed after its run wrote it (sha256)
+    shutil.copy(out / "invariance" / "invariance.csv", csv)
+    marker = copy / "adversarial" / "run.json"
+    marker.write_text(marker.read_text().replace('"complete"', '"incomplete"'))
+    done = subprocess.run([sys.executable, "-m", "stm_probe", "report", str(copy)], capture_output=True, text=True)
+    assert done.returncode == 2 and "unfinished" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_set_is_checked_against_the_probe_settings() -> None:
+    chosen = {name: analyses()[name] for name in ("erf", "invariance")}
+    assert parse_settings(("erf.stages=4", "invariance.kind=scale", "erf.num-images=3"), chosen) == {
+        "erf": {"stages": "4", "num_images": "3"}, "invariance": {"kind": "scale"}}
+    for item, expected in [("erf.stage=4", "did you mean stages"), ("erv.stages=4", "did you mean erf"),
+                           ("erf=4", "ANALYSIS.SETTING=VALUE"), ("erf.thresholds=2", "strictly between 0 and 1"),
+                           ("erf.compare-init=maybe", "true or false"), ("erf.model=x", "has no setting 'model'")]:
+        with pytest.raises(UsageError, match=expected):
+            parse_settings((item,), chosen)
