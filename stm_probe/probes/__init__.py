@@ -18,6 +18,8 @@ PROBES: dict[str, str] = {
     "adversarial": "stm_probe.probes.adversarial:AdversarialProbe",
     "bias": "stm_probe.probes.bias:BiasProbe",
     "data-efficiency": "stm_probe.probes.data_efficiency:DataEfficiencyProbe",
+    "corruption": "stm_probe.probes.corruption:CorruptionProbe",
+    "eval": "stm_probe.probes.eval:EvalProbe",
 }
 
 

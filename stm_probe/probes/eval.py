@@ -1,0 +1,265 @@
+"""`eval`: classification accuracy and calibration of each model on labelled images, with its size,
+cost and speed, beside the authors' published top-1.
+
+Metrics (rows of ``eval.csv``; per-image values in ``per_image.csv``):
+
+* ``top1``, ``top5``: percent of labelled images whose label is the top-1 / among the top-5 classes
+  (per image 100 or 0), Wilson 95% interval; no ``top5`` row for a model with 5 classes or fewer.
+* ``nll``: mean negative log-likelihood of the label (nats), seeded bootstrap interval.
+* ``ece``: expected calibration error in percent, 15 equal-width confidence bins
+  (`stm_probe.classification`), bootstrap interval over images recomputing the ECE.
+* ``confidence``: mean top-1 softmax probability (a fraction in [0, 1]); beside top-1 it shows over-
+  or under-confidence.
+* ``params_m`` (millions of parameters), ``gmacs`` (multiply-accumulates of conv / linear / matmul for
+  one image at ``--input-size``, torch's flop counter, as `stm_probe.models.complexity`): no interval.
+* ``published_top1``: the authors' ImageNet-1k top-1 at 224 (``resources/published_numbers.csv``,
+  from the paper's tables; unified models only), and ``top1_gap`` = measured - published (with the
+  top-1 interval shifted), written only where the two are comparable: weights from a checkpoint, a
+  1000-class head, ImageNet labels (synset folders, integer class folders, a labelled list or
+  ``--labels``) and 224 px inputs. Otherwise the gap is left out and the summary says why.
+
+Throughput (images/s, forward, eval mode, no gradients) is measured on the session's device at the
+run's batch size and input size with a short protocol (`SPEED_WARMUP` + `SPEED_ITERATIONS`
+iterations; `stm_probe.speed` has the paper's full protocol). Timing varies from run to run, so it is
+kept out of ``eval.csv`` (whose numbers are reproducible) and written to ``models.csv``, one row per
+model: model, stm, size, weights, checkpoint, params_m, gmacs, throughput_img_s, top1 with its
+interval, top5, nll, ece, published_top1, top1_gap, n_images and the measuring conditions.
+
+Eval needs labels. Without ``--data`` it runs on the synthetic validation split
+(``synthetic:val``: 8 shape classes, labelled), a smoke test; unlabelled data is refused.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError
+from .base import Key, Probe, Unit, UnitResult, _key_seed, clean_forward
+
+DEFAULT_DATA = "synthetic:val"
+ECE_BINS = 15
+SPEED_WARMUP = 2  # short throughput measurement inside eval (the paper's protocol: 10 + 100 at batch 128)
+SPEED_ITERATIONS = 5
+PUBLISHED_CSV = "published_numbers.csv"
+PUBLISHED_SIZE = 224  # the input size of the published numbers
+#: label spaces holding ImageNet-1k class indices (the published top-1 is on ImageNet-1k validation)
+IMAGENET_LABEL_SPACES = ("imagenet-1k", "folder-integer", "list")
+#: per-model constants carried through the unit's values as (N,) arrays (names start with "_": not metrics)
+FACTS = ("params_m", "gmacs", "throughput_img_s", "published_top1", "gap_comparable")
+MODELS_COLUMNS = ("model", "stm", "size", "weights", "checkpoint", "params_m", "gmacs", "throughput_img_s", "top1",
+                  "top1_ci_low", "top1_ci_high", "top5", "nll", "ece", "published_top1", "top1_gap", "n_images",
+                  "input_size", "throughput_batch_size", "device")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """eval has no settings of its own: the shared options (data, models, input size) define it."""
+
+
+def published_top1() -> dict[str, float]:
+    """{canonical model name: published ImageNet-1k top-1 (percent, 224 px)} from the packaged CSV."""
+    import csv
+    from importlib.resources import files
+
+    text = (files("stm_probe") / "resources" / PUBLISHED_CSV).read_text(encoding="utf-8")
+    return {row["model"]: float(row["imagenet1k_top1"]) for row in csv.DictReader(text.splitlines())
+            if row.get("imagenet1k_top1")}
+
+
+def count_gmacs_at(net: Any, input_size: int, device: Any) -> float:
+    """GMACs of conv / linear / matmul of ``net`` for one (1, 3, S, S) image (torch's flop counter counts
+    2 FLOPs per multiply-accumulate; grid_sample, softmax and norms are not counted), by one forward on
+    ``device``."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(1, 3, input_size, input_size, device=device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops() / 2e9
+
+
+class EvalProbe(Probe):
+    name = "eval"
+    help = "top-1/top-5, NLL and ECE (15 bins) with CIs, params, GMACs and throughput, beside the published top-1"
+    Config = EvalConfig
+    setting_columns = ()
+    statistics = {"top1": "rate", "top5": "rate", "nll": "mean", "confidence": "mean"}
+    randomised = False
+    plot = "stm_probe.plots.eval:plot_eval"
+    skip_reason = "no image has a label to score"
+
+    def __init__(self, config: EvalConfig, session: Any) -> None:
+        super().__init__(config, session)
+        self._facts: dict[str, dict[str, float]] = {}
+        self._published = published_top1()
+
+    @classmethod
+    def default_data(cls, config: EvalConfig) -> str:
+        return DEFAULT_DATA
+
+    def check(self) -> None:
+        opts = self.session.options
+        if opts.repeats > 1:
+            self.session.notes.append(f"eval draws nothing at random: --repeats {opts.repeats} has no effect")
+        self.session.record.update(eval={
+            "metrics": "top1/top5 (Wilson), nll in nats (bootstrap), ece in percent over 15 equal-width confidence "
+                       "bins (bootstrap over images), params_m, gmacs at input_size",
+            "throughput": f"forward, eval mode, no gradients, batch {opts.batch_size} at {opts.input_size} px on "
+                          f"{self.session.device}: {SPEED_WARMUP} warm-up + {SPEED_ITERATIONS} timed iterations "
+                          "(models.csv)",
+            "published": f"resources/{PUBLISHED_CSV} (ImageNet-1k top-1 at {PUBLISHED_SIZE} px, the paper's tables)"})
+
+    def constants(self) -> dict[str, Any]:
+        return {"ece_bins": ECE_BINS}
+
+    # --- measuring -----------------------------------------------------------------------------------
+    def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
+        from ..classification import classification_values
+
+        if not self.session.source.has_labels:
+            raise UsageError(f"eval needs labelled images, but {self.session.source.location} has none: pass an "
+                             "ImageFolder tree, a list file with labels, --labels FILE, or --data synthetic:val")
+        facts = self._model_facts(model)
+        _, labels, logits = clean_forward(model, batch, self.session.device)
+        values = classification_values(logits, labels)
+        values.update({f"_{name}": np.full(len(labels), value, dtype=np.float64) for name, value in facts.items()})
+        return {(name,): value for name, value in values.items()}
+
+    def _model_facts(self, model: Any) -> dict[str, float]:
+        """params (M), GMACs, throughput, published top-1 and whether the gap is meaningful; once per model."""
+        if model.name not in self._facts:
+            from ..speed import measure_throughput
+
+            opts = self.session.options
+            device = self.session.device
+            published = self._published.get(model.name, float("nan"))
+            reason = self._gap_obstacle(model) if np.isfinite(published) else None
+            if reason:
+                self.session.notes.append(f"{model.name}: no gap to the published top-1 ({published:g}): {reason}")
+            source = self.session.source
+            if source.kind == "synthetic" and model.num_classes != len(source.class_names):
+                self.session.notes.append(f"{model.name} has {model.num_classes} classes, the synthetic set "
+                                          f"{len(source.class_names)}: its accuracy there is a smoke test; pass --data "
+                                          "with the images it was trained for")
+            self._facts[model.name] = {
+                "params_m": sum(p.numel() for p in model.net.parameters()) / 1e6,
+                "gmacs": count_gmacs_at(model.net, opts.input_size, device),
+                "throughput_img_s": measure_throughput(model.net, opts.batch_size, opts.input_size, device,
+                                                       SPEED_WARMUP, SPEED_ITERATIONS, backward=False),
+                "published_top1": published,
+                "gap_comparable": float(np.isfinite(published) and reason is None),
+            }
+        return self._facts[model.name]
+
+    def _gap_obstacle(self, model: Any) -> str | None:
+        """Why this model's top-1 here cannot be set against the published one (None: it can)."""
+        source, opts = self.session.source, self.session.options
+        if not model.weights.startswith("checkpoint"):
+            return "the model is at random init"
+        if model.num_classes != 1000:
+            return f"its head has {model.num_classes} classes, not ImageNet-1k's 1000"
+        label_space = str(source.label_space)
+        if not (label_space in IMAGENET_LABEL_SPACES or label_space.startswith("imagenet") or opts.labels):
+            return f"the labels of {source.location} are not ImageNet-1k class indices ({label_space})"
+        if opts.input_size != PUBLISHED_SIZE:
+            return f"--input-size {opts.input_size}, the published number is at {PUBLISHED_SIZE}"
+        return None
+
+    # --- summaries -------------------------------------------------------------------------------------
+    def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
+        """Rates and means as the base class; ECE with its own bootstrap; the model facts without interval."""
+        from ..classification import ece_summary
+
+        metrics = {k: v for k, v in values.items() if k[-1] in self.statistics}
+        base = super().summarise(metrics, seed)
+        top1 = values[("top1",)]
+        unlabelled = int(np.isnan(top1).sum())
+        out: dict[Key, tuple] = {}
+        for name in ("top1", "top5", "nll"):
+            if (name,) in base:
+                out[(name,)] = (*base[(name,)][:4], unlabelled)
+        ece = ece_summary(values[("confidence",)], top1, self.session.options.bootstrap, _key_seed(seed, ("ece",)),
+                          ECE_BINS)
+        out[("ece",)] = (*ece, unlabelled)
+        out[("confidence",)] = (*base[("confidence",)][:4], unlabelled)
+        n = int(out[("top1",)][3])
+        facts = {name: _constant(values.get((f"_{name}",))) for name in FACTS}
+        for name in ("params_m", "gmacs", "published_top1"):
+            out[(name,)] = (facts[name], float("nan"), float("nan"), n if np.isfinite(facts[name]) else 0, unlabelled)
+        if facts["gap_comparable"] == 1.0:
+            value, low, high = out[("top1",)][:3]
+            published = facts["published_top1"]
+            out[("top1_gap",)] = (value - published, low - published, high - published, n, unlabelled)
+        return out
+
+    def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
+        """top1, top5 (100 / 0), nll and confidence per labelled image (a metric that applies to none is left out)."""
+        return {k: v for k, v in super().per_image(values).items() if np.isfinite(v).any()}
+
+    # --- outputs ---------------------------------------------------------------------------------------
+    def artefacts(self, out_dir: Path, results: list[UnitResult]) -> list[Path]:
+        """``models.csv``: one row per model (see module docstring), from ``eval.csv`` and the throughput."""
+        import pandas as pd
+
+        from ..report import write_frame
+
+        frame = pd.read_csv(out_dir / f"{self.name}.csv")
+        opts = self.session.options
+        rows = []
+        for result in results:
+            model, weights = result.columns["model"], result.columns["weights"]
+            mine = frame[(frame["model"] == model) & (frame["weights"] == weights)].set_index("metric")
+
+            def metric(name: str, column: str = "value") -> float:
+                return float(mine.loc[name, column]) if name in mine.index else float("nan")
+
+            checkpoint = self.session.checkpoints.get(model)
+            rows.append({**result.columns, "checkpoint": Path(checkpoint).name if checkpoint else "",
+                         "params_m": metric("params_m"), "gmacs": metric("gmacs"),
+                         "throughput_img_s": _constant(result.values.get(("_throughput_img_s",))),
+                         "top1": metric("top1"), "top1_ci_low": metric("top1", "ci_low"),
+                         "top1_ci_high": metric("top1", "ci_high"), "top5": metric("top5"), "nll": metric("nll"),
+                         "ece": metric("ece"), "published_top1": metric("published_top1"),
+                         "top1_gap": metric("top1_gap"), "n_images": metric("top1", "n_images"),
+                         "input_size": opts.input_size, "throughput_batch_size": opts.batch_size,
+                         "device": str(self.session.device)})
+        path = out_dir / "models.csv"
+        write_frame(path, pd.DataFrame(rows, columns=list(MODELS_COLUMNS)))
+        return [path]
+
+    def headline(self, frame: Any) -> list[str]:
+        lines = []
+        for (model, weights), rows in frame.groupby(["model", "weights"], sort=False):
+            m = rows.set_index("metric")
+
+            def cell(name: str, fmt: str, unit: str = "", ci: bool = True) -> str:
+                if name not in m.index:
+                    return ""
+                r = m.loc[name]
+                interval = f" [{r.ci_low:{fmt}}, {r.ci_high:{fmt}}]" if ci and np.isfinite(r.ci_low) else ""
+                return f"{r.value:{fmt}}{unit}{interval}"
+
+            parts = [f"top-1 {cell('top1', '.1f', '%')}"]
+            parts += [f"top-5 {cell('top5', '.1f', '%')}"] if "top5" in m.index else []
+            parts += [f"NLL {cell('nll', '.3f')}", f"ECE {cell('ece', '.1f', '%')}",
+                      f"{m.loc['params_m', 'value']:.2f} M params", f"{m.loc['gmacs', 'value']:.3g} GMACs"]
+            speed = self._facts.get(model, {}).get("throughput_img_s")
+            parts += [f"{speed:.0f} img/s"] if speed is not None else []
+            if "published_top1" in m.index:
+                gap = f", gap {m.loc['top1_gap', 'value']:+.1f}" if "top1_gap" in m.index else ""
+                parts.append(f"published {m.loc['published_top1', 'value']:.1f}{gap}")
+            lines.append(f"  {model} ({weights}): " + ", ".join(parts))
+        return lines
+
+
+def _constant(values: np.ndarray | None) -> float:
+    """The value a per-model constant carried as an (N,) array holds (NaN if absent)."""
+    if values is None:
+        return float("nan")
+    finite = np.asarray(values, dtype=np.float64)
+    finite = finite[np.isfinite(finite)]
+    return float(finite[0]) if finite.size else float("nan")
