@@ -140,9 +140,18 @@ def dcnv3_core_reference(
 
 def _pixel_coordinates(grid: torch.Tensor, size: int) -> torch.Tensor:
     """grid_sample's unnormalisation (align_corners=False) of a [-1, 1] coordinate, in its
-    per-device arithmetic so that points on integer positions fall in the same cell."""
+    arithmetic, so that points within rounding of an integer fall in the same bilinear cell
+    (the gradient w.r.t. the location takes the slope of that cell).
+
+    On CPU the kernel computes ``fma(grid + 1, size / 2, -0.5)`` (its vectorised
+    ``(in + 1) * scale - 0.5``, contracted): emulated exactly for float32 and narrower by one
+    rounding from float64. CUDA's kernel computes ``((grid + 1) * size - 1) / 2``.
+    """
     if grid.device.type == "cpu":
-        return (grid + 1) * (size / 2) - 0.5
+        shifted = grid + 1
+        if shifted.dtype == torch.float64:
+            return shifted * (size / 2) - 0.5
+        return (shifted.double() * (size / 2) - 0.5).to(grid.dtype)
     return ((grid + 1) * size - 1) / 2
 
 
