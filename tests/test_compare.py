@@ -42,7 +42,8 @@ def _headline_row(report: str, model: str) -> list[str]:
 def test_headline_numbers_equal_the_csvs(compared: tuple[Path, float]) -> None:
     out, _ = compared
     report = (out / "report.md").read_text()
-    header = [c.strip() for c in next(l for l in report.splitlines() if l.startswith("| model |")).strip("|").split("|")]
+    header_line = next(line for line in report.splitlines() if line.startswith("| model |"))
+    header = [c.strip() for c in header_line.strip("|").split("|")]
     inv = pd.read_csv(out / "invariance" / "invariance.csv")
     adv = pd.read_csv(out / "adversarial" / "adversarial.csv")
     for model in ("unified_convnext_micro", "unified_pvt_micro"):

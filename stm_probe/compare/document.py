@@ -68,13 +68,15 @@ def build_blocks(record: dict[str, Any], runs: Sequence[AnalysisRun], specs: Seq
     first = runs[0]
     weights = _weights(runs, models)
     n_images = sorted({int(r.manifest.get("num_images", 0)) for r in runs})
-    data = first.manifest.get("data", {})
+    sources = {r.name: r.manifest.get("data", {}).get("source", "?") for r in runs}
+    data_text = next(iter(sources.values())) if len(set(sources.values())) == 1 else "; ".join(
+        f"{name}: {source}" for name, source in sources.items())
+    version = record.get("version") or first.manifest.get("version", "")
     listed = ", ".join(f"{m} ({weights.get(m, '?')})" for m in models)
     blocks = [Block("h1", f"Comparison of {len(models)} model(s): {', '.join(r.name for r in runs)}"),
-              Block("p", f"Written by stm-probe {record.get('version', '')} from the run folders in this directory "
+              Block("p", f"Written by stm-probe {version} from the run folders in this directory "
                          f"({datetime.now().astimezone().isoformat(timespec='seconds')}). Models: "
-                         f"{listed}. Data: "
-                         f"{data.get('source', '?')}; {', '.join(map(str, n_images))} image(s) per analysis; input "
+                         f"{listed}. Data: {data_text}; {'/'.join(map(str, n_images))} image(s) per analysis; input "
                          f"size {first.manifest.get('input_size')} px; seed {first.manifest.get('seed')}.")]
     notes = list(dict.fromkeys(n for r in runs for n in r.manifest.get("notes", [])))
     if notes:
@@ -135,6 +137,9 @@ def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, 
                          "difference A - B (its mean, 95% percentile interval and the p-value of that interval "
                          f"excluding 0). All {len(pairs)} tests form one family, Holm-corrected at alpha = "
                          f"{alpha:g}: a statement below is made only where the corrected p-value is under alpha.")]
+    notes = [s.test_note for s in specs if s.test_note and (pairs["key"] == s.key).any()]
+    if notes:
+        blocks.append(Block("p", "Note: " + "; ".join(notes) + "."))
     untested = [s.label for s in specs if s.test is None or not (pairs["key"] == s.key).any()]
     if untested:
         blocks.append(Block("p", "Not tested (no per-image values to pair): " + "; ".join(untested) + "."))

@@ -91,15 +91,30 @@ def load_run(path: Path, name: str, probe: str) -> AnalysisRun:
     return AnalysisRun(name, probe, path, frame, manifest, marker)
 
 
+def discover(out_dir: Path) -> list[AnalysisRun]:
+    """Every probe run folder directly inside ``out_dir`` (a folder of runs made without compare), by name."""
+    folders = sorted(p for p in out_dir.iterdir() if (p / "run.json").is_file())
+    if not folders:
+        raise UsageError(f"{out_dir} holds neither {COMPARE_FILE} nor probe run folders: give the --out of `stm-probe "
+                         "compare` (or a folder whose sub-folders are probe runs)")
+    runs = []
+    for folder in folders:
+        probe = read_json(folder / "run.json", "rerun the probe").get("probe")
+        runs.append(load_run(folder, folder.name, str(probe)))
+    return runs
+
+
 def load_compare(out_dir: Path) -> tuple[dict[str, Any], list[AnalysisRun]]:
-    """compare.json and every analysis it lists, checked."""
+    """compare.json and every analysis it lists, checked (without compare.json: the run folders inside)."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise UsageError(f"{out_dir} is not a folder: give the --out folder of `stm-probe compare`")
-    record = read_json(out_dir / COMPARE_FILE, f"{out_dir} is not a compare folder; give the --out of `stm-probe "
-                                               "compare` (or rerun it)")
+    if not (out_dir / COMPARE_FILE).is_file():
+        return {}, discover(out_dir)
+    record = read_json(out_dir / COMPARE_FILE, "rerun `stm-probe compare`")
     analyses = record.get("analyses")
     if not isinstance(analyses, list) or not analyses:
-        raise UsageError(f"{out_dir / COMPARE_FILE} lists no analyses: the folder is damaged; rerun `stm-probe compare`")
+        raise UsageError(f"{out_dir / COMPARE_FILE} lists no analyses: the folder is damaged; rerun `stm-probe "
+                         "compare`")
     runs = [load_run(out_dir / a["folder"], a["name"], a["probe"]) for a in analyses]
     return record, runs

@@ -53,6 +53,7 @@ class HeadlineSpec:
     test: str | None = "bootstrap"  # per-image test: "mcnemar" (0/1 outcomes), "bootstrap" or None
     describe: str = ""  # one sentence for the report's legend
     claim: str = "{a} scores higher than {b} on {label}"  # written where a pairwise test holds
+    test_note: str = ""  # what the per-image test compares, where it is not the headline number itself
 
 
 # --- selecting rows ------------------------------------------------------------------------------
@@ -96,7 +97,9 @@ def _erf(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
                          describe=f"share of the input (0-1) covered by the smallest centred square holding {t:g} of "
                                   f"the log-normalised mean contribution map of stage {stage}'s centre pixel; larger "
                                   "= wider effective receptive field (not better or worse)",
-                         claim="{a} has a larger effective receptive field than {b} ({label})")]
+                         claim="{a} has a larger effective receptive field than {b} ({label})",
+                         test_note="the ERF test pairs each image's own area ratio (its map normalised alone), while "
+                                   "the headline value is the area ratio of the mean map over images")]
 
 
 _INVARIANCE = (("translation", ("translation",), (0.0,), "translation", "jitters > 0 px"),
@@ -183,7 +186,8 @@ def _corruption(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
         if not (frame["metric"] == "mean_flip_rate").any():
             return []
         return [HeadlineSpec(name, f"{name}:flip", "corruption flip rate (%)", "mean_flip_rate", better="lower",
-                             test=None, describe="share of images whose top-1 prediction a corruption changes, averaged "
+                             test=None,
+                             describe="share of images whose top-1 prediction a corruption changes, averaged "
                                                  "over the corruptions and severities run (no mCE: it needs labels and "
                                                  "all 15 corruptions at 5 severities); lower = more robust",
                              claim="{a} is more robust to corruptions than {b}")]

@@ -18,9 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: resampled means computed per block (keeps memory at ~ this many float64 per block)
 _BLOCK_ELEMENTS = 4_000_000
@@ -123,7 +126,7 @@ def min_bootstrap_p(n_boot: int) -> float:
 
 # --- every pair of models on every headline column ---------------------------------------------
 def pairwise_table(runs: Sequence, specs: Sequence, models: Sequence[str], alpha: float = 0.05,
-                   n_boot: int = 10_000, seed: int = 0) -> "pd.DataFrame":
+                   n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """One row per (headline column with a per-image test, pair of models): the test, images
     compared, difference A - B with its interval (bootstrap) or the discordant counts (McNemar:
     ``only_a`` images where A's outcome is 1 and B's 0, ``only_b`` the reverse), p,

@@ -152,7 +152,8 @@ def _differences(previous: dict[str, Any], identity: dict[str, Any]) -> list[str
             continue
         if isinstance(old, dict) and isinstance(value, dict):
             inner = [k for k in {**old, **value} if not _same(old.get(k), value.get(k))]
-            changed.append(f"{key} ({', '.join(f'{k}: {_short(old.get(k))} there, {_short(value.get(k))} now' for k in inner)})")
+            parts = [f"{k}: {_short(old.get(k))} there, {_short(value.get(k))} now" for k in inner]
+            changed.append(f"{key} ({'; '.join(parts)})")
         else:
             changed.append(f"{key} ({_short(old)} there, {_short(value)} now)")
     return changed
@@ -202,8 +203,8 @@ def decide(folder: Path, probe_name: str, identity: dict[str, Any], analysis: st
                          "choose another --out) and rerun")
     changed = _differences(previous, identity)
     if changed:
-        raise UsageError(f"{folder} holds an earlier {analysis} run made with other {'; '.join(changed)}: remove that folder (or "
-                         "choose another --out) to compute it with these settings")
+        raise UsageError(f"{folder} holds an earlier {analysis} run made with other {'; '.join(changed)}: remove that "
+                         "folder (or choose another --out) to compute it with these settings")
     if previous.get("status") == "complete" and (folder / "manifest.json").is_file():
         return "reuse"
     return "resume"
@@ -258,6 +259,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
         analysis = chosen[name]
         base = {k: v for k, v in shared.items() if not (analysis.own_data and k in DATA_OPTIONS)}
         run_values = {**base, **analysis.fixed, **settings[name], "out": str(out / name), "resume": False}
+        _barrier()  # under torchrun every rank looks at the folder before any rank writes into it
         identity, session = expected_identity(analysis.probe, run_values)
         if name == "eval" and not explicit and not session.source.has_labels:
             print(f"compare: eval left out: {session.source.location} has no labels (pass labelled --data, or "
@@ -294,6 +296,14 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     paths = render_report(out)
     print(f"report: {paths[1]} (and {paths[0].name}), {round(time.perf_counter() - started, 1)} s")
     return out
+
+
+def _barrier() -> None:
+    """Wait for every rank of an initialised torch.distributed group (a no-op otherwise)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int | None = None) -> list[Path]:
