@@ -129,7 +129,8 @@ class FigureStyle:
         import matplotlib.pyplot as plt
 
         width = kwargs.pop("width", None) or self.width(ncols)
-        height = nrows * aspect * width / max(ncols, 1) + extra_height
+        margin = 0.5 if self.paper else min(1.6, 0.3 * width)  # labels, colour bar or legend beside the panels
+        height = nrows * aspect * (width - margin) / max(ncols, 1) + extra_height
         if self.paper:
             height = min(height, 9.0)
         return plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False, **kwargs)
@@ -141,7 +142,7 @@ class FigureStyle:
         if self.paper:
             fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 3 if fig.get_figwidth() < 5 else 5))
         else:
-            fig.legend(handles, labels, loc="outside right upper")
+            fig.legend(handles, labels, loc="outside right center")
 
 
 def recorded_options(folder: str | Path) -> dict[str, Any]:
