@@ -179,11 +179,19 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), 
         for fmt in formats:
             path = Path(f"{stem}.{fmt}")
             with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=fmt, dpi=dpi or matplotlib.rcParams["savefig.dpi"],
+                fig.savefig(tmp, format=fmt, dpi=dpi or _style_dpi(),
                             bbox_inches=None if exact else "tight", metadata=_fixed_metadata(fmt))
             paths.append(path)
     plt.close(fig)
     return paths
+
+
+def _style_dpi() -> float:
+    """The style's resolution (rcParams savefig.dpi), 150 outside any `stm_probe.plots.style` context."""
+    import matplotlib
+
+    dpi = matplotlib.rcParams["savefig.dpi"]
+    return 150.0 if dpi == "figure" else float(dpi)
 
 
 def _fixed_metadata(fmt: str) -> dict | None:
