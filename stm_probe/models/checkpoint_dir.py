@@ -62,8 +62,8 @@ def find_checkpoints(models: list[str], folder: Path) -> dict[str, str]:
                              f"add it, pass --checkpoint {model}=PATH, or leave the model out")
         if len(hits) > 1:
             names = ", ".join(hit.name for hit in hits)
-            raise UsageError(f"--checkpoint-dir {folder}: {len(hits)} files fit {model} ({names}); choose one with "
-                             f"--checkpoint {model}={hits[0]}")
+            raise UsageError(f"--checkpoint-dir {folder}: {len(hits)} files fit {model} ({names}); pick one with "
+                             f"--checkpoint {model}=PATH (or move the others out)")
         if not hits[0].is_file():
             raise UsageError(f"--checkpoint-dir {folder}: {hits[0].name} (for {model}) is not a file; replace it with "
                              "the weights file")
