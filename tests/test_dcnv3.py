@@ -341,11 +341,37 @@ def test_implementation_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match="STM_PROBE_DCNV3"):
         resolve_dcnv3_impl(None, cpu)
     if _triton_importable():
-        assert resolve_dcnv3_impl("auto", torch.device("cuda")) == "triton"
+        if torch.cuda.is_available():
+            assert resolve_dcnv3_impl("auto", torch.device("cuda")) == "triton"
         if os.environ.get("TRITON_INTERPRET") != "1":  # compiled kernels refuse CPU tensors
             value = torch.zeros(1, 3, 3, 2)
             with pytest.raises(UsageError, match="CUDA"):
                 dcnv3_core(value, torch.zeros(1, 1, 1, P, 2), torch.zeros(1, 1, 1, P), impl="triton")
+
+
+def test_triton_self_check_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check "auto" runs before using the kernels: passes for the real kernels (on CUDA, or
+    on CPU in the interpreter), fails with a warning for wrong or crashing ones."""
+    from stm_probe.ops import dcnv3 as ops
+
+    device = _impl_device("triton")
+    import stm_probe.ops.dcnv3_triton as kernels
+
+    ops._triton_passes_self_check.cache_clear()
+    assert ops._triton_passes_self_check(device)
+
+    def off_by_a_bit(value, locations, weights):
+        return ops.dcnv3_core_reference(value, locations, weights * 1.001)
+
+    def crashing(value, locations, weights):
+        raise RuntimeError("no kernel image is available")
+
+    for broken, reason in ((off_by_a_bit, "differ"), (crashing, "no kernel image")):
+        monkeypatch.setattr(kernels, "dcnv3_core_triton", broken)
+        ops._triton_passes_self_check.cache_clear()
+        with pytest.warns(UserWarning, match=reason):
+            assert not ops._triton_passes_self_check(device)
+    ops._triton_passes_self_check.cache_clear()
 
 
 def test_triton_kernels_in_interpreter() -> None:

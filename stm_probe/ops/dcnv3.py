@@ -26,13 +26,16 @@ variable; all compute the same function and its gradients, tested against each o
   aggregation fused as per-sample weights (plain PyTorch, no (B, L, C, P) intermediate);
 * ``"triton"``: the Triton kernels of `stm_probe.ops.dcnv3_triton` (CUDA; on CPU they run in
   Triton's interpreter, which is only for tests);
-* ``"auto"`` (default): ``"triton"`` on CUDA when Triton is importable, else ``"reference"``.
+* ``"auto"`` (default): ``"triton"`` on CUDA when Triton is importable and the kernels pass a
+  self-check against the reference on that device (once per process; on failure a warning and
+  ``"reference"``), else ``"reference"``.
 """
 from __future__ import annotations
 
 import functools
 import math
 import os
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -203,6 +206,35 @@ def _triton_importable() -> bool:
     return True
 
 
+@functools.cache
+def _triton_passes_self_check(device: torch.device) -> bool:
+    """Whether the Triton kernels compile on ``device`` and match the reference (values and
+    gradients, float32) on a small problem with points outside the map and D = 12 channels."""
+    gen = torch.Generator().manual_seed(0)
+    value = torch.randn(2, 6, 7, 24, generator=gen)
+    locations = torch.rand(2, 20, 2, 9, 2, generator=gen) * 1.6 - 0.3
+    weights = torch.randn(2, 20, 2, 9, generator=gen)
+    probe = torch.randn(2, 20, 24, generator=gen)
+    try:
+        from .dcnv3_triton import dcnv3_core_triton
+
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            inputs = [t.to(device).requires_grad_() for t in (value, locations, weights)]
+            results = []
+            for core in (dcnv3_core_reference, dcnv3_core_triton):
+                out = core(*inputs)
+                results.append((out, *torch.autograd.grad((out * probe.to(device)).sum(), inputs)))
+        ok = all(torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+                 for a, b in zip(*results))
+        problem = "its results differ from the grid_sample reference"
+    except Exception as error:  # any failure to compile or run: fall back, say why
+        ok, problem = False, f"it failed ({type(error).__name__}: {error})"
+    if not ok:
+        warnings.warn(f"DCNv3 Triton kernels not used on {device}: {problem}; using the grid_sample"
+                      f" reference (set ${DCNV3_IMPL_ENV}=reference to skip this check)", stacklevel=3)
+    return ok
+
+
 def resolve_dcnv3_impl(impl: str | None, device: torch.device) -> str:
     """The implementation ``impl`` (None: ``$STM_PROBE_DCNV3``, else "auto") stands for on ``device``."""
     name = impl if impl is not None else os.environ.get(DCNV3_IMPL_ENV, "auto")
@@ -210,7 +242,8 @@ def resolve_dcnv3_impl(impl: str | None, device: torch.device) -> str:
         raise UsageError(f"unknown DCNv3 implementation {name!r}; use one of {', '.join(DCNV3_IMPLS)}"
                          f" (argument impl= or ${DCNV3_IMPL_ENV})")
     if name == "auto":
-        return "triton" if device.type == "cuda" and _triton_importable() else "reference"
+        use_triton = device.type == "cuda" and _triton_importable() and _triton_passes_self_check(device)
+        return "triton" if use_triton else "reference"
     if name == "triton" and not _triton_importable():
         raise UsageError(f"DCNv3 implementation 'triton' needs the triton package; install it or set"
                          f" ${DCNV3_IMPL_ENV}=reference")
