@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ..errors import UsageError
 from . import ImageSource, _folder_source, _printable
@@ -146,3 +146,19 @@ def imagenet_c_source(path: Path) -> ImageNetCSource:
     return ImageNetCSource(base.paths, base.labels, "imagefolder", path, base.class_names, base.label_space,
                            notes=notes, variants=tuple(variants), variant_roots=tuple(roots), reference=reference,
                            ignored=tuple(ignored))
+
+
+class StoredView:
+    """PIL image -> ``float32`` tensor ``(3, S, S)`` in [0, 1]: an ImageNet-C file as stored (already the
+    224 x 224 centre crop), resized (bicubic) only when ``S`` or the file's size differs."""
+
+    def __init__(self, input_size: int) -> None:
+        self.input_size = int(input_size)
+
+    def __call__(self, img: Any) -> Any:
+        from . import to_rgb_tensor
+
+        return to_rgb_tensor(img, (self.input_size, self.input_size))
+
+    def __repr__(self) -> str:
+        return f"StoredView(as stored, bicubic to {self.input_size}x{self.input_size} if the size differs, [0,1])"

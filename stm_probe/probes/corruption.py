@@ -1,0 +1,492 @@
+"""`corruption`: robustness to the ImageNet-C corruptions (Hendrycks & Dietterich, ICLR 2019).
+
+Two modes, chosen by the data:
+
+* **ImageNet-C folder** (``--data`` laid out as ``<corruption>/<severity>/<wnid>/<image>``,
+  `stm_probe.data.imagenet_c`): each unit reads its own variant's files for the batch's images;
+  the clean images (clean error, flip rates, relative mCE) come from ``--clean-data``.
+* **on the fly** (any other data, the embedded images included): each unit corrupts the loader's
+  clean view (`stm_probe.corruptions`), seeded per image, in ``--workers`` processes, cached for
+  the next model.
+
+Units per model: ``clean`` (severity 0), one per (corruption, severity), and ``summary`` (the
+per-image values of all the others, for the corruption errors and their joint bootstrap).
+Per (corruption, severity): ``error`` (top-1 error, labelled images) and ``flip_rate`` (top-1
+differs from the clean top-1), percent with Wilson intervals. Per corruption (severity empty):
+``ce`` and ``relative_ce`` (AlexNet-normalised, percent). Overall (corruption ``all``): ``mce``,
+``relative_mce``, ``mean_error``, ``mean_flip_rate``; their intervals are a percentile bootstrap
+over images that resamples the same images in every unit. Numbers that cannot be stood behind
+(mCE without all 15 corruptions at 5 severities, CE of the extra corruptions or at an input size
+the severities were not made for, relative CE without the clean error) are left out with a note.
+"""
+from __future__ import annotations
+
+import hashlib
+import weakref
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..corruption_metrics import (SEVERITIES, alexnet_error, benchmark_corruptions, corruption_error,
+                                  extra_corruptions, relative_corruption_error)
+from ..errors import UsageError
+from ..options import int_list, option
+from .base import Key, Probe, Unit, require_finite
+
+CLEAN = "clean"
+OVERALL = "all"
+NAMES = benchmark_corruptions() + extra_corruptions()
+#: images per bootstrap chunk x replicates held at once (the weights matrix)
+_BOOT_CHUNK = 4_000_000
+
+
+def _corruption_list(text: str) -> tuple[str, ...]:
+    from ..corruptions import corruption_list
+
+    return corruption_list(text)
+
+
+def _severity_list(text: str) -> tuple[int, ...]:
+    values = int_list(text)
+    bad = [v for v in values if v not in SEVERITIES]
+    if bad:
+        raise ValueError(f"severity {bad[0]} is not one of 1-5")
+    return tuple(sorted(set(values)))
+
+
+@dataclass(frozen=True)
+class CorruptionConfig:
+    corruptions: tuple[str, ...] | None = option(
+        None, "corruptions, comma-separated: names, or the groups benchmark (the 15 of the benchmark, the default), "
+        "extra (speckle_noise, gaussian_blur, spatter, saturate) and all", parse=_corruption_list,
+        choices=NAMES, metavar="NAME[,NAME]")
+    severities: tuple[int, ...] = option(SEVERITIES, "severities 1-5, comma-separated (default 1,2,3,4,5)",
+                                         parse=_severity_list, metavar="S,...")
+    clean_data: str | None = option(None, "ImageNet-C folders only: the clean images (the ImageNet validation set, "
+                                    "synset folders) for the clean error, flip rates and relative mCE",
+                                    metavar="PATH")
+
+    def __post_init__(self) -> None:
+        if self.corruptions is not None and not self.corruptions:
+            raise UsageError("--corruptions: name at least one corruption, or benchmark, extra or all")
+        if not self.severities:
+            raise UsageError("--severities: give at least one of 1,2,3,4,5")
+
+
+class _Measured:
+    """One model's per-image results by unit, kept to derive flip rates and the summary unit."""
+
+    def __init__(self, model: str, num_images: int) -> None:
+        self.model = model
+        self.num_images = num_images
+        self.clean_pred = np.full(num_images, -1, dtype=np.int64)
+        self.units: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def put(self, key: tuple, indices: np.ndarray, error: np.ndarray, flip: np.ndarray) -> None:
+        if key not in self.units:
+            self.units[key] = (np.full(self.num_images, np.nan), np.full(self.num_images, np.nan),
+                               np.zeros(self.num_images, dtype=bool))
+        err, flp, filled = self.units[key]
+        err[indices], flp[indices], filled[indices] = error, flip, True
+
+    def has(self, key: tuple, indices: np.ndarray) -> bool:
+        return key in self.units and bool(self.units[key][2][indices].all())
+
+
+class CorruptionProbe(Probe):
+    name = "corruption"
+    help = ("ImageNet-C corruptions (an ImageNet-C folder, or made on the fly): error and flip rate per corruption "
+            "and severity, CE, mCE, relative mCE")
+    Config = CorruptionConfig
+    setting_columns = ("corruption", "severity")
+    statistics = {"error": "rate", "flip_rate": "rate"}
+    plot = "stm_probe.plots.corruption:plot_corruption"
+    skip_reason = "no image could be measured (unreadable images?)"
+
+    def __init__(self, config: CorruptionConfig, session: Any) -> None:
+        super().__init__(config, session)
+        from ..data.imagenet_c import ImageNetCSource
+
+        self.on_disk = isinstance(session.source, ImageNetCSource)
+        self.names: tuple[str, ...] = config.corruptions or benchmark_corruptions()
+        self.variants: list[tuple[str, int]] = [(c, s) for c in self.names for s in config.severities]
+        self.clean_paths: tuple[str, ...] | None = None
+        self.ce_names: tuple[str, ...] = ()
+        self.mce_ok = False
+        self.relative_ok = False
+        self.corruptor: Any = None
+        self.measured: _Measured | None = None
+
+    # --- settings against the data ---------------------------------------------------------------
+    @property
+    def has_clean(self) -> bool:
+        return not self.on_disk or self.clean_paths is not None
+
+    @property
+    def randomised(self) -> bool:  # type: ignore[override]
+        from ..corruptions import RANDOM_CORRUPTIONS
+
+        return not self.on_disk and any(c in RANDOM_CORRUPTIONS for c in self.names)
+
+    def check(self) -> None:
+        if self.on_disk:
+            self._check_imagenet_c()
+        else:
+            if self.config.clean_data is not None:
+                raise UsageError("--clean-data is for ImageNet-C folders; on other --data the clean images are the "
+                                 "data itself: drop --clean-data")
+            from ..corruptions import check_assets
+
+            try:
+                check_assets()
+            except RuntimeError as exc:
+                raise UsageError(str(exc)) from None
+        self._decide_ce()
+
+    def _check_imagenet_c(self) -> None:
+        source = self.session.source
+        present = set(source.variants)
+        missing = [v for v in self.variants if v not in present]
+        if missing and (self.config.corruptions is not None or self.config.severities != SEVERITIES):
+            c, s = missing[0]
+            raise UsageError(f"--data {source.location} holds no {c}/{s} folder ({len(missing)} requested "
+                             "corruption/severity folders missing): choose --corruptions/--severities among those present")
+        if missing:
+            self.variants = [v for v in self.variants if v in present]
+            if not self.variants:
+                raise UsageError(f"--data {source.location} holds none of the 15 benchmark corruptions: name the ones "
+                                 "it holds with --corruptions")
+            self.names = tuple(dict.fromkeys(c for c, _ in self.variants))
+            self.session.notes.append(f"{source.location} lacks {len(missing)} of the 75 benchmark corruption/severity "
+                                      f"folders (first: {missing[0][0]}/{missing[0][1]}): running the "
+                                      f"{len(self.variants)} present")
+        if self.config.clean_data is not None:
+            self.clean_paths = _match_clean_images(source, self.config.clean_data)
+        else:
+            self.session.notes.append("no --clean-data: no clean error, flip rates or relative mCE (pass --clean-data "
+                                      "with the ImageNet validation images)")
+        size = self.session.options.input_size
+        if size != 224:
+            self.session.notes.append(f"the 224 px ImageNet-C images are resized to --input-size {size}")
+
+    def _decide_ce(self) -> None:
+        """Which corruption errors can be stood behind; a note for each that cannot."""
+        source, notes = self.session.source, self.session.notes
+        if not source.has_labels:
+            notes.append("the images are unlabelled: flip rates against the clean prediction only (no error, CE or mCE)")
+            return
+        if source.label_space != "imagenet-1k":
+            notes.append("the labels are not ImageNet-1k classes: errors only, no CE or mCE (AlexNet's normalisers are "
+                         "ImageNet-1k errors)")
+            return
+        if not self.on_disk and self.session.options.input_size != 224:
+            notes.append(f"no CE or mCE at --input-size {self.session.options.input_size}: the severities are defined "
+                         "in pixels of 224 px images (errors and flip rates only)")
+            return
+        if not self.on_disk:
+            from importlib.metadata import version
+
+            notes.append(f"corruptions made on the fly with corrupt-tta {version('corrupt-tta')}, not the released "
+                         "ImageNet-C files (other random draws, OpenCV motion blur, no JPEG storage): CE and mCE "
+                         "approximate the benchmark's")
+        extras = [c for c in self.names if alexnet_error(c) is None]
+        if extras:
+            notes.append(f"no CE for {', '.join(extras)}: no AlexNet normaliser (extra corruptions): error only")
+        partial = [c for c in self.names if alexnet_error(c) is not None
+                   and any((c, s) not in self.variants for s in SEVERITIES)]
+        if partial:
+            notes.append(f"no CE for {', '.join(partial)}: CE sums all 5 severities, some are not run")
+        self.ce_names = tuple(c for c in self.names if c not in extras and c not in partial)
+        absent = [c for c in benchmark_corruptions() if c not in self.ce_names]
+        self.mce_ok = not absent
+        if absent and self.ce_names:
+            notes.append(f"no mCE: it needs the 15 benchmark corruptions at severities 1-5 ({absent[0]}"
+                         + (f" and {len(absent) - 1} more" if len(absent) > 1 else "") + " not run)")
+        self.relative_ok = self.has_clean
+        if not self.has_clean and self.ce_names:
+            notes.append("no relative CE or mCE: they need the clean error (pass --clean-data)")
+
+    # --- units and images -------------------------------------------------------------------------
+    def units(self) -> list[Unit]:
+        units = [Unit(CLEAN, (CLEAN, 0))] if self.has_clean else []
+        units += [Unit(f"{c} {s}", (c, s)) for c, s in self.variants]
+        return units + [Unit("summary", (OVERALL,))]
+
+    def _repeats_of(self, corruption: str) -> int:
+        from ..corruptions import RANDOM_CORRUPTIONS
+
+        random = corruption in RANDOM_CORRUPTIONS or (corruption == OVERALL and self.randomised)
+        return self.session.options.repeats if random and not self.on_disk else 1
+
+    def repeated(self, units: list[Unit]) -> list[Unit]:
+        """Only corruptions that draw at random are repeated (contrast, say, gives the same image)."""
+        return [Unit(u.label if r == 0 else f"{u.label} (repeat {r})", u.parts, r) for u in units
+                for r in range(self._repeats_of(u.parts[0]))]
+
+    def transform(self) -> Any:
+        if self.on_disk:
+            from ..data.imagenet_c import StoredView
+
+            return StoredView(self.session.options.input_size)
+        return super().transform()
+
+    def unit_batches(self, unit: Unit, batches: Iterable[Any]) -> Iterator[Any]:
+        kind = unit.parts[0]
+        if kind == OVERALL or (kind == CLEAN and not self.on_disk):
+            return iter(batches)
+        if kind == CLEAN:
+            return self._files(batches, self.clean_paths, clean=True)
+        corruption, severity = unit.parts
+        if self.on_disk:
+            if (corruption, severity) == tuple(self.session.source.reference):
+                return iter(batches)
+            return self._files(batches, tuple(self.session.source.variant_paths(corruption, severity)))
+        return self._corruptor().batches(batches, corruption, severity, self._stream_repeat(corruption, unit.repeat))
+
+    def _stream_repeat(self, corruption: str, repeat: int) -> int:
+        return repeat if self._repeats_of(corruption) > 1 else 0
+
+    def _corruptor(self) -> Any:
+        if self.corruptor is None:
+            from ..corruptions import Corruptor, worker_count
+
+            session = self.session
+            opts = session.options
+            folder = session.out_dir / "corruption_cache" / f"rank{session.rank}" if session.out_dir else None
+            images_id = hashlib.sha256("\n".join(session.source.paths).encode("utf-8")).hexdigest()[:16]
+            self.corruptor = Corruptor(opts.seed, opts.input_size, images_id, len(session.source),
+                                       workers=worker_count(opts.workers), cache=len(session.models) > 1,
+                                       cache_folder=folder)
+            weakref.finalize(self, self.corruptor.close)
+        return self.corruptor
+
+    def _files(self, batches: Iterable[Any], paths: tuple[str, ...], clean: bool = False) -> Iterator[Any]:
+        """The images ``paths[i]`` for the indices of each of ``batches`` (ImageNet-C mode), read by a
+        loader with ``--workers``; a missing or unreadable file stops the run (one line)."""
+        from torch.utils.data import DataLoader
+
+        from ..data import ImageDataset, _collate, eval_transform
+
+        size = self.session.options.input_size
+        transform = eval_transform(size) if clean else self.transform()
+        dataset = ImageDataset(replace(self.session.source, paths=paths), transform)
+        loader = DataLoader(dataset, batch_sampler=_IndexGroups(batches), num_workers=self.session.options.workers,
+                            collate_fn=_collate)
+        for batch, failed in loader:
+            if failed:
+                what = "--clean-data" if clean else "every ImageNet-C corruption/severity folder"
+                raise UsageError(f"{failed[0].path}: {failed[0].reason}; {what} must hold the same readable images "
+                                 f"as {self.session.source.paths[failed[0].index]}")
+            yield batch
+
+    # --- measuring --------------------------------------------------------------------------------
+    def _memory(self, model: Any) -> _Measured:
+        if self.measured is None or self.measured.model != model.name:
+            self.measured = _Measured(model.name, len(self.session.source))
+        return self.measured
+
+    def _predict(self, model: Any, images: Any) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            logits = model.net(images.to(self.session.device))
+        require_finite(logits, model.name)
+        return logits.argmax(1).cpu().numpy()
+
+    def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
+        kind = unit.parts[0]
+        if kind == OVERALL:
+            return self._gather(model, unit.repeat, batch)
+        memory = self._memory(model)
+        indices = _numpy(batch.indices)
+        labels = _numpy(batch.labels)
+        pred = self._predict(model, batch.images)
+        error = np.where(labels >= 0, 100.0 * (pred != labels), np.nan)
+        if kind == CLEAN:
+            memory.clean_pred[indices] = pred
+            memory.put((CLEAN, 0, 0), indices, error, np.zeros(len(pred)))
+            return {(CLEAN, 0, "error"): error, (CLEAN, 0, "_pred"): pred.astype(np.float64)}
+        corruption, severity = unit.parts
+        clean_pred = self._clean_predictions(model, batch, indices)
+        flip = np.where(clean_pred >= 0, 100.0 * (pred != clean_pred), np.nan)
+        memory.put((corruption, severity, unit.repeat), indices, error, flip)
+        return {(corruption, severity, "error"): error, (corruption, severity, "flip_rate"): flip}
+
+    def _clean_predictions(self, model: Any, batch: Any, indices: np.ndarray) -> np.ndarray:
+        """The clean top-1 of the batch's images: from the clean unit, else computed now (a resumed run);
+        -1 where there is no clean image (ImageNet-C without --clean-data)."""
+        memory = self._memory(model)
+        missing = memory.clean_pred[indices] < 0
+        if missing.any() and self.has_clean:
+            if self.on_disk:
+                clean = next(iter(self._files([batch], self.clean_paths, clean=True))).images
+            else:
+                clean = batch.clean
+            memory.clean_pred[indices] = self._predict(model, clean)
+        return memory.clean_pred[indices]
+
+    def _gather(self, model: Any, repeat: int, batch: Any) -> dict[Key, np.ndarray]:
+        """The summary unit: every unit's per-image error and flip for the batch's images (measured now
+        where a resumed run did not keep them in memory)."""
+        memory = self._memory(model)
+        indices = _numpy(batch.indices)
+        out: dict[Key, np.ndarray] = {}
+        if self.has_clean:
+            if not memory.has((CLEAN, 0, 0), indices):
+                clean_batch = next(iter(self.unit_batches(Unit(CLEAN, (CLEAN, 0)), [batch])))
+                self.measure(model, Unit(CLEAN, (CLEAN, 0)), clean_batch)
+            out[(CLEAN, 0, "_error")] = memory.units[(CLEAN, 0, 0)][0][indices]
+        for corruption, severity in self.variants:
+            r = self._stream_repeat(corruption, repeat)
+            key = (corruption, severity, r)
+            if not memory.has(key, indices):
+                unit = Unit(f"{corruption} {severity}", (corruption, severity), r)
+                self.measure(model, unit, next(iter(self.unit_batches(unit, [batch]))))
+            error, flip, _ = memory.units[key]
+            out[(corruption, severity, "_error")] = error[indices]
+            out[(corruption, severity, "_flip")] = flip[indices]
+        return out
+
+    # --- summaries --------------------------------------------------------------------------------
+    def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
+        out = super().summarise(values, seed)
+        if any(k[-1] in ("_error", "_flip") and k[0] != CLEAN for k in values):
+            out.update(self._aggregate(values, seed))
+        return out
+
+    def _aggregate(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
+        """Overall rows of one model from the summary unit's per-image values, each with a percentile
+        bootstrap that resamples the same images in every unit."""
+        from ..runtime.seeds import stream_seed
+
+        variants = [(k[0], k[1]) for k in values if k[-1] == "_flip" and k[0] != CLEAN]
+        flips = np.stack([values[(c, s, "_flip")] for c, s in variants], axis=1)
+        errors = np.stack([values[(c, s, "_error")] for c, s in variants], axis=1)
+        n_boot = self.session.options.bootstrap
+        boot_seed = stream_seed(seed, "bootstrap", self.name, OVERALL)
+        out: dict[Key, tuple] = {}
+        kept = np.isfinite(flips).all(axis=1)
+        if kept.any():
+            stat = {(OVERALL, None, "mean_flip_rate"): lambda m: float(m.mean())}
+            out.update(_bootstrap(flips[kept], stat, n_boot, boot_seed))
+        labelled = np.isfinite(errors).all(axis=1)
+        if not labelled.any():
+            return out
+        clean = values.get((CLEAN, 0, "_error"))
+        columns = {v: i for i, v in enumerate(variants)}
+        matrix = errors[labelled] / 100.0
+        if clean is not None and self.relative_ok:
+            matrix = np.concatenate([matrix, clean[labelled, None] / 100.0], axis=1)
+        stats = {(OVERALL, None, "mean_error"): lambda m: 100.0 * float(m[:len(variants)].mean())}
+        for name in self.ce_names:
+            cols = [columns[(name, s)] for s in SEVERITIES]
+            stats[(name, None, "ce")] = lambda m, cols=cols, name=name: corruption_error(m[cols], name)
+            if matrix.shape[1] > len(variants):
+                stats[(name, None, "relative_ce")] = (lambda m, cols=cols, name=name:
+                                                      relative_corruption_error(m[cols], m[-1], name))
+        if self.mce_ok:
+            ce_keys = [(c, None, "ce") for c in benchmark_corruptions()]
+            stats[(OVERALL, None, "mce")] = lambda m: float(np.mean([stats[k](m) for k in ce_keys]))
+            if matrix.shape[1] > len(variants):
+                rel_keys = [(c, None, "relative_ce") for c in benchmark_corruptions()]
+                stats[(OVERALL, None, "relative_mce")] = lambda m: float(np.mean([stats[k](m) for k in rel_keys]))
+        out.update(_bootstrap(matrix, stats, n_boot, boot_seed))
+        return out
+
+    def constants(self) -> dict[str, Any]:
+        if self.on_disk:
+            return {"corruption_source": "imagenet-c files"}
+        from importlib.metadata import version
+
+        return {"corruption_source": f"corrupt-tta {version('corrupt-tta')}"}
+
+    def artefacts(self, out_dir: Any, results: list[Any]) -> list[Any]:
+        """Nothing to write; the run is over: stop the corrupting processes and drop their cache."""
+        if self.corruptor is not None:
+            self.corruptor.close()
+        return []
+
+    def headline(self, frame: Any) -> list[str]:
+        lines = []
+        overall = frame[frame["corruption"] == OVERALL]
+        for metric, label in (("mce", "mCE"), ("relative_mce", "relative mCE"), ("mean_error", "mean error"),
+                              ("mean_flip_rate", "mean flip rate")):
+            sel = overall[overall["metric"] == metric]
+            if len(sel):
+                parts = [f"{r.model} {r.value:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" for r in sel.itertuples()]
+                lines.append(f"  {label} (%): {', '.join(parts)}")
+        return lines
+
+
+class _IndexGroups:
+    """A DataLoader batch sampler: the image indices of each of the loop's batches, in order."""
+
+    def __init__(self, batches: Iterable[Any]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            yield [int(i) for i in _numpy(batch.indices)]
+
+
+def _numpy(values: Any) -> np.ndarray:
+    return np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype=np.int64)
+
+
+def _bootstrap(matrix: np.ndarray, stats: dict[Key, Any], n_boot: int, seed: int) -> dict[Key, tuple]:
+    """{key: (value, ci_low, ci_high, n, 0)}: each statistic of the column means of ``matrix`` (N, K) and
+    its 95% percentile interval over ``n_boot`` resamplings of the N rows (the same rows for every
+    statistic, drawn as multinomial counts from a generator seeded with ``seed``)."""
+    n = matrix.shape[0]
+    means = matrix.mean(axis=0)
+    points = {k: f(means) for k, f in stats.items()}
+    if n < 2 or n_boot <= 0:
+        return {k: (v, v, v, n, 0) for k, v in points.items()}
+    rng = np.random.default_rng(seed)
+    samples: dict[Key, list[float]] = {k: [] for k in stats}
+    chunk = max(1, _BOOT_CHUNK // n)
+    for start in range(0, n_boot, chunk):
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start))
+        for row in counts @ matrix / n:
+            for k, f in stats.items():
+                samples[k].append(f(row))
+    out = {}
+    for k, v in points.items():
+        low, high = np.quantile(np.asarray(samples[k]), [0.025, 0.975])
+        out[k] = (v, float(low), float(high), n, 0)
+    return out
+
+
+def _match_clean_images(source: Any, clean_data: str) -> tuple[str, ...]:
+    """The clean file of every ImageNet-C image: the same ``<wnid>/<image>`` path under ``--clean-data``,
+    else the one file of that name there (a flat validation folder); UsageError naming the first missing."""
+    import os
+
+    from ..data import resolve_source
+
+    clean = resolve_source(clean_data)
+    root = os.path.abspath(clean.root)
+    by_rel = {os.path.relpath(p, root).replace(os.sep, "/"): i for i, p in enumerate(clean.paths)}
+    by_name: dict[str, list[int]] = {}
+    for i, p in enumerate(clean.paths):
+        by_name.setdefault(os.path.basename(p), []).append(i)
+    matched, missing = [], []
+    for position, rel in enumerate(source.relative_paths()):
+        rel = rel.replace(os.sep, "/")
+        found = by_rel.get(rel)
+        if found is None and len(by_name.get(os.path.basename(rel), [])) == 1:
+            found = by_name[os.path.basename(rel)][0]
+        if found is None:
+            missing.append(rel)
+            continue
+        label = clean.labels[found]
+        own = source.labels[position]
+        if label >= 0 and label != own:
+            raise UsageError(f"--clean-data {clean_data}: {clean.paths[found]} is labelled {label} but its ImageNet-C "
+                             f"copies lie in class {own}'s folder: point --clean-data at the matching validation set")
+        matched.append(clean.paths[found])
+    if missing:
+        raise UsageError(f"--clean-data {clean_data} lacks {len(missing)} of the {len(source)} images (first: "
+                         f"{missing[0]}): point it at the ImageNet validation images the ImageNet-C files were made from")
+    return tuple(matched)
