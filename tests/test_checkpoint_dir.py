@@ -86,7 +86,8 @@ def test_the_session_takes_the_files_and_notes_them(tmp_path: Path) -> None:
     session = open_session("eval", options, call={}, write_files=False)
     assert session.checkpoints == {"unified_convnext_micro": str(own),
                                    "unified_dcn_v3_micro": str(tmp_path / "unified_internimage_micro.pth")}
-    assert f"unified_dcn_v3_micro: {tmp_path / 'unified_internimage_micro.pth'} (from --checkpoint-dir)" in session.notes
+    found = tmp_path / "unified_internimage_micro.pth"
+    assert f"unified_dcn_v3_micro: {found} (from --checkpoint-dir)" in session.notes
 
 
 def test_light_checks_refuse_a_missing_or_file_folder(tmp_path: Path) -> None:

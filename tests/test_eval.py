@@ -178,9 +178,13 @@ def test_gap_obstacles_are_named() -> None:
     assert "random init" in _probe()._gap_obstacle(model("random-init"))
     assert "8 classes" in _probe()._gap_obstacle(model(classes=8))
     assert "--input-size 64" in _probe(input_size=64)._gap_obstacle(model())
-    synthetic = _probe()
-    synthetic.session.source.label_space = "synthetic"
-    assert "not ImageNet-1k" in synthetic._gap_obstacle(model())
+    for space in ("synthetic", "imagenet-v2", "imagenet-r", "folder-index"):
+        other = _probe()
+        other.session.source.label_space = space
+        assert f"({space} labels)" in other._gap_obstacle(model())
+    listed = _probe()
+    listed.session.source.label_space = "list"  # e.g. the flat val folder with a filename,label CSV
+    assert listed._gap_obstacle(model()) is None
 
 
 # --- end to end ----------------------------------------------------------------------------------------------

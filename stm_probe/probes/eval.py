@@ -15,8 +15,9 @@ Metrics (rows of ``eval.csv``; per-image values in ``per_image.csv``):
 * ``published_top1``: the authors' ImageNet-1k top-1 at 224 (``resources/published_numbers.csv``,
   from the paper's tables; unified models only), and ``top1_gap`` = measured - published (with the
   top-1 interval shifted), written only where the two are comparable: weights from a checkpoint, a
-  1000-class head, ImageNet labels (synset folders, integer class folders, a labelled list or
-  ``--labels``) and 224 px inputs. Otherwise the gap is left out and the summary says why.
+  1000-class head, ImageNet-1k labels (synset folders, a labelled list, or ``--labels`` on the flat
+  validation folder; not the shift sets) and 224 px inputs. Otherwise the gap is left out and the
+  summary says why. The gap assumes the images are the clean validation set.
 
 Throughput (images/s, forward, eval mode, no gradients) is measured on the session's device at the
 run's batch size and input size with a short protocol (`SPEED_WARMUP` + `SPEED_ITERATIONS`
@@ -45,8 +46,10 @@ SPEED_WARMUP = 2  # short throughput measurement inside eval (the paper's protoc
 SPEED_ITERATIONS = 5
 PUBLISHED_CSV = "published_numbers.csv"
 PUBLISHED_SIZE = 224  # the input size of the published numbers
-#: label spaces holding ImageNet-1k class indices (the published top-1 is on ImageNet-1k validation)
-IMAGENET_LABEL_SPACES = ("imagenet-1k", "folder-integer", "list")
+#: label spaces of ImageNet-1k validation as users have it: synset folders or the devkit / Kaggle label files
+#: ("imagenet-1k"), a list or filename,label CSV ("list"). Shift sets (imagenet-v2, -r, -a, -sketch) and
+#: integer class folders are other test sets: no gap to the published ImageNet-1k top-1.
+IMAGENET_LABEL_SPACES = ("imagenet-1k", "list")
 #: per-model constants carried through the unit's values as (N,) arrays (names start with "_": not metrics)
 FACTS = ("params_m", "gmacs", "throughput_img_s", "published_top1", "gap_comparable")
 MODELS_COLUMNS = ("model", "stm", "size", "weights", "checkpoint", "params_m", "gmacs", "throughput_img_s", "top1",
@@ -103,6 +106,11 @@ class EvalProbe(Probe):
 
     def check(self) -> None:
         opts = self.session.options
+        variants = getattr(self.session.source, "variants", None)
+        if variants:
+            raise UsageError(f"--data {self.session.source.location} is ImageNet-C ({len(variants)} corrupted variants "
+                             "of one image set): eval reads one set; pass one variant's folder "
+                             "(<root>/<corruption>/<severity>) or a clean validation set")
         if opts.repeats > 1:
             self.session.notes.append(f"eval draws nothing at random: --repeats {opts.repeats} has no effect")
         self.session.record.update(eval={
@@ -160,11 +168,10 @@ class EvalProbe(Probe):
         source, opts = self.session.source, self.session.options
         if not model.weights.startswith("checkpoint"):
             return "the model is at random init"
+        if source.label_space not in IMAGENET_LABEL_SPACES:
+            return f"the images are not labelled as ImageNet-1k validation ({source.label_space} labels)"
         if model.num_classes != 1000:
             return f"its head has {model.num_classes} classes, not ImageNet-1k's 1000"
-        label_space = str(source.label_space)
-        if not (label_space in IMAGENET_LABEL_SPACES or label_space.startswith("imagenet") or opts.labels):
-            return f"the labels of {source.location} are not ImageNet-1k class indices ({label_space})"
         if opts.input_size != PUBLISHED_SIZE:
             return f"--input-size {opts.input_size}, the published number is at {PUBLISHED_SIZE}"
         return None
