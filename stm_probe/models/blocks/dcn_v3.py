@@ -3,9 +3,10 @@
 Each of ``num_heads`` channel groups samples the zero-padded value map at ``points`` locations
 around every position: a fixed 3x3 grid plus offsets predicted from the query, which is the
 normalised input passed through depthwise conv -> LayerNorm -> GELU. The samples are summed
-with softmax-normalised weights predicted from the same query. The sampling runs in plain
-PyTorch (`stm_probe.ops.dcnv3`); see there for the coordinate conventions kept from the
-original, including its swapped (x, y) order of the base grid.
+with softmax-normalised weights predicted from the same query. The sampling runs in
+`stm_probe.ops.dcnv3` (``grid_sample`` in plain PyTorch; Triton kernels on CUDA, selected by
+``$STM_PROBE_DCNV3``); see there for the coordinate conventions kept from the original,
+including its swapped (x, y) order of the base grid.
 
 Initialisation: the original zero-initialises the offset and weight predictors and
 xavier-initialises the value/output projections when the block is built, but its backbone then
