@@ -125,14 +125,9 @@ def draw_teaser(csv_path: Path) -> list[Path]:
 
 
 def _stm_colours(stms: list[str]) -> dict[str, Any]:
-    try:
-        from .plots.style import stm_colour  # the paper palette, when present
+    from .plots.style import STM_COLOURS  # the fixed colour of each STM in every figure
 
-        return {s: stm_colour(s) for s in stms}
-    except ImportError:
-        import seaborn as sns
-
-        return dict(zip(stms, sns.color_palette("colorblind", len(stms))))
+    return {s: STM_COLOURS[s] for s in stms}
 
 
 def measure_speed(models: Sequence[str], device: str = "auto", batch_size: int = 128, input_size: int = 224,
