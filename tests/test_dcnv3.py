@@ -297,16 +297,28 @@ def test_fast_core_block_sized_float32(impl: str) -> None:
              atol=2e-5, rtol=1e-5)
 
 
+def exercise_dcn_mixers(model: torch.nn.Module) -> torch.nn.Module:
+    """Layer scales 1 (not 1e-6, which hides the mixers from logits and input gradients) and
+    offset predictors x10 (offsets of pixels, not tenths) in every DCNv3 block, in place."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, DCNv3Block):
+                module.gamma1.fill_(1.0)
+                module.gamma2.fill_(1.0)
+                module.attn.sampling_offsets.weight.mul_(10)
+    return model
+
+
 @pytest.mark.parametrize("impl", FAST_IMPLS)
 def test_micro_model_logits_and_erf_gradient_match_reference(impl: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """unified_dcn_v3_micro (seeded random init, 2 images at 32 px): logits and the input
-    gradients of the centre of every stage (what the ERF maps are made of), new vs reference."""
+    """unified_dcn_v3_micro (seeded random init made to exercise the sampling, 2 images at 32 px):
+    logits and the input gradients of the centre of every stage (what the ERF maps are made of), new vs reference."""
     from stm_probe.models import create_model
     from stm_probe.models.features import Normalized, stage_outputs
 
     device = _impl_device(impl)
     torch.manual_seed(0)
-    net = Normalized(create_model("unified_dcn_v3_micro")).to(device).eval()
+    net = Normalized(exercise_dcn_mixers(create_model("unified_dcn_v3_micro"))).to(device).eval()
     pixels = torch.rand(2, 3, 32, 32, device=device)
 
     def run(name: str) -> list[torch.Tensor]:
