@@ -10,6 +10,19 @@ sources), on the GPU when training there. Optional light augmentation (``--augme
 ``flip-crop`` (flip, then a random crop of the image padded by input_size / 8 pixels with
 reflection). It is off by default: a flip changes the orientation of oriented textures.
 
+Precision: without ``--precision`` the ``--amp`` rule holds (autocast on CUDA, float32 on the CPU);
+``--precision fp32|tf32|bf16|fp16`` chooses explicitly (fp16 with loss scaling, CUDA only; bf16
+runs on the CPU too), ``--channels-last`` and ``--compile`` as for the probes
+(`stm_probe.runtime.precision`).
+
+Under ``torchrun --nproc_per_node N -m stm_probe train ...`` the model is wrapped in
+DistributedDataParallel: every rank draws the same shuffled order and augmentation, takes its
+contiguous slice of each ``--batch-size`` step (so ``--batch-size`` stays the images per
+optimiser step), and the loss is the sum over the rank's images divided by the step's image
+count (times N, which DDP's gradient averaging divides out), so the gradient is the one of
+the whole step. Loss, accuracy and validation sums are added over ranks; rank 0 alone writes
+the run folder. With one process nothing changes.
+
 Seeding: the model is initialised after seeding torch with ``seed`` (as the probes build a
 random-init model); epoch e's shuffling and augmentation draw from a ``torch.Generator`` seeded
 from (seed, 'train', e), so a run resumed at an epoch boundary makes the same draws as an
@@ -87,6 +100,10 @@ class TrainConfig:
     device: str = option("auto", "auto | cpu | cuda | cuda:i (default auto: cuda if available)")
     amp: bool | None = option(None, "mixed precision (bfloat16, else float16 with loss scaling); CUDA only "
                               "(default: on with CUDA)")
+    precision: str | None = option(None, "fp32 | tf32 | bf16 | fp16 (autocast; fp16 with loss scaling, CUDA only); "
+                                   "default: --amp's rule", choices=("fp32", "tf32", "bf16", "fp16"))
+    channels_last: bool = option(False, "train in channels_last memory format")
+    compile: bool = option(False, "torch.compile the training forward pass")
     out: str | None = option(None, "output folder (default runs/train-<timestamp>)", metavar="DIR")
     resume: bool = option(False, "continue the interrupted run in --out from its last epoch checkpoint")
     workers: int = option(0, "data-loading worker processes while decoding (default 0)", parse=non_negative_int,
@@ -127,6 +144,9 @@ class TrainConfig:
             raise UsageError("--out '' names no folder: give a folder path, or leave --out out for runs/train-<time>")
         if self.resume and self.out is None:
             raise UsageError("--resume needs --out: give the folder of the interrupted run")
+        if self.amp is not None and self.precision is not None:
+            raise UsageError(f"--amp and --precision {self.precision} both given: drop --amp (--precision chooses the "
+                             "autocast type)")
 
 
 def run_training(values: dict[str, Any], call: dict[str, Any] | None = None,
@@ -358,6 +378,26 @@ class Trainer:
     scaler: Any  # torch.amp.GradScaler for float16, else None
     autocast: Callable[[], Any]
     config: TrainConfig
+    forward: Any = None  # what a training step calls: net, its DDP wrapper or compiled form (default: net)
+    rank: int = 0
+    world_size: int = 1
+    channels_last: bool = False
+
+    def _inputs(self, x: "torch.Tensor") -> "torch.Tensor":
+        import torch
+
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _all_sum(self, values: list[float], device: Any) -> list[float]:
+        """``values`` added over ranks (as they are in one process)."""
+        if self.world_size == 1:
+            return values
+        import torch
+        import torch.distributed as dist
+
+        total = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(total)
+        return total.tolist()
 
     def train_epoch(self, data: DecodedImages, epoch: int, bar: Any) -> dict[str, float]:
         """One pass in seeded order; returns train_loss (mean over images), train_acc (%), lr, images/s."""
@@ -373,22 +413,33 @@ class Trainer:
         self.net.train()
         loss_sum, correct, seen, lr = 0.0, 0, 0, 0.0
         started = time.perf_counter()
+        forward = self.forward or self.net
         for step in range(steps):
             x, y = data.batch(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            x = augment(x, cfg.augment, generator)
+            x = augment(x, cfg.augment, generator)  # the whole step's images, the same draws on every rank
+            count = len(y)
+            if self.world_size > 1:  # this rank's contiguous slice of the step
+                part = torch.tensor_split(torch.arange(count), self.world_size)[self.rank].to(y.device)
+                x, y = x[part], y[part]
             with self.autocast():
-                logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                logits = forward(self._inputs(x))
+            if self.world_size == 1:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+            else:  # DDP averages gradients over ranks: scale so the result is the whole step's mean
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing,
+                                       reduction="sum") * (self.world_size / count)
             hits = (logits.argmax(1) == y).sum()
             value, hit_count = torch.stack([loss.detach().float(), hits.float()]).tolist()
+            if self.world_size > 1:
+                value, hit_count = self._all_sum([value / self.world_size, hit_count], y.device)
             if not math.isfinite(value):
                 raise NonFiniteLoss(f"non-finite training loss ({value}) at epoch {epoch}, step {step + 1} of {steps}")
             lr = self.optimizer.param_groups[0]["lr"]
             self._step(loss)
-            loss_sum += value * len(y)
+            loss_sum += value * count
             correct += int(hit_count)
-            seen += len(y)
-            bar.update(len(y))
+            seen += count
+            bar.update(count)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}%", refresh=False)
         seconds = time.perf_counter() - started
         return {"train_loss": loss_sum / seen, "train_acc": 100.0 * correct / seen, "lr": lr,
@@ -420,14 +471,17 @@ class Trainer:
         self.net.eval()
         loss_sum = torch.zeros((), dtype=torch.float64, device=data.labels.device)
         correct = torch.zeros((), dtype=torch.int64, device=data.labels.device)
+        starts = range(0, len(data), self.config.batch_size)
         with torch.no_grad():
-            for start in range(0, len(data), self.config.batch_size):
+            for start in starts[self.rank::self.world_size]:  # ranks share the batches; sums added below
                 x, y = data.batch(torch.arange(start, min(start + self.config.batch_size, len(data))))
                 with self.autocast():
-                    logits = self.net(x).float()
+                    logits = self.net(self._inputs(x)).float()
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 correct += (logits.argmax(1) == y).sum()
-        return {"val_loss": float(loss_sum) / len(data), "val_acc": 100.0 * int(correct) / len(data)}
+        total_loss, total_correct = (float(loss_sum), int(correct)) if self.world_size == 1 else \
+            self._all_sum([float(loss_sum), float(correct)], data.labels.device)
+        return {"val_loss": total_loss / len(data), "val_acc": 100.0 * int(round(total_correct)) / len(data)}
 
     def weights_finite(self) -> bool:
         import torch
@@ -439,30 +493,59 @@ class NonFiniteLoss(UsageError):
     """The training loss (or the weights) became NaN or Inf; `train` adds which checkpoint is kept."""
 
 
+def autocast_choice(config: TrainConfig, device: "torch.device") -> "torch.dtype | None":
+    """The autocast type of a run: ``--precision`` when given (checked against the device), else
+    the ``--amp`` rule (CUDA: bfloat16 where supported, else float16; CPU: none)."""
+    import torch
+
+    if config.precision is not None:
+        from ..runtime.precision import resolve_precision, set_matmul_precision
+
+        precision, _ = resolve_precision(config.precision, config.channels_last, config.compile, device)
+        set_matmul_precision(precision)
+        return precision.autocast_dtype
+    use_amp = device.type == "cuda" and config.amp is not False
+    if not use_amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
 def build_trainer(config: TrainConfig, name: str, num_classes: int, device: "torch.device", total_steps: int,
                   warmup_steps: int) -> Trainer:
-    """Seed torch, build the model with a ``num_classes`` head, and its optimiser, schedule and precision."""
+    """Seed torch, build the model with a ``num_classes`` head, and its optimiser, schedule and precision;
+    under torchrun (several processes) the training forward goes through DistributedDataParallel."""
     import contextlib
 
     import torch
 
     from ..models import create_model
     from ..models.features import Normalized
+    from ..runtime import distributed
     from ..runtime.session import seed_everything
 
     seed_everything(config.seed)
     model = create_model(name, num_classes=num_classes, input_size=config.input_size)
     net = Normalized(model).to(device)
+    if config.channels_last:
+        net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps))
-    use_amp = device.type == "cuda" and config.amp is not False
-    dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if use_amp and dtype == torch.float16 else None
+    dtype = autocast_choice(config, device)
+    scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
     def autocast() -> Any:
-        return torch.autocast("cuda", dtype=dtype) if use_amp else contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
-    return Trainer(net, optimizer, scheduler, scaler, autocast, config)
+    rank, world_size = distributed.world() if distributed.active() else (0, 1)
+    forward: Any = net
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        forward = torch.compile(forward)
+    return Trainer(net, optimizer, scheduler, scaler, autocast, config, forward=forward, rank=rank,
+                   world_size=world_size, channels_last=config.channels_last)
 
 
 # --- checkpoint and log ----------------------------------------------------------------------------
@@ -513,8 +596,9 @@ def read_resume_checkpoint(path: Path, config: TrainConfig) -> dict[str, Any] | 
     saved = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     if not isinstance(saved, dict) or "optimizer" not in checkpoint:
         raise UsageError(f"--resume: {path} is not a `stm-probe train` checkpoint; choose another --out")
+    defaults = settings_dict(TrainConfig(model="x", data="x"))
     for name, value in numeric_settings(config).items():
-        if saved.get(name) != value:
+        if saved.get(name, defaults.get(name)) != value:
             flag = f"--{name.replace('_', '-')}"
             raise UsageError(f"--resume: {flag} {value} differs from the interrupted run's {saved.get(name)} "
                              f"({path}); rerun with its settings or choose a new --out")
@@ -562,6 +646,12 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
         raise UsageError(f"--input-size {config.input_size} is not a multiple of 32, which the unified models need: "
                          f"use {max(32, round(config.input_size / 32) * 32)}")
     device = resolve_device(config.device)
+    from ..runtime import distributed
+
+    distributed.init(device.type)  # under torchrun: join the group (rank 0 alone writes the folder)
+    main = distributed.is_main()
+    if not main:
+        config = replace(config, quiet=True)
     train_src, val_src, notes = resolve_splits(config)
     num_classes = class_count(train_src)
     val_src.check_labels(num_classes, spec.name)
@@ -574,16 +664,21 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
     record = RunRecord("train", out, call=call)
     started = time.perf_counter()
     try:
-        folder.open({"settings": numeric_settings(config), "models": [spec.name]})
+        if main:
+            folder.open({"settings": numeric_settings(config), "models": [spec.name]})
         result = _run(config, spec.name, num_classes, device, train_src, val_src, folder, saved, on_epoch_end)
         result["notes"] = notes
-        _finish(out, record, config, spec, device, train_src, val_src, result, started)
+        if main:
+            _finish(out, record, config, spec, device, train_src, val_src, result, started)
     except BaseException as exc:
-        folder.close(failed_before_saving=isinstance(exc, UsageError))
+        if main:
+            folder.close(failed_before_saving=isinstance(exc, UsageError))
         raise
-    folder.complete()
-    folder.close()
-    _print_summary(config, spec.name, result, out)
+    if main:
+        folder.complete()
+        folder.close()
+        _print_summary(config, spec.name, result, out)
+    distributed.barrier()  # the checkpoint is complete before any rank returns
     return {"out": out, "checkpoint": out / CHECKPOINT_NAME, **result}
 
 
@@ -602,6 +697,9 @@ def _run(config: TrainConfig, name: str, num_classes: int, device: Any, train_sr
     steps = steps_per_epoch(len(train_set), config.batch_size)
     trainer = build_trainer(config, name, num_classes, device, total_steps=steps * config.epochs,
                             warmup_steps=round(config.warmup_epochs * steps))
+    if min(config.batch_size, len(train_set)) < trainer.world_size:
+        raise UsageError(f"--batch-size {config.batch_size} gives fewer images per step than the {trainer.world_size} "
+                         f"processes: use --batch-size {trainer.world_size} or more (or fewer processes)")
     history: list[dict[str, float]] = []
     if saved is not None:
         restore(trainer, saved)
@@ -621,10 +719,11 @@ def _run(config: TrainConfig, name: str, num_classes: int, device: Any, train_sr
             row = {"epoch": epoch, **{c: row[c] for c in LOG_COLUMNS[1:-1]},
                    "seconds": time.perf_counter() - epoch_started}
             history.append(row)
-            save_checkpoint(checkpoint_path, trainer, {**state, "metrics": dict(row), "epoch": epoch,
-                                                       "history": history})
-            folder.saved_units += 1
-            write_log(folder.path / LOG_NAME, history)
+            if trainer.rank == 0:
+                save_checkpoint(checkpoint_path, trainer, {**state, "metrics": dict(row), "epoch": epoch,
+                                                           "history": history})
+                folder.saved_units += 1
+                write_log(folder.path / LOG_NAME, history)
             if not config.quiet:
                 tqdm.write(f"epoch {epoch}/{config.epochs}: train loss {row['train_loss']:.4f}, acc "
                            f"{row['train_acc']:.1f}% | val loss {row['val_loss']:.4f}, acc {row['val_acc']:.1f}% | "
