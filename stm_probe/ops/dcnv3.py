@@ -146,9 +146,10 @@ def _pixel_coordinates(grid: torch.Tensor, size: int) -> torch.Tensor:
     arithmetic, so that points within rounding of an integer fall in the same bilinear cell
     (the gradient w.r.t. the location takes the slope of that cell).
 
-    On CPU the kernel computes ``fma(grid + 1, size / 2, -0.5)`` (its vectorised
-    ``(in + 1) * scale - 0.5``, contracted): emulated exactly for float32 and narrower by one
-    rounding from float64. CUDA's kernel computes ``((grid + 1) * size - 1) / 2``.
+    On CPU the vectorised kernel computes ``(in + 1) * scale - 0.5`` contracted to
+    ``fma(grid + 1, size / 2, -0.5)`` (checked on torch 2.14, AVX2): emulated for float32 by one
+    rounding of the exact float64 result (a product of two float32 values is exact in float64).
+    CUDA's kernel computes ``((grid + 1) * size - 1) / 2``.
     """
     if grid.device.type == "cpu":
         shifted = grid + 1
