@@ -19,6 +19,8 @@ environment before triton is first imported, they run instead in Triton's interp
 slow) on CPU tensors, which is how the CPU test-suite checks them. Importing this module
 requires ``triton``; `stm_probe.ops.dcnv3` imports it only when asked for it.
 """
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
@@ -156,6 +158,11 @@ def _launch_config(group_dim: int, rows: int) -> tuple[int, int, int]:
     return block_r, block_d, 4
 
 
+def _on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Triton launches on the current CUDA device: make it the tensor's (e.g. cuda:1)."""
+    return torch.cuda.device(tensor.device) if tensor.is_cuda else contextlib.nullcontext()
+
+
 class _DCNv3Sampling(torch.autograd.Function):
     """Autograd wrapper of the kernels; inputs already contiguous in the compute dtype."""
 
@@ -168,10 +175,11 @@ class _DCNv3Sampling(torch.autograd.Function):
         out = value.new_empty(batch, length, channels)
         block_r, block_d, warps = _launch_config(dim, rows)
         if rows:
-            _forward_kernel[(triton.cdiv(rows, block_r),)](
-                value, locations, weights, out, rows, length, height, width, channels, groups,
-                DIM=dim, POINTS=points, BLOCK_R=block_r, BLOCK_D=block_d, num_warps=warps,
-            )
+            with _on_device(value):
+                _forward_kernel[(triton.cdiv(rows, block_r),)](
+                    value, locations, weights, out, rows, length, height, width, channels, groups,
+                    DIM=dim, POINTS=points, BLOCK_R=block_r, BLOCK_D=block_d, num_warps=warps,
+                )
         ctx.save_for_backward(value, locations, weights)
         return out
 
@@ -189,11 +197,12 @@ class _DCNv3Sampling(torch.autograd.Function):
         grad_weights = torch.empty_like(weights)
         block_r, block_d, warps = _launch_config(dim, rows)
         if rows:
-            _backward_kernel[(triton.cdiv(rows, block_r),)](
-                value, locations, weights, grad_out, grad_value, grad_locations, grad_weights,
-                rows, length, height, width, channels, groups,
-                DIM=dim, POINTS=points, BLOCK_R=block_r, BLOCK_D=block_d, num_warps=warps,
-            )
+            with _on_device(value):
+                _backward_kernel[(triton.cdiv(rows, block_r),)](
+                    value, locations, weights, grad_out, grad_value, grad_locations, grad_weights,
+                    rows, length, height, width, channels, groups,
+                    DIM=dim, POINTS=points, BLOCK_R=block_r, BLOCK_D=block_d, num_warps=warps,
+                )
         return grad_value, grad_locations, grad_weights
 
 
@@ -211,6 +220,13 @@ def dcnv3_core_triton(
         (B, L, C) in ``value.dtype``.
     """
     _check_device(value)
+    batch, _, _, channels = value.shape
+    _, length, groups, points, _ = sampling_locations.shape
+    if channels % groups:
+        raise ValueError(f"channels {channels} not divisible by groups {groups}")
+    if attention_weights.shape != (batch, length, groups, points):
+        raise ValueError(f"attention weights {tuple(attention_weights.shape)} do not match locations"
+                         f" {tuple(sampling_locations.shape)}")
     compute = torch.float64 if value.dtype == torch.float64 else torch.float32
     out = _DCNv3Sampling.apply(
         value.to(compute).contiguous(),
