@@ -219,11 +219,13 @@ def test_flip_rates_equal_a_direct_recomputation(tmp_path: Path) -> None:
 
 
 def test_imagenet_c_folder_gives_ce_and_mce(tmp_path: Path) -> None:
-    """A complete (tiny) ImageNet-C tree: error per variant from its own files, CE and mCE from them."""
+    """A complete (tiny) ImageNet-C tree with its clean images: error per variant from its own files, CE, mCE and
+    their relative forms from them."""
     size = 32
     _write_tree(tmp_path / "c", [(c, s) for c in benchmark_corruptions() for s in range(1, 6)], size=size)
+    _write_tree(tmp_path / "val", [("x", 0)], size=48)  # the clean images: val/x/0/<wnid>/<image>
     frame = stm_probe.run("corruption", models="unified_pvt_micro", data=str(tmp_path / "c"), input_size=size,
-                          bootstrap=50, batch_size=3)
+                          bootstrap=50, batch_size=3, clean_data=str(tmp_path / "val" / "x" / "0"))
     model = _model("unified_pvt_micro", size)
     source = resolve_source(tmp_path / "c")
     errors = {}
@@ -242,7 +244,12 @@ def test_imagenet_c_folder_gives_ce_and_mce(tmp_path: Path) -> None:
     mce = frame[(frame["metric"] == "mce")]
     assert mce["value"].item() == pytest.approx(np.mean(list(ce.values())))
     assert mce["ci_low"].item() <= mce["value"].item() <= mce["ci_high"].item()
-    assert not (frame["metric"] == "relative_mce").any() and not (frame["metric"] == "flip_rate").any()  # no clean
+    clean = frame[(frame["corruption"] == "clean") & (frame["metric"] == "error")]["value"].item() / 100
+    relative = {c: relative_corruption_error([per_unit[(c, s)] / 100 for s in range(1, 6)], clean, c)
+                for c in benchmark_corruptions()}
+    assert frame[frame["metric"] == "relative_ce"].set_index("corruption")["value"].to_dict() == pytest.approx(relative)
+    assert frame[frame["metric"] == "relative_mce"]["value"].item() == pytest.approx(np.mean(list(relative.values())))
+    assert (frame["metric"] == "flip_rate").sum() == 75
 
 
 def test_refusals(tmp_path: Path) -> None:

@@ -117,6 +117,9 @@ class CorruptionProbe(Probe):
         self.relative_ok = False
         self.corruptor: Any = None
         self.measured: _Measured | None = None
+        self._datasets: dict[tuple, Any] = {}
+        self._paths: dict[tuple, tuple[str, ...]] = {}
+        self._reader_pool: Any = None
 
     # --- settings against the data ---------------------------------------------------------------
     @property
@@ -241,7 +244,7 @@ class CorruptionProbe(Probe):
         if self.on_disk:
             if (corruption, severity) == tuple(self.session.source.reference):
                 return iter(batches)
-            return self._files(batches, tuple(self.session.source.variant_paths(corruption, severity)))
+            return self._files(batches, self._variant_files(corruption, severity))
         return self._corruptor().batches(batches, corruption, severity, self._stream_repeat(corruption, unit.repeat))
 
     def _stream_repeat(self, corruption: str, repeat: int) -> int:
@@ -262,23 +265,40 @@ class CorruptionProbe(Probe):
         return self.corruptor
 
     def _files(self, batches: Iterable[Any], paths: tuple[str, ...], clean: bool = False) -> Iterator[Any]:
-        """The images ``paths[i]`` for the indices of each of ``batches`` (ImageNet-C mode), read by a
-        loader with ``--workers``; a missing or unreadable file stops the run (one line)."""
-        from torch.utils.data import DataLoader
-
+        """The images ``paths[i]`` for the indices of each of ``batches`` (ImageNet-C mode), decoded by
+        ``--workers`` threads (the loop asks for one chunk of batches at a time, so a persistent pool
+        serves every call); a missing or unreadable file stops the run (one line)."""
         from ..data import ImageDataset, _collate, eval_transform
 
-        size = self.session.options.input_size
-        transform = eval_transform(size) if clean else self.transform()
-        dataset = ImageDataset(replace(self.session.source, paths=paths), transform)
-        loader = DataLoader(dataset, batch_sampler=_IndexGroups(batches), num_workers=self.session.options.workers,
-                            collate_fn=_collate)
-        for batch, failed in loader:
+        key = (paths[0] if paths else "", len(paths), clean)
+        if key not in self._datasets:
+            transform = eval_transform(self.session.options.input_size) if clean else self.transform()
+            self._datasets[key] = ImageDataset(replace(self.session.source, paths=paths), transform)
+        dataset = self._datasets[key]
+        for batch in batches:
+            indices = [int(i) for i in _numpy(batch.indices)]
+            items = list(self._readers().map(dataset.__getitem__, indices)) if self.session.options.workers \
+                else [dataset[i] for i in indices]
+            loaded, failed = _collate(items)
             if failed:
                 what = "--clean-data" if clean else "every ImageNet-C corruption/severity folder"
                 raise UsageError(f"{failed[0].path}: {failed[0].reason}; {what} must hold the same readable images "
                                  f"as {self.session.source.paths[failed[0].index]}")
-            yield batch
+            yield loaded
+
+    def _readers(self) -> Any:
+        if self._reader_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._reader_pool = ThreadPoolExecutor(self.session.options.workers, thread_name_prefix="imagenet-c")
+            weakref.finalize(self, self._reader_pool.shutdown, wait=False)
+        return self._reader_pool
+
+    def _variant_files(self, corruption: str, severity: int) -> tuple[str, ...]:
+        key = (corruption, int(severity))
+        if key not in self._paths:
+            self._paths[key] = tuple(self.session.source.variant_paths(corruption, severity))
+        return self._paths[key]
 
     # --- measuring --------------------------------------------------------------------------------
     def _memory(self, model: Any) -> _Measured:
@@ -405,6 +425,9 @@ class CorruptionProbe(Probe):
         """Nothing to write; the run is over: stop the corrupting processes and drop their cache."""
         if self.corruptor is not None:
             self.corruptor.close()
+        if self._reader_pool is not None:
+            self._reader_pool.shutdown(wait=True)
+            self._reader_pool = None
         return []
 
     def headline(self, frame: Any) -> list[str]:
@@ -417,17 +440,6 @@ class CorruptionProbe(Probe):
                 parts = [f"{r.model} {r.value:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" for r in sel.itertuples()]
                 lines.append(f"  {label} (%): {', '.join(parts)}")
         return lines
-
-
-class _IndexGroups:
-    """A DataLoader batch sampler: the image indices of each of the loop's batches, in order."""
-
-    def __init__(self, batches: Iterable[Any]) -> None:
-        self.batches = batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for batch in self.batches:
-            yield [int(i) for i in _numpy(batch.indices)]
 
 
 def _numpy(values: Any) -> np.ndarray:
