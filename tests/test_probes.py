@@ -30,6 +30,7 @@ SMALL = {  # a quick setting of each probe
     "data-efficiency": dict(classes=2, fractions=(0.5, 1.0), train_images=8, steps=2, train_batch=4, seeds=1,
                             cue_conflict_images=3),
     "eval": dict(),
+    "corruption": dict(corruptions=("gaussian_noise", "contrast"), severities=(1, 5)),
 }
 
 
