@@ -134,6 +134,8 @@ def test_report_rerenders_without_torch_and_refuses_damage(compared: tuple[Path,
     done = subprocess.run([sys.executable, "-c", code, str(copy)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "data:image/png;base64," in (copy / "report.html").read_text()
+    (copy / "compare.json").unlink()  # a folder of probe runs made without compare renders too
+    assert main(["report", str(copy)]) == 0 and "## Headline table" in (copy / "report.md").read_text()
     csv = copy / "invariance" / "invariance.csv"
     csv.write_text(csv.read_text() + "\n")
     assert main(["report", str(copy)]) == 2  # changed after its run wrote it (sha256)

@@ -1,8 +1,9 @@
 """`stm-probe compare`: run several analyses over the same models into one folder, then write the report.
 
 Each analysis runs through `stm_probe.api.execute` into ``DIR/<analysis>/`` with its probe's
-default settings, changed by ``--set ANALYSIS.SETTING=VALUE`` (repeatable; checked against the
-probe's settings with a did-you-mean). Before an analysis runs, the folder is looked at:
+default settings (except `COMPARE_DEFAULTS`: invariance runs only the headline's three kinds),
+changed by ``--set ANALYSIS.SETTING=VALUE`` (repeatable; checked against the probe's settings
+with a did-you-mean). Before an analysis runs, the folder is looked at:
 
 * missing or empty: the analysis is computed;
 * a complete run whose identity (settings, models, checkpoints, images, input size, seed,
@@ -32,6 +33,9 @@ DEFAULT_ANALYSES = ("eval", "erf", "invariance", "adversarial", "bias")
 #: shared options an analysis may set for itself with --set (the rest must be the same for every analysis)
 PER_ANALYSIS_SHARED = ("data", "image_list", "labels", "num_images", "subset_seed", "batch_size", "bootstrap",
                        "repeats")
+#: compare's own defaults where a probe's would measure much that the report does not use (--set changes them):
+#: invariance runs the three kinds of the headline (translation, rotation, scale), not all seven
+COMPARE_DEFAULTS: dict[str, dict[str, Any]] = {"invariance": {"kind": "translation,pre-rotation,scale"}}
 #: shared options an analysis with its own stimuli ignores (cue-conflict)
 DATA_OPTIONS = ("data", "image_list", "labels", "num_images", "subset_seed")
 
@@ -43,6 +47,7 @@ class Analysis:
     name: str
     probe: str
     fixed: dict[str, Any] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)  # compare's defaults, which --set may change
     own_data: bool = False
     about: str = ""
 
@@ -51,7 +56,7 @@ def analyses() -> dict[str, Analysis]:
     """Every analysis: one per registered probe, plus cue-conflict (bias on the cue-conflict stimuli)."""
     from ..probes import PROBES
 
-    table = {name: Analysis(name, name) for name in PROBES}
+    table = {name: Analysis(name, name, defaults=COMPARE_DEFAULTS.get(name, {})) for name in PROBES}
     if "bias" in PROBES:
         table["cue-conflict"] = Analysis("cue-conflict", "bias", {"probe": "cue-conflict"}, own_data=True,
                                          about="shape bias on the shipped cue-conflict sample (or --set "
@@ -68,7 +73,9 @@ class CompareConfig:
                                               "invariance,adversarial,bias; eval only on labelled data)",
                                               parse=name_list, metavar="A,B")
     set: tuple[str, ...] = option((), "a setting of one analysis, ANALYSIS.SETTING=VALUE (repeatable), e.g. "
-                                  "--set erf.stages=4 --set adversarial.eps=1,4", metavar="A.S=V", repeatable=True)
+                                  "--set erf.stages=4 --set adversarial.eps=1,4; each analysis otherwise runs its "
+                                  "probe's defaults, except invariance: kind=translation,pre-rotation,scale",
+                                  metavar="A.S=V", repeatable=True)
     alpha: float = option(0.05, "family-wise error rate of the Holm-corrected pairwise tests (default 0.05)",
                           parse=float, metavar="A")
     pairwise_bootstrap: int = option(10_000, "bootstrap replicates of each paired test (default 10000)",
@@ -129,7 +136,8 @@ def parse_settings(items: tuple[str, ...], chosen: dict[str, Analysis]) -> dict[
         out[name][key] = parsed
     for name, values in out.items():  # check the values (and combinations) as the probe would
         cls = get_probe(chosen[name].probe)
-        own = {k: v for k, v in {**chosen[name].fixed, **values}.items() if k in {f.name for f in fields(cls.Config)}}
+        merged = {**chosen[name].defaults, **values, **chosen[name].fixed}
+        own = {k: v for k, v in merged.items() if k in {f.name for f in fields(cls.Config)}}
         try:
             coerce(cls.Config, own)
             coerce(RunOptions, {"model": ("x",), **{k: v for k, v in values.items() if k not in own}})
@@ -258,7 +266,8 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     for name in names:
         analysis = chosen[name]
         base = {k: v for k, v in shared.items() if not (analysis.own_data and k in DATA_OPTIONS)}
-        run_values = {**base, **analysis.fixed, **settings[name], "out": str(out / name), "resume": False}
+        chosen_settings = {**analysis.defaults, **settings[name], **analysis.fixed}
+        run_values = {**base, **chosen_settings, "out": str(out / name), "resume": False}
         _barrier()  # under torchrun every rank looks at the folder before any rank writes into it
         identity, session = expected_identity(analysis.probe, run_values)
         if name == "eval" and not explicit and not session.source.has_labels:
@@ -277,7 +286,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
             run_values["resume"] = action == "resume"
             execute(analysis.probe, run_values, {**call, "compare": {"analysis": name, "out": str(out)}})
         done.append({"name": name, "probe": analysis.probe, "folder": name,
-                     "settings": {k: v for k, v in {**analysis.fixed, **settings[name]}.items()},
+                     "settings": chosen_settings,
                      "status": {"reuse": "reused", "resume": "continued", "compute": "computed"}[action],
                      "seconds": round(time.perf_counter() - tic, 3), "models": models})
     if not done:

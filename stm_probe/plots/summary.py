@@ -51,7 +51,7 @@ def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: di
             if pd.isna(raw):
                 text, colour = "n/a", "black"
             else:
-                text = f"{raw:.3g}" if abs(raw) < 1 else f"{raw:.1f}"
+                text = f"{raw:.3g}" if 0 < abs(raw) < 1 else f"{raw:.1f}"
                 colour = "black" if scaled.iloc[i, j] > 0.6 else "white"
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
     ax.set_xticks(range(n_cols))
