@@ -35,7 +35,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -382,6 +382,7 @@ class Trainer:
     rank: int = 0
     world_size: int = 1
     channels_last: bool = False
+    notes: list[str] = field(default_factory=list)  # said in the summary and the manifest
 
     def _inputs(self, x: "torch.Tensor") -> "torch.Tensor":
         import torch
@@ -538,14 +539,21 @@ def build_trainer(config: TrainConfig, name: str, num_classes: int, device: "tor
 
     rank, world_size = distributed.world() if distributed.active() else (0, 1)
     forward: Any = net
+    notes = []
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
+        has_batch_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
+        if has_batch_norm and device.type == "cuda":  # batch statistics over the whole step, as in one process
+            torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        elif has_batch_norm:
+            notes.append(f"{name} has BatchNorm layers: on the CPU each process normalises its own slice of a step "
+                         "(SyncBatchNorm needs GPUs), so training differs slightly from one process")
         forward = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         forward = torch.compile(forward)
     return Trainer(net, optimizer, scheduler, scaler, autocast, config, forward=forward, rank=rank,
-                   world_size=world_size, channels_last=config.channels_last)
+                   world_size=world_size, channels_last=config.channels_last, notes=notes)
 
 
 # --- checkpoint and log ----------------------------------------------------------------------------
@@ -667,7 +675,7 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
         if main:
             folder.open({"settings": numeric_settings(config), "models": [spec.name]})
         result = _run(config, spec.name, num_classes, device, train_src, val_src, folder, saved, on_epoch_end)
-        result["notes"] = notes
+        result["notes"] = notes + result.pop("trainer_notes")
         if main:
             _finish(out, record, config, spec, device, train_src, val_src, result, started)
     except BaseException as exc:
@@ -742,7 +750,7 @@ def _run(config: TrainConfig, name: str, num_classes: int, device: Any, train_sr
     model = trainer.net.model.eval()
     return {"model": model, "arch": name, "num_classes": num_classes, "class_names": list(train_src.class_names),
             "metrics": dict(history[-1]), "history": history,
-            "resumed_from": (first - 1) if saved is not None else None,
+            "resumed_from": (first - 1) if saved is not None else None, "trainer_notes": trainer.notes,
             "num_train_images": len(train_set), "num_val_images": len(val_set),
             "skipped_files": train_set.skipped + val_set.skipped}
 
