@@ -55,6 +55,10 @@ def _better_text(spec: HeadlineSpec) -> str:
                                                                                         "rank 1 = largest")
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _p(value: float) -> str:
     if not np.isfinite(value):
         return ""
@@ -135,7 +139,7 @@ def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, 
                          "McNemar's exact test for per-image 0/1 outcomes (correct, robust, flipped; only images "
                          "where the two models disagree count), otherwise a paired bootstrap of the per-image "
                          "difference A - B (its mean, 95% percentile interval and the p-value of that interval "
-                         f"excluding 0). All {len(pairs)} tests form one family, Holm-corrected at alpha = "
+                         f"excluding 0). All {_count(len(pairs), 'test')} form one family, Holm-corrected at alpha = "
                          f"{alpha:g}: a statement below is made only where the corrected p-value is under alpha.")]
     notes = [s.test_note for s in specs if s.test_note and (pairs["key"] == s.key).any()]
     if notes:
@@ -152,12 +156,13 @@ def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, 
     else:
         n = int(pairs["n"].max())
         blocks.append(Block("p", f"**No difference between any two models holds** after the Holm correction at alpha "
-                                 f"= {alpha:g} ({len(pairs)} tests on at most {n} images). Differences in the "
-                                 "headline table and ranks may be chance."))
+                                 f"= {alpha:g} ({_count(len(pairs), 'test')} on at most {_count(n, 'image')}). "
+                                 "Differences in the headline table and ranks may be chance."))
     boot = pairs["test"].str.startswith("paired bootstrap")
     if boot.any() and min_bootstrap_p(n_boot) * len(pairs) >= alpha:
         blocks.append(Block("p", f"Note: {n_boot} bootstrap replicates cannot give p below "
-                                 f"{min_bootstrap_p(n_boot):.1g}, too coarse for {len(pairs)} Holm-corrected tests; "
+                                 f"{min_bootstrap_p(n_boot):.1g}, too coarse for "
+                                 f"{_count(len(pairs), 'Holm-corrected test')}; "
                                  "rerun `stm-probe report` with a larger --pairwise-bootstrap."))
     header = ["column", "A", "B", "test", "n", "A - B [95% interval]", "only A / only B", "p", "mid-p", "Holm p",
               "holds"]
@@ -168,7 +173,8 @@ def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, 
         rows.append([r.label, r.a, r.b, r.test, str(r.n), diff, counts, _p(r.p), _p(r.p_mid), _p(r.p_holm),
                      "yes" if r.significant else "no"])
     return blocks + [Block("details", [Block("table", rows, header)],
-                           f"All {len(pairs)} tests (differences in the column's units; McNemar: percentage points; "
+                           f"All {_count(len(pairs), 'test')} (differences in the column's units; McNemar: percentage "
+                           "points; "
                            "only A / only B: images where only A's / only B's outcome is 1)")]
 
 
