@@ -59,6 +59,11 @@ def light_checks(options: RunOptions) -> None:
     checks follow in `open_session`."""
     from .models.names import is_glob, match_unified, normalise, unified_suggestions
 
+    if options.cmap is not None:
+        from .plots.style import check_cmap
+
+        check_cmap(options.cmap)  # a misspelt colour map is refused now, not after the run's compute
+
     unified_only = True
     for pattern in options.model:
         if match_unified(pattern):
