@@ -112,6 +112,24 @@ def test_second_run_reuses_everything(compared: tuple[Path, float], monkeypatch:
     assert capsys.readouterr().out.count("reusing the complete run") == 2
 
 
+def test_unfinished_run_is_continued_from_its_units(compared: tuple[Path, float], tmp_path: Path) -> None:
+    import shutil
+
+    out, _ = compared
+    copy = tmp_path / "cmp"
+    shutil.copytree(out, copy)
+    marker = copy / "invariance" / "run.json"
+    marker.write_text(marker.read_text().replace('"complete"', '"incomplete"'))
+    (copy / "invariance" / "manifest.json").unlink()
+    before = (out / "invariance" / "invariance.csv").read_bytes()
+    assert main(["compare", *MODELS, *SETTINGS, "--out", str(copy)]) == 0
+    manifest = json.loads((copy / "invariance" / "manifest.json").read_text())
+    assert manifest["units_computed"] == 0 and manifest["units_resumed"] == 2  # 2 models x 1 kind
+    assert (copy / "invariance" / "invariance.csv").read_bytes() == before
+    statuses = {a["name"]: a["status"] for a in json.loads((copy / "compare.json").read_text())["analyses"]}
+    assert statuses == {"invariance": "continued", "adversarial": "reused"}
+
+
 def test_other_settings_are_refused_not_mixed(compared: tuple[Path, float], capsys: pytest.CaptureFixture) -> None:
     out, _ = compared
     before = _sha(out / "adversarial" / "adversarial.csv")

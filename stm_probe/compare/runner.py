@@ -235,6 +235,21 @@ def _check_out(out: Path, names: list[str]) -> None:
 
 
 # --- the command -------------------------------------------------------------------------------------
+def _plan(analysis: Analysis, shared: dict[str, Any], settings: dict[str, Any], out: Path,
+          explicit: bool) -> tuple[Analysis, dict[str, Any], str, list[str]] | None:
+    """(analysis, its execute values, 'compute'/'reuse'/'resume', resolved models); None for a default eval
+    without labels. Every analysis is planned before any runs, so a conflicting folder is refused up front."""
+    base = {k: v for k, v in shared.items() if not (analysis.own_data and k in DATA_OPTIONS)}
+    run_values = {**base, **analysis.defaults, **settings, **analysis.fixed, "out": str(out / analysis.name),
+                  "resume": False}
+    identity, session = expected_identity(analysis.probe, run_values)
+    if analysis.name == "eval" and not explicit and not session.source.has_labels:
+        print(f"compare: eval left out: {session.source.location} has no labels (pass labelled --data, or "
+              "--analyses eval to insist)")
+        return None
+    return analysis, run_values, decide(out / analysis.name, analysis.probe, identity, analysis.name), session.models
+
+
 def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     """Run the analyses named in ``values`` (shared options + CompareConfig fields) and write the report.
 
@@ -262,31 +277,21 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     out = Path(options.out) if options.out else default_out_dir("compare")
     _check_out(out, names)
     started = time.perf_counter()
+    _barrier()  # under torchrun every rank looks at the folders before any rank writes into them
+    plans = [plan for name in names if (plan := _plan(chosen[name], shared, settings[name], out, explicit))]
+    _barrier()
     done = []
-    for name in names:
-        analysis = chosen[name]
-        base = {k: v for k, v in shared.items() if not (analysis.own_data and k in DATA_OPTIONS)}
-        chosen_settings = {**analysis.defaults, **settings[name], **analysis.fixed}
-        run_values = {**base, **chosen_settings, "out": str(out / name), "resume": False}
-        _barrier()  # under torchrun every rank looks at the folder before any rank writes into it
-        identity, session = expected_identity(analysis.probe, run_values)
-        if name == "eval" and not explicit and not session.source.has_labels:
-            print(f"compare: eval left out: {session.source.location} has no labels (pass labelled --data, or "
-                  "--analyses eval to insist)")
-            continue
-        models = session.models
-        del session
-        action = decide(out / name, analysis.probe, identity, name)
-        tic = time.perf_counter()
+    for analysis, run_values, action, models in plans:
+        name, tic = analysis.name, time.perf_counter()
         if action == "reuse":
             print(f"compare: {name}: reusing the complete run in {out / name} (same settings, models and images)")
         else:
             print(f"compare: {name}: {'continuing the unfinished' if action == 'resume' else 'computing the'} run in "
                   f"{out / name}")
-            run_values["resume"] = action == "resume"
-            execute(analysis.probe, run_values, {**call, "compare": {"analysis": name, "out": str(out)}})
-        done.append({"name": name, "probe": analysis.probe, "folder": name,
-                     "settings": chosen_settings,
+            execute(analysis.probe, {**run_values, "resume": action == "resume"},
+                    {**call, "compare": {"analysis": name, "out": str(out)}})
+        settings_used = {**analysis.defaults, **settings[name], **analysis.fixed}
+        done.append({"name": name, "probe": analysis.probe, "folder": name, "settings": settings_used,
                      "status": {"reuse": "reused", "resume": "continued", "compute": "computed"}[action],
                      "seconds": round(time.perf_counter() - tic, 3), "models": models})
     if not done:
