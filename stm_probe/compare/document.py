@@ -195,8 +195,9 @@ def _analyses(runs: Sequence[AnalysisRun], record: dict[str, Any]) -> list[Block
             f"images: {manifest.get('num_images')} ({manifest.get('data', {}).get('source', '?')}); input size "
             f"{manifest.get('input_size')} px; seed {manifest.get('seed')}; bootstrap "
             f"{run.marker.get('bootstrap')}; repeats {run.marker.get('repeats')}",
-            f"this compare {info.get('status', 'read')} it; units computed {manifest.get('units_computed')}, reused "
-            f"{manifest.get('units_resumed')}; compute {manifest.get('compute_seconds')} s",
+            f"this compare {info.get('status', 'read')} it; when the run was written it computed "
+            f"{manifest.get('units_computed')} unit(s) and took {manifest.get('units_resumed')} from an earlier "
+            f"attempt, in {manifest.get('compute_seconds')} s",
             *[f"note: {n}" for n in manifest.get("notes", [])]]))
         for figure in run.figures():
             blocks.append(Block("figure", figure, f"{run.name}: {figure.name}"))
