@@ -38,7 +38,7 @@ def _error_line(capsys: pytest.CaptureFixture) -> str:
     (["erf", "--model", "unified_micro_conv", "--data", "/no/such/dir"], "no such file"),
     (["erf", "--model", "unified_micro_conv", "--thresholds", "0.2,x"], "'x' is not a number"),
     (["erf", "--model", "unified_micro_conv", "--device", "tpu"], "--device"),
-    (["plot", "erf", "/no/such/run"], "not found"),
+    (["plot", "erf", "/no/such/run"], "is not a folder"),
 ])
 def test_bad_input_is_one_line_exit_2(argv: list[str], expected: str, capsys, tmp_path: Path) -> None:
     assert main(argv + (["--out", str(tmp_path / "o")] if argv[0] != "plot" else [])) == 2

@@ -120,7 +120,12 @@ class ErfProbe(Probe):
             copy_layer_scale_magnitudes(model.net.model, fresh)
         elif self.config.init_layer_scale == "one":
             set_layer_scales(fresh, 1.0)
-        return Normalized(fresh).to(self.session.device).eval()
+        fresh = fresh.to(self.session.device)
+        if self.session.precision is not None:  # the copy runs at the precision of the run, like the model
+            from ..runtime.precision import apply_precision
+
+            apply_precision(fresh, self.session.precision, self.session.device.type)
+        return Normalized(fresh).eval()
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
         from ..erf import MapMaker

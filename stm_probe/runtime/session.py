@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..options import RunOptions
+from ..options import RunOptions, settings_dict
 from ..runs import RunRecord, default_out_dir, device_description
 
 
@@ -217,7 +217,7 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     record = RunRecord(probe_name, out_dir or Path("."), call=call)
     record.update(device=device_description(device), seed=options.seed, input_size=options.input_size,
                   batch_size=options.batch_size, num_images_requested=options.num_images,
-                  images=list(source.paths), image_list=options.image_list)
+                  images=list(source.paths), image_list=options.image_list, options=settings_dict(options))
     precision, rank, world_size = _precision_and_ranks(options, device, record, notes)
     return Session(options, device, models, checkpoints, source, out_dir, record, notes=notes, precision=precision,
                    rank=rank, world_size=world_size)
