@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trained subjects on any machine: train the five micro STMs on the synthetic shapes-and-textures set
-# at 64 px, then run ERF, invariance, adversarial and the bias probes on them. Full run folders go to
+# at 64 px, then run eval, ERF, invariance, adversarial and the bias probes on them. Full run folders go to
 # $WORK (runs/synthetic by default, not committed); the CSVs and figures are copied to
 # figures/synthetic/<probe>/. Rerunning resumes what is already done.
 # Usage: bash analyses/synthetic.sh   [EPOCHS=3 N=4000 IMAGES=16 WORK=runs/synthetic]  (about 11 min on 2 CPU cores)
@@ -35,10 +35,13 @@ run_probe() {  # probe, then its own options
   if ! grep -q '"status": "complete"' "$out/run.json" 2>/dev/null; then
     local resume=(); [ -f "$out/run.json" ] && resume=(--resume)
     stm-probe "$probe" "${common[@]}" --out "$out" "${resume[@]}" "$@"
+  else
+    stm-probe plot "$probe" "$out" >/dev/null  # a complete run: redraw its figures in today's style
   fi
   mkdir -p "$FIG/$probe"
   cp "$out/$probe.csv" "$out"/*.png "$FIG/$probe/"
 }
+run_probe eval
 run_probe erf
 run_probe invariance
 run_probe adversarial --attack fgsm,pgd --eps 1,2,4,8
