@@ -185,8 +185,10 @@ def _corruption(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
     if not (frame["metric"] == "mce").any():
         if not (frame["metric"] == "mean_flip_rate").any():
             return []
-        return [HeadlineSpec(name, f"{name}:flip", "corruption flip rate (%)", "mean_flip_rate", better="lower",
-                             test=None,
+        # the mean of the (corruption, severity) flip rates, i.e. the probe's mean_flip_rate, made from the
+        # per-unit rows so that per_image.csv pairs each image's mean flip between models
+        return [HeadlineSpec(name, f"{name}:flip", "corruption flip rate (%)", "flip_rate",
+                             average_over=("corruption", "severity"), better="lower",
                              describe="share of images whose top-1 prediction a corruption changes, averaged "
                                                  "over the corruptions and severities run (no mCE: it needs labels and "
                                                  "all 15 corruptions at 5 severities); lower = more robust",
