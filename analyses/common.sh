@@ -29,6 +29,7 @@ run_recipe() {
   fi
   rm -rf "$fig" && mkdir -p "$fig"
   cp "$out"/*.csv "$out"/*.png "$out/manifest.json" "$fig/"
-  rm -f "$fig/per_image.csv"
+  rm -f "$fig/per_image.csv" "$fig"/adversarial_examples_*.png  # per-image values and per-model example sheets
+                                                                 # stay in $WORK (the grid of all models is kept)
   echo "$artefact ($WEIGHTS): $fig"
 }
