@@ -346,8 +346,10 @@ def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int |
     if specs:
         wide = table.pivot(index="model", columns="key", values="value").reindex(index=models,
                                                                                  columns=[s.key for s in specs])
+        from ..plots.style import resolve_style
+
         paths = plot_summary(wide.astype(float), {s.key: s.better for s in specs}, {s.key: s.label for s in specs},
-                             out_dir / "summary_heatmap")
+                             out_dir / "summary_heatmap", style=resolve_style(runs[0].path))
         heatmap = paths[0]
     blocks = build_blocks(record, runs, specs, table, pairs, models, alpha, heatmap, n_boot)
     return write_report(out_dir, blocks)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..report import model_palette, save_figure, use_headless_backend
+from .style import FigureStyle, wrap
 
 ARROWS = {"higher": "\u2191", "lower": "\u2193", None: "(size)"}
 
@@ -32,17 +33,26 @@ def scale_columns(values: pd.DataFrame, better: dict[str, str | None]) -> pd.Dat
 
 
 def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
-                 formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+                 formats: Sequence[str] = ("png", "pdf"), style: FigureStyle | None = None) -> list[Path]:
     """Draw ``values`` (index: models, columns: metric keys) as the summary heat map ``stem.png/.pdf``.
 
-    ``better[key]``: "higher", "lower" or None; ``labels[key]``: the column header.
+    ``better[key]``: "higher", "lower" or None; ``labels[key]``: the column header; ``style``: the
+    figure style (paper: 7 in wide; default: the runs' own).
     """
     use_headless_backend()
+    style = style or FigureStyle()
+    with style.context():
+        return _draw(values, better, labels, stem, formats, style)
+
+
+def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
+          formats: Sequence[str], style: FigureStyle) -> list[Path]:
     import matplotlib.pyplot as plt
 
     scaled = scale_columns(values, better)
     n_models, n_cols = values.shape
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * n_cols + 2.5), max(2.0, 0.45 * n_models + 1.8)))
+    width = style.width(3) if style.paper else max(4.0, 0.9 * n_cols + 2.5)
+    fig, ax = plt.subplots(figsize=(width, max(2.0, 0.45 * n_models + 1.8)))
     cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(scaled.to_numpy(dtype=float)), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i in range(n_models):
@@ -64,7 +74,6 @@ def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: di
     bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
     bar.set_ticks([0, 1])
     bar.set_ticklabels(["worst", "best"], fontsize=7)
-    ax.set_title("Summary: each column scaled over the models, brighter = better (\u2191 higher is better, "
-                 "\u2193 lower is better, (size): larger, no better direction)", fontsize=8)
-    fig.tight_layout()
+    ax.set_title(wrap("Summary: each column scaled over the models, brighter = better (\u2191 higher is better, "
+                      "\u2193 lower is better, (size): larger, no better direction)", fig, fontsize=8), fontsize=8)
     return save_figure(fig, stem, formats=formats)
