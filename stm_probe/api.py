@@ -94,7 +94,8 @@ def light_checks(options: RunOptions) -> None:
             not Path(shift_path).expanduser().is_dir():
         raise UsageError(f"--data {options.data}: no such folder; pass the {shift} folder after '{shift}:'")
     if options.labels is not None and not Path(options.labels).expanduser().is_file():
-        raise UsageError(f"--labels {options.labels}: no such file; pass ILSVRC2012_validation_ground_truth.txt, "
+        what = "is a folder, not a file" if Path(options.labels).expanduser().is_dir() else "no such file"
+        raise UsageError(f"--labels {options.labels}: {what}; pass ILSVRC2012_validation_ground_truth.txt, "
                          "LOC_val_solution.csv or a filename,label CSV")
     if options.out is not None and Path(options.out).exists() and not Path(options.out).is_dir():
         raise UsageError(f"--out {options.out} is an existing file, not a folder: choose a folder path")

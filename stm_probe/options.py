@@ -230,6 +230,8 @@ class RunOptions:
             raise UsageError("no model given: pass --model NAME (e.g. --model unified_tiny_attn)")
         if not 0 <= self.seed <= SEED_MAX:
             raise UsageError(f"--seed {self.seed}: give an integer in [0, 2^63 - 1]")
+        if self.subset_seed is not None and not 0 <= self.subset_seed <= SEED_MAX:
+            raise UsageError(f"--subset-seed {self.subset_seed}: give an integer in [0, 2^63 - 1]")
         if not 0.0 <= self.min_loaded <= 1.0:
             raise UsageError(f"--min-loaded {self.min_loaded}: give a fraction in [0, 1]")
         if self.bootstrap > 100_000:

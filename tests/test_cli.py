@@ -39,6 +39,12 @@ def _error_line(capsys: pytest.CaptureFixture) -> str:
     (["erf", "--model", "unified_micro_conv", "--thresholds", "0.2,x"], "'x' is not a number"),
     (["erf", "--model", "unified_micro_conv", "--device", "tpu"], "--device"),
     (["plot", "erf", "/no/such/run"], "is not a folder"),
+    (["erf", "--model", "unified_micro_conv", "--subset-seed", "-3"], "--subset-seed -3"),
+    (["eval", "--model", "unified_micro_conv", "--labels", "/"], "is a folder, not a file"),
+    (["eval", "--model", "unified_micro_conv", "--checkpoint-dir", "/no/such/dir"], "--checkpoint-dir"),
+    (["corruption", "--model", "unified_micro_conv", "--severities", "0,6"], "severity 0"),
+    (["erf", "--model", "unified_micro_conv", "--precision", "fp16", "--device", "cpu"], "needs a CUDA device"),
+    (["compare", "--model", "unified_micro_conv", "--set", "erf.stagez=2"], "did you mean stages"),
 ])
 def test_bad_input_is_one_line_exit_2(argv: list[str], expected: str, capsys, tmp_path: Path) -> None:
     assert main(argv + (["--out", str(tmp_path / "o")] if argv[0] != "plot" else [])) == 2
