@@ -173,3 +173,26 @@ def test_set_is_checked_against_the_probe_settings() -> None:
                            ("erf.compare-init=maybe", "true or false"), ("erf.model=x", "has no setting 'model'")]:
         with pytest.raises(UsageError, match=expected):
             parse_settings((item,), chosen)
+
+
+def test_a_checkpoint_rewritten_at_the_same_path_is_not_reused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The run identity holds each checkpoint's sha256, not only its path: retrained weights saved over
+    the old file must never be reported with the old numbers."""
+    import torch
+
+    from stm_probe.models import create_model
+
+    ckpt = tmp_path / "convnext.pth"
+    torch.manual_seed(0)
+    torch.save({"model": create_model("unified_convnext_micro").state_dict()}, ckpt)
+    argv = ["compare", "--model", "unified_convnext_micro", "--checkpoint", str(ckpt), "--analyses", "invariance",
+            "--set", "invariance.kind=translation", "--set", "invariance.levels=0,4", "--input-size", "32",
+            "--num-images", "2", "--bootstrap", "50", "--quiet", "--out", str(tmp_path / "cmp")]
+    assert main(argv) == 0
+    assert main(argv) == 0  # same file: reused
+    torch.manual_seed(1)
+    torch.save({"model": create_model("unified_convnext_micro").state_dict()}, ckpt)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "checkpoint_sha256" in err and "remove that folder" in err

@@ -509,6 +509,7 @@ def _run_identity(probe: Probe, session: Any) -> dict[str, Any]:
     """What defines a run's numbers; ``--resume`` must match it (batch size, device, workers may differ)."""
     opts = session.options
     return {"settings": settings_dict(probe.config), "models": session.models, "checkpoints": session.checkpoints,
+            "checkpoint_sha256": {name: _checkpoint_sha(session, name) for name in session.models},
             "checkpoint_key": opts.checkpoint_key, "non_strict": opts.non_strict, "images": _images_hash(session.source),
             "input_size": opts.input_size, "seed": opts.seed, "repeats": opts.repeats, "bootstrap": opts.bootstrap,
             "precision": _precision_key(session)}
