@@ -267,3 +267,15 @@ def test_refusals(tmp_path: Path) -> None:
         stm_probe.run("corruption", models="unified_pvt_micro", data=str(tmp_path / "c"), clean_data=str(tmp_path / "clean"),
                       input_size=32)
     assert math.isclose(alexnet_clean_error(), 0.4348)
+
+
+def test_other_probes_and_training_refuse_an_imagenet_c_tree(tmp_path: Path) -> None:
+    """Measuring one corrupted variant as if it were the data would be a silent wrong result."""
+    from stm_probe.tools.train import TrainConfig, resolve_splits
+
+    _write_tree(tmp_path / "ic", [("contrast", 1), ("contrast", 2)])
+    with pytest.raises(UsageError, match="is an ImageNet-C tree .*stm-probe corruption"):
+        stm_probe.run("invariance", models="unified_convnext_micro", data=tmp_path / "ic", input_size=32,
+                      kind=("translation",), levels=(0, 4))
+    with pytest.raises(UsageError, match="not training data"):
+        resolve_splits(TrainConfig(model="unified_convnext_micro", data=str(tmp_path / "ic"), val_fraction=0.5))

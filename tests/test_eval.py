@@ -141,7 +141,8 @@ def test_gmacs_at_224_equal_the_static_facts() -> None:
 # --- published numbers and the gap -------------------------------------------------------------------------
 def _probe(**options) -> EvalProbe:
     opts = SimpleNamespace(**{"bootstrap": 100, "input_size": 224, "labels": None, **options})
-    source = SimpleNamespace(label_space="imagenet-1k", location=Path("val"))
+    source = SimpleNamespace(label_space="imagenet-1k", location=Path("val"),
+                             paths=["val/n01440764/ILSVRC2012_val_00000293.JPEG"])
     return EvalProbe(EvalConfig(), SimpleNamespace(options=opts, source=source, notes=[]))
 
 
@@ -185,6 +186,12 @@ def test_gap_obstacles_are_named() -> None:
     listed = _probe()
     listed.session.source.label_space = "list"  # e.g. the flat val folder with a filename,label CSV
     assert listed._gap_obstacle(model()) is None
+    train = _probe()  # synset folders of the train split: ImageNet labels, other images
+    train.session.source.paths = ["train/n01440764/n01440764_10026.JPEG"]
+    assert "not the ILSVRC2012 validation files" in train._gap_obstacle(model())
+    variant = _probe()  # one ImageNet-C variant keeps the validation file names
+    variant.session.source.location = Path("imagenet-c/fog/3")
+    assert "ImageNet-C variant" in variant._gap_obstacle(model())
 
 
 # --- end to end ----------------------------------------------------------------------------------------------

@@ -119,6 +119,8 @@ def test_csv_synset_labels(tmp_path: Path) -> None:
      "labelled twice"),
     ("ILSVRC2012_val_00000001.JPEG,3\nILSVRC2012_val_00000002.JPEG,1\nother.JPEG,1\n", "not in"),
     ("ILSVRC2012_val_00000001.JPEG,3\n", "have no label"),
+    ("ILSVRC2012_val_00000001.JPEG,3\nILSVRC2012_val_00000002.JPEG,1\nILSVRC2012_val_00000001,5\n",
+     "labelled twice, 3 and 5"),  # once by file name, once by stem
 ])
 def test_csv_mismatches_are_refused(tmp_path: Path, text: str, message: str) -> None:
     folder = _val_folder(tmp_path, count=2)

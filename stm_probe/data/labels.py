@@ -255,6 +255,10 @@ def apply_label_file(source: ImageSource, labels_file: str | os.PathLike) -> Ima
             shown = ", ".join(_printable(names[j]) for j in indices[:2])
             raise UsageError(f"{flag}: '{_printable(key)}' matches {len(indices)} images ({shown}); "
                              "name each image with its extension in the label file")
+        previous = labels[indices[0]]
+        if previous >= 0 and previous != label:
+            raise UsageError(f"{flag}: '{_printable(names[indices[0]])}' is labelled twice, {previous} and {label}; "
+                             "keep one label per image in the label file")
         labels[indices[0]] = label
 
     for key, label in table.by_name.items():

@@ -117,6 +117,8 @@ def shift_source(name: str, path: str) -> ImageSource:
         if bad:
             raise UsageError(f"{where}: class folder '{_printable(bad[0])}' is not an integer 0..999; pass the folder "
                              "holding ImageNet-V2's 0/ 1/ ... 999/ folders")
+        if tree.label_space != "folder-integer":  # e.g. 1/ and 01/: the folder number is no longer the label
+            raise UsageError(f"{where}: two class folders name the same class number; keep one folder per class")
         return replace(tree, label_space=name)
     if tree.label_space != "imagenet-1k":
         raise UsageError(f"{where}: its class folders are not ImageNet-1k synsets (n01440764 ...); "

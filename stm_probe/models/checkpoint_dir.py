@@ -52,7 +52,12 @@ def find_checkpoints(models: list[str], folder: Path) -> dict[str, str]:
         raise UsageError(f"--checkpoint-dir {folder}: no such folder; pass the folder holding the .pth/.safetensors "
                          "files")
     entries: dict[str, list[Path]] = {}
-    for entry in sorted(folder.iterdir()):
+    try:
+        listing = sorted(folder.iterdir())
+    except OSError as exc:
+        raise UsageError(f"--checkpoint-dir {folder}: cannot list the folder ({exc.strerror}); check its "
+                         "permissions") from None
+    for entry in listing:
         entries.setdefault(entry.name.lower(), []).append(entry)
     found: dict[str, str] = {}
     for model in models:

@@ -90,6 +90,7 @@ class Probe:
     setting_columns: ClassVar[tuple[str, ...]] = ()
     statistics: ClassVar[dict[str, str]] = {}  # metric -> "rate" | "mean" | "max"
     randomised: ClassVar[bool] = True  # draws at random (so --repeats means something)
+    reads_corrupted_variants: ClassVar[bool] = False  # measures every variant of an ImageNet-C tree
     plot: ClassVar[str | None] = "stm_probe.plots.generic:plot_generic"
     skip_reason: ClassVar[str] = "no value could be measured"
 
@@ -403,6 +404,11 @@ def run_probe(probe: Probe, session: Any) -> Any:
     from ..runtime import distributed
     from ..runtime.store import RunFolder, unit_key
 
+    variants = getattr(session.source, "variants", None)
+    if variants and not probe.reads_corrupted_variants:
+        raise UsageError(f"--data {session.source.location} is an ImageNet-C tree ({len(variants)} corrupted variants "
+                         f"of one image set): {probe.name} would measure one variant as if it were the data; run "
+                         "`stm-probe corruption` on it, or pass one variant's folder or the clean images")
     probe.check()
     opts = session.options
     main = getattr(session, "rank", 0) == 0

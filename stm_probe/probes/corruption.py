@@ -101,6 +101,7 @@ class CorruptionProbe(Probe):
     Config = CorruptionConfig
     setting_columns = ("corruption", "severity")
     statistics = {"error": "rate", "flip_rate": "rate"}
+    reads_corrupted_variants = True
     plot = "stm_probe.plots.corruption:plot_corruption"
     skip_reason = "no image could be measured (unreadable images?)"
 

@@ -31,6 +31,7 @@ Eval needs labels. Without ``--data`` it runs on the synthetic validation split
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ SPEED_WARMUP = 2  # short throughput measurement inside eval (the paper's protoc
 SPEED_ITERATIONS = 5
 PUBLISHED_CSV = "published_numbers.csv"
 PUBLISHED_SIZE = 224  # the input size of the published numbers
+VAL_NAME = re.compile(r"ILSVRC2012_val_\d{8}")  # the validation files' names (the published top-1's images)
 #: label spaces of ImageNet-1k validation as users have it: synset folders or the devkit / Kaggle label files
 #: ("imagenet-1k"), a list or filename,label CSV ("list"). Shift sets (imagenet-v2, -r, -a, -sketch) and
 #: integer class folders are other test sets: no gap to the published ImageNet-1k top-1.
@@ -106,11 +108,6 @@ class EvalProbe(Probe):
 
     def check(self) -> None:
         opts = self.session.options
-        variants = getattr(self.session.source, "variants", None)
-        if variants:
-            raise UsageError(f"--data {self.session.source.location} is ImageNet-C ({len(variants)} corrupted variants "
-                             "of one image set): eval reads one set; pass one variant's folder "
-                             "(<root>/<corruption>/<severity>) or a clean validation set")
         if opts.repeats > 1:
             self.session.notes.append(f"eval draws nothing at random: --repeats {opts.repeats} has no effect")
         self.session.record.update(eval={
@@ -172,6 +169,16 @@ class EvalProbe(Probe):
             return f"the images are not labelled as ImageNet-1k validation ({source.label_space} labels)"
         if model.num_classes != 1000:
             return f"its head has {model.num_classes} classes, not ImageNet-1k's 1000"
+        not_val = next((p for p in source.paths if not VAL_NAME.fullmatch(Path(p).stem)), None)
+        if not_val is not None:  # e.g. the train split, ImageNet-Sketch, a corrupted variant, a renamed copy
+            return (f"the images are not the ILSVRC2012 validation files ({Path(not_val).name} is not named "
+                    "ILSVRC2012_val_NNNNNNNN)")
+        from ..corruption_metrics import benchmark_corruptions, extra_corruptions
+
+        location = Path(str(source.location))
+        if location.name in {"1", "2", "3", "4", "5"} and location.parent.name in (*benchmark_corruptions(),
+                                                                                    *extra_corruptions()):
+            return f"{location} is an ImageNet-C variant (<corruption>/<severity>), not the clean validation images"
         if opts.input_size != PUBLISHED_SIZE:
             return f"--input-size {opts.input_size}, the published number is at {PUBLISHED_SIZE}"
         return None

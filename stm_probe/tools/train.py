@@ -221,6 +221,9 @@ def resolve_splits(config: TrainConfig) -> tuple[Any, Any, list[str]]:
         raise UsageError(f"--data {config.data}: give validation images with --val-data PATH, or hold out a seeded "
                          "fraction of the training images with --val-fraction F (e.g. 0.1)")
     for flag, src, where in (("--data", train_src, config.data), ("--val-data", val_src, val_data or config.data)):
+        if getattr(src, "variants", None):
+            raise UsageError(f"{flag} {where}: an ImageNet-C tree is a test set of corrupted copies, not training "
+                             "data; train on clean class folders (or a synthetic split)")
         if getattr(src, "class_subset", None):
             raise UsageError(f"{flag} {where}: {src.label_space} is a 200-class test set scored on ImageNet-1k logits, "
                              "not training data; train on ImageNet-style class folders (or a synthetic split)")
