@@ -140,8 +140,11 @@ def measure_speed(models: Sequence[str], device: str = "auto", batch_size: int =
     from .runtime.session import resolve_device, seed_everything
     from .speed import measure_throughput
 
+    from .runtime.precision import Precision, set_matmul_precision
+
     rows = []
     target = resolve_device(device)
+    set_matmul_precision(Precision())  # strict fp32: CUDA convolutions would otherwise run in TF32
     for name in expand_model_patterns(list(models)):
         seed_everything(0)
         net = create_model(name, input_size=input_size).to(target)

@@ -15,9 +15,6 @@ import time
 import torch
 from torch import nn
 
-#: the paper's throughput protocol
-PAPER_PROTOCOL = dict(batch_size=128, input_size=224, warmup=10, iterations=100)
-
 
 def _synchronise(device: torch.device) -> None:
     if device.type == "cuda":

@@ -36,6 +36,8 @@ def test_mcnemar_agrees_with_scipy_binomtest_and_edge_cases() -> None:
         a, b = _outcomes(4, only_a, only_b, 4)
         expected = binomtest(min(only_a, only_b), only_a + only_b, 0.5).pvalue
         assert mcnemar(a, b).p_exact == pytest.approx(expected, rel=1e-12)
+    tied = mcnemar(*_outcomes(4, 5, 5, 4))  # b == c: mid-p = 2 P(X <= 5) - P(X = 5) = 1 exactly (X ~ Bin(10, 1/2))
+    assert (tied.p_exact, tied.p_mid) == (pytest.approx(1.0), pytest.approx(1.0))
     same = mcnemar(*_outcomes(6, 0, 0, 2))  # no discordant image: no evidence at all
     assert (same.p_exact, same.p_mid) == (1.0, 1.0)
     assert mcnemar(*_outcomes(0, 20, 0, 0)).p_exact == pytest.approx(2 / 2 ** 20)

@@ -97,7 +97,8 @@ def _erf(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
                          describe=f"share of the input (0-1) covered by the smallest centred square holding {t:g} of "
                                   f"the log-normalised mean contribution map of stage {stage}'s centre pixel; larger "
                                   "= wider effective receptive field (not better or worse)",
-                         claim="{a} has a larger effective receptive field than {b} ({label})",
+                         claim="{a}'s per-image ERF area ratios are larger than {b}'s (per-image maps, not the mean "
+                               "map of the headline)",
                          test_note="the ERF test pairs each image's own area ratio (its map normalised alone), while "
                                    "the headline value is the area ratio of the mean map over images")]
 

@@ -60,8 +60,9 @@ def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray) -> McNemar:
     n, k = b + c, min(b, c)
     if n == 0:
         return McNemar(int(a.size), b, c, 1.0, 1.0)
-    p_exact = min(1.0, 2.0 * _binom_cdf_half(k, n))
-    p_mid = min(1.0, p_exact - math.comb(n, k) / 2.0 ** n)
+    cdf = _binom_cdf_half(k, n)
+    p_exact = min(1.0, 2.0 * cdf)
+    p_mid = min(1.0, 2.0 * cdf - math.comb(n, k) / 2.0 ** n)  # from the uncapped tail: 1 when b == c
     return McNemar(int(a.size), b, c, p_exact, p_mid)
 
 

@@ -274,12 +274,17 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
                              f"{', '.join(table)}")
     chosen = {name: table[name] for name in names}
     settings = parse_settings(config.set, chosen)
+    from ..runtime import distributed
+    from ..runtime.session import resolve_device
+
+    if distributed.init(resolve_device(options.device).type) and not options.out:
+        raise UsageError("compare under torchrun needs --out DIR: every process must write into the same folder")
     out = Path(options.out) if options.out else default_out_dir("compare")
     _check_out(out, names)
     started = time.perf_counter()
-    _barrier()  # under torchrun every rank looks at the folders before any rank writes into them
+    distributed.barrier()  # under torchrun every rank looks at the folders before any rank writes into them
     plans = [plan for name in names if (plan := _plan(chosen[name], shared, settings[name], out, explicit))]
-    _barrier()
+    distributed.barrier()
     done = []
     for analysis, run_values, action, models in plans:
         name, tic = analysis.name, time.perf_counter()
@@ -310,14 +315,6 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     paths = render_report(out)
     print(f"report: {paths[1]} (and {paths[0].name}), {round(time.perf_counter() - started, 1)} s")
     return out
-
-
-def _barrier() -> None:
-    """Wait for every rank of an initialised torch.distributed group (a no-op otherwise)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
 
 
 def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int | None = None) -> list[Path]:

@@ -421,6 +421,8 @@ def run_probe(probe: Probe, session: Any) -> Any:
                                   "(stm_probe.runtime.seeds); random-init weights: torch seeded with seed before each model")
     try:
         distributed.collective(lambda: _open_store(store, probe, session), name_rank=False)
+        if session.out_dir is not None:  # rank 0's folder on every rank (default names carry a timestamp)
+            session.out_dir = distributed.share(session.out_dir)
         loader = make_loader(session.source, batch_size=probe.loader_batch_size(), transform=probe.transform(),
                              num_workers=opts.workers, pin_memory=session.device.type == "cuda")
         session.record.update(data={"source": session.source.describe(), "kind": session.source.kind,

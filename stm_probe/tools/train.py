@@ -678,8 +678,9 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
     record = RunRecord("train", out, call=call)
     started = time.perf_counter()
     try:
-        if main:
-            folder.open({"settings": numeric_settings(config), "models": [spec.name]})
+        # every rank learns at once when rank 0 cannot open the folder (one line, no rank left waiting)
+        distributed.collective(lambda: folder.open({"settings": numeric_settings(config), "models": [spec.name]})
+                               if main else None, name_rank=False)
         result = _run(config, spec.name, num_classes, device, train_src, val_src, folder, saved, on_epoch_end)
         result["notes"] = notes + result.pop("trainer_notes")
         if main:
