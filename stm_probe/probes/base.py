@@ -128,6 +128,14 @@ class Probe:
         default: `batches` of the loader's batches, the same for every unit."""
         return self.batches(batches)
 
+    def unit_chunks(self, unit: Unit, chunks: Iterable[tuple[int, list]]) -> Iterator[tuple[int, Any]]:
+        """(chunk number, batch) of one unit over this process's chunks of loader batches. Default:
+        `unit_batches` chunk by chunk, so a probe's regrouping never crosses a chunk (whatever the
+        number of processes, a batch holds the same images)."""
+        for number, loader_batches in chunks:
+            for batch in self.unit_batches(unit, loader_batches):
+                yield number, batch
+
     def units(self) -> list[Unit]:
         return [Unit(self.name)]
 
@@ -304,13 +312,11 @@ def _measure_shard(probe: Probe, model: Any, unit: Unit, batches: _ShardBatches)
     """This process's per-image values of one unit, chunk by chunk."""
     parts = []
     with probe.session.progress(batches.num_images, f"{probe.name} {model.name} {unit.label}") as bar:
-        for number, loader_batches in batches.chunks():
-            for batch in probe.unit_batches(unit, loader_batches):
-                values = probe.measure(model, unit, batch)
-                idx = np.asarray(batch.indices.cpu() if hasattr(batch.indices, "cpu") else batch.indices,
-                                 dtype=np.int64)
-                parts.append((number, idx, {key: np.asarray(value) for key, value in values.items()}))
-                bar.update(len(idx))
+        for number, batch in probe.unit_chunks(unit, batches.chunks()):
+            values = probe.measure(model, unit, batch)
+            idx = np.asarray(batch.indices.cpu() if hasattr(batch.indices, "cpu") else batch.indices, dtype=np.int64)
+            parts.append((number, idx, {key: np.asarray(value) for key, value in values.items()}))
+            bar.update(len(idx))
     return _Shard(parts, batches.skipped)
 
 
