@@ -93,3 +93,15 @@ def test_plot_train_refuses_a_damaged_log(text: str, expected: str, tmp_path: Pa
     assert main(["plot", "train", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and expected in err and "train_log.csv" in err
+
+
+def test_building_the_command_line_imports_no_torch() -> None:
+    """`--help` and argument errors stay instant: every command's options are built without torch or timm
+    (a probe module importing torch at its top would add seconds to each call)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from stm_probe.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'timm', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

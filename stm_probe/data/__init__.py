@@ -56,7 +56,6 @@ import posixpath
 import re
 import stat
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Literal, NamedTuple, Sequence, Union
 
@@ -66,6 +65,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UsageError
+from .labels import _printable, imagenet_index
 from .shift import SHIFT_SETS, describe_space
 
 if TYPE_CHECKING:
@@ -110,12 +110,6 @@ _INTEGER_RE = re.compile(r"^\d+$")
 PathLike = Union[str, os.PathLike]
 SourceKind = Literal["imagefolder", "folder", "list", "file", "synthetic"]
 TransformMode = Literal["center", "warp"]
-
-
-def _printable(path: PathLike) -> str:
-    """``path`` as text that stays on one line (control characters escaped)."""
-    text = os.fspath(path)
-    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,18 +431,10 @@ def _scan_images(folder: Path, exclude: Sequence[str] = ()) -> list[str]:
     return _unique_files(found)
 
 
-@lru_cache(maxsize=1)
-def _imagenet_synset_to_index() -> dict[str, int]:
-    """ImageNet-1k synset -> class index (0..999), from timm's bundled class info."""
-    from timm.data import ImageNetInfo
-
-    return {s: i for i, s in enumerate(ImageNetInfo("imagenet-1k").label_names())}
-
-
 def _class_index(names: list[str], all_dirs: list[str]) -> tuple[dict[str, int], str, tuple[str, ...]]:
     """Label of every class folder, the label space and notes (see the module docstring)."""
     if all(_SYNSET_RE.match(n) for n in names):
-        synsets = _imagenet_synset_to_index()
+        synsets = imagenet_index()
         if all(n in synsets for n in names):
             return {n: synsets[n] for n in names}, "imagenet-1k", ()
         unknown = [n for n in names if n not in synsets]

@@ -49,7 +49,9 @@ _SYNSET_RE = re.compile(r"^n\d{8}$")
 _INT_RE = re.compile(r"^\d+$")
 
 
-def _printable(text: str) -> str:
+def _printable(text: str | os.PathLike) -> str:
+    """``text`` (or a path) as text that stays on one line (control characters escaped)."""
+    text = os.fspath(text)
     return text if text.isprintable() else ascii(text)[1:-1]
 
 
@@ -67,6 +69,7 @@ def ilsvrc2012_wnids() -> tuple[str, ...]:
     return wnids
 
 
+@lru_cache(maxsize=1)
 @lru_cache(maxsize=1)
 def imagenet_index() -> dict[str, int]:
     """ImageNet-1k synset -> standard class index 0..999 (sorted synsets, timm's ``ImageNetInfo``)."""

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from .labels import imagenet_index, load_resource
+from .labels import _printable, imagenet_index, load_resource
 
 if TYPE_CHECKING:
     from . import ImageSource
@@ -42,10 +42,6 @@ SHIFT_SETS: dict[str, tuple[str, str | None]] = {
     "imagenet-r": ("ImageNet-R", "imagenet_r_classes.json"),
     "imagenet-a": ("ImageNet-A", "imagenet_a_classes.json"),
 }
-
-
-def _printable(text: str) -> str:
-    return text if text.isprintable() else ascii(text)[1:-1]
 
 
 def split_prefix(data: object) -> tuple[str, str] | None:

@@ -42,7 +42,6 @@ from ..errors import UsageError
 from .base import Key, Probe, Unit, UnitResult, _key_seed, clean_forward
 
 DEFAULT_DATA = "synthetic:val"
-ECE_BINS = 15
 SPEED_WARMUP = 2  # short throughput measurement inside eval (the paper's protocol: 10 + 100 at batch 128)
 SPEED_ITERATIONS = 5
 PUBLISHED_CSV = "published_numbers.csv"
@@ -119,6 +118,8 @@ class EvalProbe(Probe):
             "published": f"resources/{PUBLISHED_CSV} (ImageNet-1k top-1 at {PUBLISHED_SIZE} px, the paper's tables)"})
 
     def constants(self) -> dict[str, Any]:
+        from ..classification import ECE_BINS
+
         return {"ece_bins": ECE_BINS}
 
     # --- measuring -----------------------------------------------------------------------------------
@@ -196,8 +197,7 @@ class EvalProbe(Probe):
         for name in ("top1", "top5", "nll"):
             if (name,) in base:
                 out[(name,)] = (*base[(name,)][:4], unlabelled)
-        ece = ece_summary(values[("confidence",)], top1, self.session.options.bootstrap, _key_seed(seed, ("ece",)),
-                          ECE_BINS)
+        ece = ece_summary(values[("confidence",)], top1, self.session.options.bootstrap, _key_seed(seed, ("ece",)))
         out[("ece",)] = (*ece, unlabelled)
         out[("confidence",)] = (*base[("confidence",)][:4], unlabelled)
         n = int(out[("top1",)][3])
