@@ -31,6 +31,39 @@ __all__ = ["dcnv3_core_triton"]
 
 
 @triton.jit
+def _corners(loc_ptr, attn_ptr, r, p, rmask, d, dmask, base, height, width, channels, POINTS: tl.constexpr):
+    """Point ``p`` of rows ``r``: its weight ``a``, bilinear fractions ``fx, fy``, the value offsets of
+    its four corners (BLOCK_R, BLOCK_D) and their in-map masks (corners 00, 01 = right, 10 = below, 11)."""
+    lx = tl.load(loc_ptr + (r * POINTS + p) * 2, mask=rmask, other=0.0)
+    ly = tl.load(loc_ptr + (r * POINTS + p) * 2 + 1, mask=rmask, other=0.0)
+    a = tl.load(attn_ptr + r * POINTS + p, mask=rmask, other=0.0)
+    # grid_sample's unnormalisation (align_corners=False) of grid = 2 * loc - 1
+    x = ((2 * lx - 1 + 1) * width - 1) * 0.5
+    y = ((2 * ly - 1 + 1) * height - 1) * 0.5
+    # clamp far-away points before the integer conversion; all their corners stay outside
+    x0f = tl.floor(tl.minimum(tl.maximum(x, -2.0), width + 1.0))
+    y0f = tl.floor(tl.minimum(tl.maximum(y, -2.0), height + 1.0))
+    fx = x - x0f
+    fy = y - y0f
+    x0 = x0f.to(tl.int64)
+    y0 = y0f.to(tl.int64)
+    in_x0 = (x0 >= 0) & (x0 < width)
+    in_x1 = (x0 + 1 >= 0) & (x0 + 1 < width)
+    in_y0 = (y0 >= 0) & (y0 < height)
+    in_y1 = (y0 + 1 >= 0) & (y0 + 1 < height)
+    pix = base + (y0 * width + x0) * channels
+    p00 = pix[:, None] + d[None, :]
+    p01 = (pix + channels)[:, None] + d[None, :]
+    p10 = (pix + width * channels)[:, None] + d[None, :]
+    p11 = (pix + (width + 1) * channels)[:, None] + d[None, :]
+    m00 = (rmask & in_y0 & in_x0)[:, None] & dmask[None, :]
+    m01 = (rmask & in_y0 & in_x1)[:, None] & dmask[None, :]
+    m10 = (rmask & in_y1 & in_x0)[:, None] & dmask[None, :]
+    m11 = (rmask & in_y1 & in_x1)[:, None] & dmask[None, :]
+    return a, fx, fy, p00, p01, p10, p11, m00, m01, m10, m11
+
+
+@triton.jit
 def _forward_kernel(
     value_ptr, loc_ptr, attn_ptr, out_ptr,
     rows, length, height, width, channels, groups,
@@ -45,32 +78,12 @@ def _forward_kernel(
     base = (r // (groups * length)) * (height * width * channels) + (r % groups) * DIM
     acc = tl.zeros((BLOCK_R, BLOCK_D), dtype=out_ptr.dtype.element_ty)
     for p in tl.static_range(POINTS):
-        lx = tl.load(loc_ptr + (r * POINTS + p) * 2, mask=rmask, other=0.0)
-        ly = tl.load(loc_ptr + (r * POINTS + p) * 2 + 1, mask=rmask, other=0.0)
-        a = tl.load(attn_ptr + r * POINTS + p, mask=rmask, other=0.0)
-        # grid_sample's unnormalisation (align_corners=False) of grid = 2 * loc - 1
-        x = ((2 * lx - 1 + 1) * width - 1) * 0.5
-        y = ((2 * ly - 1 + 1) * height - 1) * 0.5
-        # clamp far-away points before the integer conversion; all their corners stay outside
-        x0f = tl.floor(tl.minimum(tl.maximum(x, -2.0), width + 1.0))
-        y0f = tl.floor(tl.minimum(tl.maximum(y, -2.0), height + 1.0))
-        fx = x - x0f
-        fy = y - y0f
-        x0 = x0f.to(tl.int64)
-        y0 = y0f.to(tl.int64)
-        in_x0 = (x0 >= 0) & (x0 < width)
-        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < width)
-        in_y0 = (y0 >= 0) & (y0 < height)
-        in_y1 = (y0 + 1 >= 0) & (y0 + 1 < height)
-        pix = base + (y0 * width + x0) * channels
-        m00 = (rmask & in_y0 & in_x0)[:, None] & dmask[None, :]
-        m01 = (rmask & in_y0 & in_x1)[:, None] & dmask[None, :]
-        m10 = (rmask & in_y1 & in_x0)[:, None] & dmask[None, :]
-        m11 = (rmask & in_y1 & in_x1)[:, None] & dmask[None, :]
-        v00 = tl.load(value_ptr + pix[:, None] + d[None, :], mask=m00, other=0.0)
-        v01 = tl.load(value_ptr + (pix + channels)[:, None] + d[None, :], mask=m01, other=0.0)
-        v10 = tl.load(value_ptr + (pix + width * channels)[:, None] + d[None, :], mask=m10, other=0.0)
-        v11 = tl.load(value_ptr + (pix + (width + 1) * channels)[:, None] + d[None, :], mask=m11, other=0.0)
+        a, fx, fy, p00, p01, p10, p11, m00, m01, m10, m11 = _corners(
+            loc_ptr, attn_ptr, r, p, rmask, d, dmask, base, height, width, channels, POINTS)
+        v00 = tl.load(value_ptr + p00, mask=m00, other=0.0)
+        v01 = tl.load(value_ptr + p01, mask=m01, other=0.0)
+        v10 = tl.load(value_ptr + p10, mask=m10, other=0.0)
+        v11 = tl.load(value_ptr + p11, mask=m11, other=0.0)
         w00 = a * (1 - fx) * (1 - fy)
         w01 = a * fx * (1 - fy)
         w10 = a * (1 - fx) * fy
@@ -93,30 +106,8 @@ def _backward_kernel(
     base = (r // (groups * length)) * (height * width * channels) + (r % groups) * DIM
     go = tl.load(grad_out_ptr + r[:, None] * DIM + d[None, :], mask=rmask[:, None] & dmask[None, :], other=0.0)
     for p in tl.static_range(POINTS):
-        lx = tl.load(loc_ptr + (r * POINTS + p) * 2, mask=rmask, other=0.0)
-        ly = tl.load(loc_ptr + (r * POINTS + p) * 2 + 1, mask=rmask, other=0.0)
-        a = tl.load(attn_ptr + r * POINTS + p, mask=rmask, other=0.0)
-        x = ((2 * lx - 1 + 1) * width - 1) * 0.5
-        y = ((2 * ly - 1 + 1) * height - 1) * 0.5
-        x0f = tl.floor(tl.minimum(tl.maximum(x, -2.0), width + 1.0))
-        y0f = tl.floor(tl.minimum(tl.maximum(y, -2.0), height + 1.0))
-        fx = x - x0f
-        fy = y - y0f
-        x0 = x0f.to(tl.int64)
-        y0 = y0f.to(tl.int64)
-        in_x0 = (x0 >= 0) & (x0 < width)
-        in_x1 = (x0 + 1 >= 0) & (x0 + 1 < width)
-        in_y0 = (y0 >= 0) & (y0 < height)
-        in_y1 = (y0 + 1 >= 0) & (y0 + 1 < height)
-        pix = base + (y0 * width + x0) * channels
-        m00 = (rmask & in_y0 & in_x0)[:, None] & dmask[None, :]
-        m01 = (rmask & in_y0 & in_x1)[:, None] & dmask[None, :]
-        m10 = (rmask & in_y1 & in_x0)[:, None] & dmask[None, :]
-        m11 = (rmask & in_y1 & in_x1)[:, None] & dmask[None, :]
-        p00 = pix[:, None] + d[None, :]
-        p01 = (pix + channels)[:, None] + d[None, :]
-        p10 = (pix + width * channels)[:, None] + d[None, :]
-        p11 = (pix + (width + 1) * channels)[:, None] + d[None, :]
+        a, fx, fy, p00, p01, p10, p11, m00, m01, m10, m11 = _corners(
+            loc_ptr, attn_ptr, r, p, rmask, d, dmask, base, height, width, channels, POINTS)
         v00 = tl.load(value_ptr + p00, mask=m00, other=0.0)
         v01 = tl.load(value_ptr + p01, mask=m01, other=0.0)
         v10 = tl.load(value_ptr + p10, mask=m10, other=0.0)
