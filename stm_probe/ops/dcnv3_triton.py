@@ -139,14 +139,19 @@ def _check_device(value: torch.Tensor) -> None:
                      f" STM_PROBE_DCNV3=reference (on CPU it runs only under TRITON_INTERPRET=1, for tests)")
 
 
-def _launch_config(group_dim: int, rows: int) -> tuple[int, int, int]:
-    """(BLOCK_R rows per program, BLOCK_D, num_warps): about 1024 elements per tile on the GPU;
-    in the interpreter, whose cost is per operation, as few programs as possible."""
+# (BLOCK_R, num_warps) per kernel on the GPU; chosen by `benchmarks/dcnv3_tune.py` (docs/scale.md).
+GPU_LAUNCH = {"forward": (64, 4), "backward": (32, 4)}
+
+
+def _launch_config(group_dim: int, rows: int, kernel: str) -> tuple[int, int, int]:
+    """(BLOCK_R rows per program, BLOCK_D, num_warps) of ``kernel`` ("forward" or "backward"):
+    `GPU_LAUNCH` on the GPU (BLOCK_R capped so that a tile holds at most 4096 elements); in the
+    interpreter, whose cost is per operation, as few programs as possible."""
     block_d = triton.next_power_of_2(group_dim)
     if _interpreting():
         return triton.next_power_of_2(max(1, min(rows, 8192))), block_d, 1
-    block_r = max(1, min(128, 1024 // block_d))
-    return block_r, block_d, 4
+    block_r, warps = GPU_LAUNCH[kernel]
+    return max(1, min(block_r, 4096 // block_d)), block_d, warps
 
 
 def _on_device(tensor: torch.Tensor) -> contextlib.AbstractContextManager:
@@ -164,7 +169,7 @@ class _DCNv3Sampling(torch.autograd.Function):
         dim = channels // groups
         rows = batch * length * groups
         out = value.new_empty(batch, length, channels)
-        block_r, block_d, warps = _launch_config(dim, rows)
+        block_r, block_d, warps = _launch_config(dim, rows, "forward")
         if rows:
             with _on_device(value):
                 _forward_kernel[(triton.cdiv(rows, block_r),)](
@@ -186,7 +191,7 @@ class _DCNv3Sampling(torch.autograd.Function):
         grad_value = torch.zeros_like(value)
         grad_locations = torch.empty_like(locations)
         grad_weights = torch.empty_like(weights)
-        block_r, block_d, warps = _launch_config(dim, rows)
+        block_r, block_d, warps = _launch_config(dim, rows, "backward")
         if rows:
             with _on_device(value):
                 _backward_kernel[(triton.cdiv(rows, block_r),)](
