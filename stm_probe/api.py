@@ -73,7 +73,7 @@ def light_checks(options: RunOptions) -> None:
             close = [text for _, text in unified_suggestions(pattern)[:3]]
             hint = f"did you mean {', '.join(close)}?" if close else "run `stm-probe models` for the list"
             raise UsageError(f"unknown model '{pattern}': {hint}")
-    if unified_only and options.input_size % 32:
+    if unified_only and options.input_size is not None and options.input_size % 32:
         raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
                          f"use {max(32, round(options.input_size / 32) * 32)}")
     for item in options.checkpoint:
@@ -86,7 +86,8 @@ def light_checks(options: RunOptions) -> None:
         what = "is a file, not a folder" if Path(options.checkpoint_dir).expanduser().exists() else "does not exist"
         raise UsageError(f"--checkpoint-dir {options.checkpoint_dir} {what}: pass the folder holding the "
                          "checkpoint files")
-    if options.data is not None and ":" not in options.data and not Path(options.data).expanduser().exists():
+    if options.data is not None and ":" not in options.data and options.data.partition("?")[0] != "synthetic" and \
+            not Path(options.data).expanduser().exists():
         raise UsageError(f"--data {options.data}: no such file or directory; pass an image folder, an ImageFolder "
                          "tree or a text file list")
     shift, _, shift_path = (options.data or "").partition(":")  # the prefixes of stm_probe.data.shift

@@ -129,6 +129,21 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
         raise UsageError(f"checkpoint '{path}' {_damage(path, kind, exc)}") from None
 
 
+def peek_trained(path: str | Path) -> dict[str, Any] | None:
+    """How a `stm-probe train` checkpoint was trained (`stm_probe.label_spaces.trained_summary`), read
+    without loading its tensors (memory-mapped); None for any other file or one that cannot be read
+    (loading it later gives the one-line error)."""
+    from .label_spaces import trained_summary
+
+    try:
+        if checkpoint_format(path) != "pytorch":
+            return None
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except (UsageError, OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError):
+        return None
+    return trained_summary(obj)
+
+
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file

@@ -197,14 +197,22 @@ class RunOptions:
                                     "per line; e.g. RobustBench's ImageNet ids), in its order", metavar="FILE")
     labels: str | None = option(None, "labels of a flat image folder: the devkit's ILSVRC2012_validation_ground_truth.txt, "
                                 "Kaggle's LOC_val_solution.csv, or a filename,label CSV", metavar="FILE")
+    label_map: str | None = option(None, "class folder name -> class index of the model (lines 'folder,index'; an "
+                                   "index may be a synset): labels a folder tree in the model's label space",
+                                   metavar="FILE")
+    labels_as_index: bool = option(False, "score labels of another label space as the model's class indices anyway "
+                                   "(recorded in the manifest and the weights column)")
+    ignore_labels: bool = option(False, "drop the data's labels: label-free metrics only (flip rates, consistency, "
+                                 "ERF)")
     num_images: int = option(50, "use the first N images (default 50)", parse=positive_int, metavar="N")
     subset_seed: int | None = option(None, "with --num-images: a seeded class-balanced subset (the same for every "
                                      "model) instead of the first N", parse=whole_number, metavar="S")
     checkpoint_dir: str | None = option(None, "folder of released checkpoints: each model finds its own file "
                                         "(unified_<stm>_<size>[-ema].pth/.safetensors)", metavar="DIR")
     batch_size: int = option(16, "images per batch (default 16)", parse=positive_int, metavar="B")
-    input_size: int = option(224, "square input side in pixels; a multiple of 32 for unified models (default 224)",
-                             parse=positive_int, metavar="PX")
+    input_size: int | None = option(None, "square input side in pixels; a multiple of 32 for unified models "
+                                    "(default: the size a `stm-probe train` checkpoint was trained at, else 224)",
+                                    parse=positive_int, metavar="PX")
     workers: int = option(0, "data-loading worker processes (default 0)", parse=non_negative_int, metavar="N")
     device: str = option("auto", "auto | cpu | cuda | cuda:i (default auto: cuda if available)")
     out: str | None = option(None, "output folder (default runs/<probe>-<timestamp>)", metavar="DIR")
@@ -236,10 +244,15 @@ class RunOptions:
             raise UsageError(f"--min-loaded {self.min_loaded}: give a fraction in [0, 1]")
         if self.bootstrap > 100_000:
             raise UsageError(f"--bootstrap {self.bootstrap}: at most 100000 replicates (1000 is plenty for 95% CIs)")
-        if self.input_size > 4096:
+        if self.input_size is not None and self.input_size > 4096:
             raise UsageError(f"--input-size {self.input_size}: at most 4096 px")
         if self.out is not None and not str(self.out).strip():
             raise UsageError("--out '' names no folder: give a folder path, or leave --out out for runs/<probe>-<time>")
+        if self.labels_as_index and (self.ignore_labels or self.label_map is not None):
+            raise UsageError("--labels-as-index with " + ("--ignore-labels" if self.ignore_labels else "--label-map") +
+                             ": choose one way to treat the labels")
+        if self.ignore_labels and self.label_map is not None:
+            raise UsageError("--ignore-labels with --label-map: choose one way to treat the labels")
         for name in ("batch_size", "num_images", "repeats"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{flag_name(_FIELDS[name])} {getattr(self, name)}: give a positive integer")

@@ -347,6 +347,7 @@ class ImageSource:
                 "folder-index": "labels = sorted class-folder index",
                 "list": "labels from the list" if self.kind == "list" else "labels from a label file",
                 "synthetic": "labels = synthetic classes",
+                "mapped": "labels from --label-map",
                 None: "unlabelled",
             }.get(self.label_space, str(self.label_space))
         extra.append(space)

@@ -514,8 +514,14 @@ class SyntheticSpec:
 
 def is_synthetic(data: object) -> bool:
     """True if a ``--data`` value names the synthetic set (a string ``synthetic``, ``synthetic:...``
-    or ``synthetic?...``); a folder called ``synthetic`` is read as ``./synthetic``."""
-    return isinstance(data, str) and (data == PREFIX or data.startswith((PREFIX + ":", PREFIX + "?")))
+    or ``synthetic?...``). ``synthetic`` or ``synthetic?...`` while a file or folder ``./synthetic``
+    exists is ambiguous: UsageError (``synthetic:val`` names the set, ``./synthetic`` the folder)."""
+    if not (isinstance(data, str) and (data == PREFIX or data.startswith((PREFIX + ":", PREFIX + "?")))):
+        return False
+    if not data.startswith(PREFIX + ":") and os.path.lexists(PREFIX):
+        raise UsageError(f"--data {data}: ambiguous, the working directory holds a '{PREFIX}' folder or file too; "
+                         f"write {PREFIX}:val{data[len(PREFIX):]} for the synthetic set or ./{PREFIX} for the folder")
+    return True
 
 
 _OPTION_FIELDS = {"classes": "classes", "size": "size", "seed": "seed", "n": "num_images"}

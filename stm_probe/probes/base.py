@@ -36,6 +36,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..errors import UsageError
+from ..label_spaces import chance_note
 from ..options import settings_dict
 
 ID_COLUMNS = ("model", "stm", "size", "weights")
@@ -91,6 +92,7 @@ class Probe:
     statistics: ClassVar[dict[str, str]] = {}  # metric -> "rate" | "mean" | "max"
     randomised: ClassVar[bool] = True  # draws at random (so --repeats means something)
     reads_corrupted_variants: ClassVar[bool] = False  # measures every variant of an ImageNet-C tree
+    uses_labels: ClassVar[bool] = True  # scores the model's outputs against the data's labels
     plot: ClassVar[str | None] = "stm_probe.plots.generic:plot_generic"
     skip_reason: ClassVar[str] = "no value could be measured"
 
@@ -109,6 +111,11 @@ class Probe:
 
     def check_model(self, model: Any) -> None:
         """Validate one loaded model (e.g. it exposes stages); raise UsageError."""
+
+    def model_label_space(self, model: Any) -> Any:
+        """The label space the probe scores ``model``'s outputs in (default: the loaded model's own;
+        a probe that trains its own head on the data returns the data's)."""
+        return model.label_space
 
     def transform(self) -> Any:
         """PIL image -> (3, H, W) tensor in [0, 1]; default: the standard eval view."""
@@ -492,9 +499,32 @@ def _prepare_model(probe: Probe, session: Any, name: str) -> Any:
     """Load one model and check it against the labels and the probe."""
     model = session.load_model(name)
     if model.num_classes:
+        _check_label_space(probe, session, model)
         session.source.check_labels(model.num_classes, name)
+    trained = model.record.get("trained")
+    note = chance_note(name, trained) if trained else None
+    if note and note not in session.notes:
+        session.notes.append(note)
     probe.check_model(model)
     return model
+
+
+def _check_label_space(probe: Probe, session: Any, model: Any) -> None:
+    """THE label-space check: the data's labels must name the classes of the model's outputs
+    (`stm_probe.label_spaces.check_spaces`); ``--labels-as-index`` lets a mismatch through, said in
+    the notes, the manifest and the ``weights`` column."""
+    from ..label_spaces import check_spaces, data_space
+
+    if not probe.uses_labels:
+        return
+    opts = session.options
+    note = check_spaces(model.name, probe.model_label_space(model), data_space(session.source),
+                        f"--data {session.source.location}", labels_as_index=opts.labels_as_index)
+    if note:
+        model.weights = f"{model.weights} [labels as index]"
+        model.record["labels_as_index"] = True
+        if note not in session.notes:
+            session.notes.append(note)
 
 
 def _save_unit(store: Any, key: str, result: UnitResult) -> UnitResult:

@@ -138,6 +138,14 @@ class DataEfficiencyProbe(Probe):
                                       f"pass --input-size {spec.size} (or size={opts.input_size} in --data) to train "
                                       "at the rendered size")
 
+    def model_label_space(self, model: Any) -> Any:
+        """The models scored are trained here on the data's own K classes (the session's weights are
+        not used), so they speak the data's label space."""
+        from ..label_spaces import data_space
+
+        self._spec()  # the synthetic set, or the one-line refusal
+        return data_space(self.session.source)
+
     def repeated(self, units: list[Unit]) -> list[Unit]:
         """Each fraction for every training seed (``--seeds``)."""
         return [Unit(u.label if r == 0 else f"{u.label} (seed {r})", u.parts, r) for u in units

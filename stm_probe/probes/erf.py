@@ -51,6 +51,7 @@ class ErfProbe(Probe):
     Config = ErfConfig
     setting_columns = ("init_copy", "stage", "threshold")
     randomised = False
+    uses_labels = False  # gradients of the centre feature: no label is read
     plot = "stm_probe.plots.erf:plot_erf"
     skip_reason = "every contribution map was NaN (the model's gradients are not finite)"
 

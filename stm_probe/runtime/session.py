@@ -93,6 +93,7 @@ class LoadedModel:
     net: Any  # stm_probe.models.features.Normalized, eval mode, on the session's device
     record: dict[str, Any] = field(default_factory=dict)
     num_classes: int = 0
+    label_space: Any = None  # stm_probe.label_spaces.LabelSpace of its outputs (None: no classifier)
 
     def columns(self) -> dict[str, str]:
         """The identifying columns every tidy CSV starts with."""
@@ -149,12 +150,15 @@ class Session:
 
             apply_precision(model, self.precision, self.device.type)
         num_classes = int(getattr(model, "num_classes", 0) or 0)
+        from ..label_spaces import model_space
+
+        space = model_space(num_classes, weights.get("trained")) if num_classes else None
         if getattr(self.source, "class_subset", None):  # ImageNet-R/A: logits of their 200 classes only
             from ..models.label_space import restrict_classes
 
             net = restrict_classes(net, num_classes, self.source.class_subset, name, str(self.source.label_space))
             num_classes = net.num_classes
-        return LoadedModel(name, spec.stm, spec.size, weights["weights"], net, entry, num_classes)
+        return LoadedModel(name, spec.stm, spec.size, weights["weights"], net, entry, num_classes, space)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -195,6 +199,7 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
 
         found, found_notes = checkpoints_from_dir(models, checkpoints, options.checkpoint_dir, options.quiet)
         checkpoints = {**checkpoints, **found}
+    options, size_note = resolve_input_size(options, checkpoints)
     if any(resolve_name(m).is_unified for m in models) and options.input_size % 32:
         raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
                          f"use {max(32, round(options.input_size / 32) * 32)}")
@@ -202,11 +207,14 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     source = resolve_source(options.data, labels=options.labels)
     if options.image_list is not None:
         source = source.restrict(Path(options.image_list))
+    from ..label_spaces import apply_label_options
+
+    source = apply_label_options(source, options.label_map, options.ignore_labels)
     available = len(source)
     # an image list keeps its own order; a labelled folder is interleaved by class so a few images cover many
     source = source.take(options.num_images, spread_classes=source.has_labels and options.image_list is None,
                          seed=options.subset_seed)
-    notes = list(found_notes)
+    notes = list(found_notes) + ([size_note] if size_note else [])
     if options.num_images > available:
         notes.append(f"the source holds {available} image(s), fewer than --num-images {options.num_images}: "
                      f"using all {available}")
@@ -221,6 +229,36 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     precision, rank, world_size = _precision_and_ranks(options, device, record, notes)
     return Session(options, device, models, checkpoints, source, out_dir, record, notes=notes, precision=precision,
                    rank=rank, world_size=world_size)
+
+
+def resolve_input_size(options: RunOptions, checkpoints: dict[str, str]) -> tuple[RunOptions, str | None]:
+    """``options`` with ``input_size`` set: as given, else the size the `stm-probe train` checkpoints
+    were trained at (with a one-line note saying so), else 224. Checkpoints trained at different sizes
+    need an explicit ``--input-size``."""
+    import dataclasses
+
+    if options.input_size is not None:
+        return options, None
+    from ..checkpoint import peek_trained
+
+    sizes: dict[int, str] = {}
+    for name, path in checkpoints.items():
+        trained = peek_trained(path)
+        size = trained.get("input_size") if trained else None
+        if isinstance(size, int) and size > 0:
+            sizes.setdefault(size, name)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{model} at {size} px" for size, model in sizes.items())
+        raise UsageError(f"the checkpoints were trained at different input sizes ({shown}): choose one with "
+                         "--input-size")
+    if sizes:
+        size, model = next(iter(sizes.items()))
+        note = f"--input-size {size}: the size {model}'s checkpoint was trained at (pass --input-size to choose another)"
+        return dataclasses.replace(options, input_size=size), note
+    return dataclasses.replace(options, input_size=DEFAULT_INPUT_SIZE), None
+
+
+DEFAULT_INPUT_SIZE = 224
 
 
 def _precision_and_ranks(options: RunOptions, device: torch.device, record: RunRecord,

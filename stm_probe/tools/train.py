@@ -220,7 +220,10 @@ def resolve_splits(config: TrainConfig) -> tuple[Any, Any, list[str]]:
     else:
         raise UsageError(f"--data {config.data}: give validation images with --val-data PATH, or hold out a seeded "
                          "fraction of the training images with --val-fraction F (e.g. 0.1)")
-    for flag, src, where in (("--data", train_src, config.data), ("--val-data", val_src, val_data or config.data)):
+    val_flag = ("--val-data" if config.val_data is not None else
+                f"--val-fraction {config.val_fraction:g} of --data" if config.val_fraction is not None else
+                "the default validation split")
+    for flag, src, where in (("--data", train_src, config.data), (val_flag, val_src, val_data or config.data)):
         if getattr(src, "variants", None):
             raise UsageError(f"{flag} {where}: an ImageNet-C tree is a test set of corrupted copies, not training "
                              "data; train on clean class folders (or a synthetic split)")
@@ -234,16 +237,18 @@ def resolve_splits(config: TrainConfig) -> tuple[Any, Any, list[str]]:
         if not len(src):
             raise UsageError(f"{flag} {where}: no images left to {'train' if flag == '--data' else 'validate'} on; "
                              "give more images or a smaller --val-fraction")
-    if (train_src.label_space == val_src.label_space == "folder-index" and val_data is not None
-            and train_src.class_names != val_src.class_names):
-        raise UsageError(f"--val-data {val_data}: its class folders ({', '.join(val_src.class_names[:4])}...) differ "
-                         f"from --data's ({', '.join(train_src.class_names[:4])}...), so the labels would not match; "
-                         "give validation images with the same class folders")
+    from ..label_spaces import data_space, spaces_match
+
+    trained_space, val_space = data_space(train_src), data_space(val_src)
+    if trained_space is not None and val_space is not None and not spaces_match(trained_space, val_space):
+        raise UsageError(f"{val_flag} {val_data or config.data}: its labels are {val_space.phrase}, but the model is "
+                         f"trained on {trained_space.phrase} from --data, so validation would score other classes; "
+                         "give validation images with the same classes (the same class folders)")
     notes = [f"{flag} {where} holds {len(src)} image(s), fewer than {option_flag} {wanted}: using all {len(src)}"
              + (" (set how many with n= in the synthetic --data)" if src.kind == "synthetic" else "")
              for flag, src, where, option_flag, wanted in (
                  ("--data", train_src, config.data, "--num-images", config.num_images),
-                 ("--val-data", val_src, val_data or config.data, "--num-val-images", config.num_val_images))
+                 (val_flag, val_src, val_data or config.data, "--num-val-images", config.num_val_images))
              if wanted is not None and wanted > len(src)]
     train_src = train_src.take(config.num_images, spread_classes=True)
     val_src = val_src.take(config.num_val_images, spread_classes=True)
@@ -566,6 +571,8 @@ def build_trainer(config: TrainConfig, name: str, num_classes: int, device: "tor
 def save_checkpoint(path: Path, trainer: Trainer, state: dict[str, Any]) -> None:
     """Write ``checkpoint.pth`` atomically: {'model': state_dict (CPU), 'num_classes', 'arch', 'config',
     'class_names', 'input_size', 'metrics' (the epoch's row), 'epoch', 'history' (every row so far),
+    'trained' (how it was trained: data, label space, class names, input size, epochs, val accuracy %;
+    `stm_probe.label_spaces.trained_summary`),
     'optimizer', 'scheduler', 'scaler', 'rng' (torch CPU and CUDA states)}; readable with
     ``torch.load(weights_only=True)``."""
     import torch
@@ -720,8 +727,13 @@ def _run(config: TrainConfig, name: str, num_classes: int, device: Any, train_sr
         restore(trainer, saved)
         history = [dict(row) for row in saved["history"]]
     first = len(history) + 1
+    from ..label_spaces import data_space
+
     state = {"num_classes": num_classes, "arch": name, "config": settings_dict(config),
              "class_names": list(train_src.class_names), "input_size": config.input_size}
+    trained = {"data": training_data(config.data), "label_space": data_space(train_src).to_dict(),
+               "class_names": list(train_src.class_names), "num_classes": num_classes,
+               "input_size": config.input_size}
     try:
         for epoch in range(first, config.epochs + 1):
             epoch_started = time.perf_counter()
@@ -736,7 +748,9 @@ def _run(config: TrainConfig, name: str, num_classes: int, device: Any, train_sr
             history.append(row)
             if trainer.rank == 0:
                 save_checkpoint(checkpoint_path, trainer, {**state, "metrics": dict(row), "epoch": epoch,
-                                                           "history": history})
+                                                           "history": history,
+                                                           "trained": {**trained, "epochs": epoch,
+                                                                       "val_acc": float(row["val_acc"])}})
                 folder.saved_units += 1
                 write_log(folder.path / LOG_NAME, history)
             if not config.quiet:
