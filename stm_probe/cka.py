@@ -119,16 +119,17 @@ def centre(gram: torch.Tensor) -> torch.Tensor:
 
 def rbf_from_linear(gram: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """RBF Gram matrix from a linear one (n, n): squared distances D_ij = G_ii + G_jj - 2 G_ij, and
-    K = exp(-D / (2 sigma^2)) with sigma = ``scale`` x the median distance over pairs i < j (NaN when
-    every distance is 0: no bandwidth)."""
+    K = exp(-D / (2 sigma^2)) with sigma = ``scale`` x the median distance over pairs i < j (the mean of
+    the two middle ones for an even count; NaN when every distance is 0: no bandwidth)."""
     diag = torch.diagonal(gram)
     sq = (diag[:, None] + diag[None, :] - 2 * gram).clamp_min(0)
     n = gram.shape[0]
-    upper = sq[torch.triu_indices(n, n, 1, device=gram.device).unbind()]
-    median = float(upper.median()) if upper.numel() else 0.0  # median of D = (median distance)^2
+    distances = sq[torch.triu_indices(n, n, 1, device=gram.device).unbind()].sqrt().sort().values
+    count = distances.numel()
+    median = float(distances[(count - 1) // 2] + distances[count // 2]) / 2 if count else 0.0
     if median <= 0:
         return torch.full_like(gram, float("nan"))
-    return torch.exp(-sq / (2 * scale ** 2 * median))
+    return torch.exp(-sq / (2 * (scale * median) ** 2))
 
 
 def kernel_grams(grams: torch.Tensor, kernel: str) -> torch.Tensor:
@@ -201,7 +202,11 @@ def bootstrap_full(grams: torch.Tensor, n_boot: int, seed: int, level: float = 0
     rng = np.random.default_rng(seed)
     samples = torch.empty(n_boot, grams.shape[0], grams.shape[0], dtype=torch.float64)
     for draw in range(n_boot):
-        idx = torch.as_tensor(rng.integers(0, n, size=n), device=grams.device)
+        idx = rng.integers(0, n, size=n)
+        if len(np.unique(idx)) < 2:  # one image n times: CKA is undefined (0 / 0)
+            samples[draw] = float("nan")
+            continue
+        idx = torch.as_tensor(idx, device=grams.device)
         samples[draw] = cka_full(grams[:, idx][:, :, idx]).cpu()
     return _interval(samples, cka_full(grams).cpu().numpy(), level, (0.0, 1.0))
 
