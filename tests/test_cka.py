@@ -18,6 +18,7 @@ from PIL import Image
 import stm_probe
 from stm_probe import cka
 from stm_probe.cli import main
+from stm_probe.compare.similarity import cross_model_tables
 from stm_probe.errors import UsageError
 
 MODELS = ["unified_convnext_micro", "unified_pvt_micro"]
@@ -201,6 +202,14 @@ def test_probe_equals_numpy_cka_of_stage_outputs(checkpoints, tmp_path: Path) ->
     cross = frame[frame["model"] != frame["other_model"]]
     assert (cross["value"] < 0.999).all()  # two different models are not the same representation
     assert {p.name for p in out.glob("*.png")} == {"cka_layers.png", "cka_models.png"}
+    # the compare report's section: one models x models table per stage, cells from the CSV
+    tables = cross_model_tables(pd.read_csv(out / "cka.csv"))
+    assert [t[0] for t in tables] == [f"linear CKA, stage {s} (full estimator, n = 6)" for s in (1, 2, 3, 4)]
+    title, header, rows = tables[3]
+    assert header == ["model", "convnext_micro", "pvt_micro"] and [r[0] for r in rows] == header[1:]
+    hit = frame[(frame["model"] == MODELS[0]) & (frame["other_model"] == MODELS[1]) & (frame["layer"] == "stage4")
+                & (frame["other_layer"] == "stage4")].iloc[0]
+    assert rows[0][2] == f"{hit.value:.3f} [{hit.ci_low:.3f}, {hit.ci_high:.3f}]" and rows[0][1].startswith("1.000")
 
 
 def test_minibatches_do_not_depend_on_the_batch_size(checkpoints) -> None:

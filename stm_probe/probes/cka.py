@@ -233,6 +233,8 @@ class CkaProbe(Probe):
                 continue
             last = sel["layer"].iloc[-1]
             sel = sel[sel["layer"] == last]
-            parts = [f"{m} {v:.3f}" for m, v in sel.groupby("model", sort=False)["value"].mean().items()]
+            means = sel.groupby(["model", "weights"], sort=False)["value"].mean()
+            parts = [f"{m}{' (init copy)' if w.startswith('random-init (copy)') else ''} {v:.3f}"
+                     for (m, w), v in means.items()]
             lines.append(f"  {kernel} CKA with the other models at {last} (mean): {', '.join(parts)}")
         return lines
