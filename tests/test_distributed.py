@@ -1,7 +1,7 @@
 """torchrun on the CPU (gloo): two processes write the same files as one process, byte for byte.
 
 One script runs every analysis (erf, invariance, adversarial, each bias method, cue-conflict, eval,
-corruption) on a
+corruption, cka) on a
 micro model at 32 px into one folder per run; it is launched once as a plain process and once
 under ``torch.distributed.run --nproc_per_node 2``, so a single process group also serves several
 runs. Image counts are not multiples of world size x batch size (uneven shards; in the
@@ -57,6 +57,9 @@ stm_probe.run("bias", model, out=f"{out}/bias", num_images=5, batch_size=2, grid
 stm_probe.run("eval", model, out=f"{out}/eval", num_images=5, batch_size=2, **common)
 stm_probe.run("corruption", model, out=f"{out}/corruption", num_images=5, batch_size=2,
               corruptions=("gaussian_noise", "contrast"), severities=(1, 5), **common)
+stm_probe.run("cka", model, out=f"{out}/cka", num_images=5, batch_size=2, kernel=("linear", "rbf"), **common)
+stm_probe.run("cka", model, out=f"{out}/cka-minibatch", num_images=9, batch_size=2, estimator="minibatch",
+              minibatch_size=4, **common)  # minibatches 0-3 and 8 on rank 0, 4-7 on rank 1
 code = cli(["train", "--model", "test_convnext", "--data", "synthetic:train?classes=2&size=32&n=40", "--num-images", "15",
             "--val-data", "synthetic:val?classes=2&size=32&n=8", "--batch-size", "5", "--epochs", "2",
             "--input-size", "32", "--augment", "flip", "--quiet", "--device", "cpu", "--out", f"{out}/train"])
@@ -67,7 +70,8 @@ raise SystemExit(code)
 '''
 
 RUNS = {"erf": "erf", "invariance": "invariance", "invariance-cli": "invariance", "adversarial": "adversarial",
-        "bias": "bias", "cue": "bias", "eval": "eval", "corruption": "corruption"}
+        "bias": "bias", "cue": "bias", "eval": "eval", "corruption": "corruption", "cka": "cka",
+        "cka-minibatch": "cka"}
 
 
 def _launch(script: Path, out: Path, processes: int, *extra: str, env: dict | None = None
@@ -101,7 +105,7 @@ def test_two_processes_write_the_same_files_as_one(outputs: tuple[Path, Path, st
     one, two, stdout = outputs
     for run, probe in RUNS.items():
         a, b = one / run, two / run
-        names = [f"{probe}.csv", "per_image.csv"]
+        names = [f"{probe}.csv", *(["per_image.csv"] if probe != "cka" else [])]  # cka: Gram matrices, in units/
         names += [str(p.relative_to(a)) for p in a.rglob("*") if p.suffix in (".npy", ".npz")
                   and not (run == "eval" and p.parent.name == "units")]  # eval's unit caches hold a timing
         for name in names:

@@ -31,6 +31,7 @@ SMALL = {  # a quick setting of each probe
                             cue_conflict_images=3),
     "eval": dict(),
     "corruption": dict(corruptions=("gaussian_noise", "contrast"), severities=(1, 5)),
+    "cka": dict(kernel=("linear", "rbf")),
 }
 
 

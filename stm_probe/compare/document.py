@@ -93,6 +93,7 @@ def build_blocks(record: dict[str, Any], runs: Sequence[AnalysisRun], specs: Seq
                                             "brightest cell is the best model (for columns without a better "
                                             "direction: the largest value); cells show the raw values.")]
     blocks += _pairwise(specs, pairs, alpha, n_boot)
+    blocks += _similarity(runs)
     blocks += _analyses(runs, record)
     blocks += _provenance(runs, record, models)
     return blocks
@@ -176,6 +177,23 @@ def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, 
                            f"All {_count(len(pairs), 'test')} (differences in the column's units; McNemar: percentage "
                            "points; "
                            "only A / only B: images where only A's / only B's outcome is 1)")]
+
+
+def _similarity(runs: Sequence[AnalysisRun]) -> list[Block]:
+    """CKA between every two models, stage by stage, from the `cka` analyses (compare/similarity.py)."""
+    from .similarity import cross_model_tables, similarity_runs
+
+    blocks = []
+    for run in similarity_runs(runs):
+        tables = cross_model_tables(run.frame)
+        if tables:
+            blocks.append(Block("p", f"From the {run.name} analysis: centred kernel alignment (CKA, 0-1; 1 = the same "
+                                     "representation up to rotation and scale) between the stage outputs of every "
+                                     "two models on the same images, with a bootstrap 95% interval over images. It "
+                                     "describes pairs of models and is not ranked."))
+            for title, header, rows in tables:
+                blocks += [Block("h3", title), Block("table", rows, header)]
+    return [Block("h2", "Representation similarity"), *blocks] if blocks else []
 
 
 def _settings_text(settings: dict[str, Any]) -> str:

@@ -20,6 +20,7 @@ PROBES: dict[str, str] = {
     "data-efficiency": "stm_probe.probes.data_efficiency:DataEfficiencyProbe",
     "corruption": "stm_probe.probes.corruption:CorruptionProbe",
     "eval": "stm_probe.probes.eval:EvalProbe",
+    "cka": "stm_probe.probes.cka:CkaProbe",
 }
 
 

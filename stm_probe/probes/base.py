@@ -171,6 +171,11 @@ class Probe:
             out[key] = (value, low, high, n, 0)
         return out
 
+    def summarise_results(self, results: list["UnitResult"], seed: int) -> list[tuple["UnitResult", dict[Key, tuple]]]:
+        """Each unit's summaries; default: `summarise` of each unit's values alone. A probe whose numbers
+        pair units (e.g. CKA between models) overrides this."""
+        return [(result, self.summarise(result.values, seed)) for result in results]
+
     def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
         """Per-image scalars (N,) for per_image.csv; default: the 1-D metric values as they are."""
         return {k: v for k, v in values.items() if v.ndim == 1 and not str(k[-1]).startswith("_")}
@@ -360,8 +365,8 @@ def _rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
     opts = probe.session.options
     summaries: dict[tuple, dict[int, tuple]] = {}
     columns: dict[tuple, dict[str, str]] = {}
-    for result in results:
-        for key, summary in probe.summarise(result.values, opts.seed).items():
+    for result, summarised in probe.summarise_results(results, opts.seed):
+        for key, summary in summarised.items():
             group = (result.columns["model"], result.columns["weights"], result.unit.parts, key)
             summaries.setdefault(group, {})[result.unit.repeat] = summary
             columns[group] = result.columns
