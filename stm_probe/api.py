@@ -17,9 +17,12 @@ from .errors import UsageError
 from .options import RunOptions, coerce, did_you_mean
 
 
-def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = None, out: str | Path | None = None,
-        **options: Any) -> Any:
+def run(probe: str | type, /, models: str | Sequence[str], data: str | Path | None = None,
+        out: str | Path | None = None, **options: Any) -> Any:
     """Run one probe over ``models`` and return its tidy rows (pandas DataFrame).
+
+    ``probe`` is a registered probe's name (``"erf"``, see ``stm_probe.PROBES``) or a `stm_probe.probes.Probe`
+    subclass of your own (written in a notebook, say), run by the same loop.
 
     ``frame.attrs`` holds ``notes`` (list of str: what the run's summary says, e.g. that unified models
     ran at random init), ``manifest`` (dict: the contents of manifest.json) and ``folder`` (the run
@@ -33,7 +36,8 @@ def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = No
         frame.attrs["notes"], frame.attrs["folder"]
     """
     models = [models] if isinstance(models, str) else list(models)
-    call = {"api": "stm_probe.run", "probe_name": probe, "models": models, "data": None if data is None else str(data),
+    name = probe if isinstance(probe, str) else getattr(probe, "name", None)
+    call = {"api": "stm_probe.run", "probe_name": name, "models": models, "data": None if data is None else str(data),
             "out": None if out is None else str(out),
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
     run_values = {"model": tuple(models), "data": None if data is None else str(data),
@@ -41,11 +45,18 @@ def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = No
     return execute(probe, {**run_values, **options}, call, write_files=out is not None)
 
 
-def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:
-    """Split ``values`` into shared and probe settings, open the session and run the probe."""
-    from .probes import get_probe
+def execute(probe_name: str | type, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:
+    """Split ``values`` into shared and probe settings, open the session and run the probe (a registered
+    probe's name, or a `Probe` subclass)."""
+    from .probes import Probe, get_probe
 
-    cls = get_probe(probe_name)
+    if isinstance(probe_name, str):
+        cls = get_probe(probe_name)
+    elif isinstance(probe_name, type) and issubclass(probe_name, Probe) and probe_name.name:
+        cls, probe_name = probe_name, probe_name.name
+    else:
+        raise UsageError(f"{probe_name!r} is no probe: give a probe's name (see stm_probe.PROBES) or a subclass of "
+                         "stm_probe.probes.Probe with a name")
     shared = {f.name for f in fields(RunOptions)}
     own = {f.name for f in fields(cls.Config)}
     unknown = [k for k in values if k not in shared | own]

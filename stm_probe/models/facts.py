@@ -41,16 +41,3 @@ MODEL_FACTS: dict[str, ModelFacts] = {
     "unified_dcn_v3_small": ModelFacts(50_082_280, 8.1733),
     "unified_dcn_v3_base": ModelFacts(97_465_192, 15.9967),
 }
-
-
-PUBLISHED_CSV = "published_numbers.csv"  # in stm_probe/resources/, from the paper's tables
-
-
-def published_top1() -> dict[str, float]:
-    """The authors' ImageNet-1k top-1 (percent, 224 px) of each unified model, from the shipped
-    ``resources/published_numbers.csv`` (read with the csv module: no pandas, no torch)."""
-    import csv
-    from importlib.resources import files
-
-    text = (files("stm_probe") / "resources" / PUBLISHED_CSV).read_text(encoding="utf-8")
-    return {row["model"]: float(row["imagenet1k_top1"]) for row in csv.DictReader(text.splitlines())}

@@ -292,7 +292,7 @@ def remember(path: Path, url: str) -> tuple[str, str | None]:
 def weights_table(patterns: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per unified model matching ``patterns`` (all 20 for None): model, file, url, published_top1,
     cached (bool), path, size (bytes), sha256 (remembered, or computed for a file not seen before)."""
-    from .facts import published_top1
+    from ..probes.eval import published_top1  # the packaged published_numbers.csv (no torch)
     from .names import select_unified
 
     top1 = published_top1()

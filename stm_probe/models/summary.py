@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .facts import MODEL_FACTS, published_top1
+from .facts import MODEL_FACTS
 from .names import STM_ALIASES, ModelSpec, release_stem, select_unified
 
 COLUMNS = ("name", "stm", "size", "params", "gmacs_224", "published_top1", "aliases")
@@ -33,6 +33,8 @@ def model_table(patterns: list[str] | None = None, build: bool = False) -> list[
     """
     specs = select_unified(patterns)
     counts = _recount([s.name for s in specs]) if build else {s.name: MODEL_FACTS[s.name] for s in specs}
+    from ..probes.eval import published_top1  # the packaged published_numbers.csv (no torch)
+
     top1 = published_top1()
     return [dict(name=s.name, stm=s.stm, size=s.size, params=counts[s.name][0], gmacs_224=counts[s.name][1],
                  published_top1=top1.get(s.name), aliases=" ".join(display_aliases(s))) for s in specs]
