@@ -1,7 +1,8 @@
 """stm-probe: analyses of the spatial token mixers of modern vision backbones.
 
-``import stm_probe`` is light (no torch): the command line starts fast. The names below load on
-first use. The 20 unified backbones are registered in timm's model registry as soon as both
+``import stm_probe`` is light (no torch): the command line starts fast. The names in ``__all__`` load on
+first use: ``run`` (a probe over models -> DataFrame), ``load_run`` (a finished run folder -> the same
+DataFrame), ``create_model`` (``pretrained=True`` for the released weights), ``list_models``, ``PROBES``. The 20 unified backbones are registered in timm's model registry as soon as both
 stm_probe and timm are imported (in either order), so ``timm.create_model("unified_swin_tiny")``
 works after ``import stm_probe, timm``.
 """
