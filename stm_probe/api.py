@@ -1,8 +1,10 @@
-"""The Python API: ``stm_probe.run(probe, models, data=None, out=None, **options) -> DataFrame``.
+"""The Python API: ``stm_probe.run(probe, models, data=None, out=None, **options) -> DataFrame``,
+``stm_probe.load_run(folder) -> DataFrame`` and ``stm_probe.list_models(...)``.
 
-Every CLI option is a keyword argument (``input_size=64``, ``num_images=2``, ``kind=["scale"]``);
-the result is the tidy rows of ``<probe>.csv``. Files (CSV, per-image values, figures, manifest)
-are written only when ``out`` is given.
+Every CLI option is a keyword argument (``input_size=64``, ``num_images=2``, ``kind=["scale"]``,
+``pretrained=True``); the result is the tidy rows of ``<probe>.csv``, with the run's notes, manifest
+and folder in ``frame.attrs``. Files (CSV, per-image values, figures, manifest) are written only when
+``out`` is given; `load_run` reads such a folder back into the same DataFrame.
 """
 from __future__ import annotations
 
@@ -15,15 +17,27 @@ from .errors import UsageError
 from .options import RunOptions, coerce, did_you_mean
 
 
-def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = None, out: str | Path | None = None,
-        **options: Any) -> Any:
+def run(probe: str | type, /, models: str | Sequence[str], data: str | Path | None = None,
+        out: str | Path | None = None, **options: Any) -> Any:
     """Run one probe over ``models`` and return its tidy rows (pandas DataFrame).
 
-    Example: ``stm_probe.run("invariance", models=["unified_tiny_conv"], kind=["scale"], input_size=64,
-    num_images=2)``. Raises `stm_probe.errors.UsageError` (one line) on bad input.
+    ``probe`` is a registered probe's name (``"erf"``, see ``stm_probe.PROBES``) or a `stm_probe.probes.Probe`
+    subclass of your own (written in a notebook, say), run by the same loop.
+
+    ``frame.attrs`` holds ``notes`` (list of str: what the run's summary says, e.g. that unified models
+    ran at random init), ``manifest`` (dict: the contents of manifest.json) and ``folder`` (the run
+    folder as a Path, None without ``out``). Raises `stm_probe.errors.UsageError` (one line) on bad input.
+
+    Examples::
+
+        frame = stm_probe.run("invariance", models=["unified_tiny_conv"], kind=["scale"], input_size=64,
+                              num_images=2)
+        frame = stm_probe.run("erf", models="unified_tiny_attn", pretrained=True, out="runs/erf-tiny")
+        frame.attrs["notes"], frame.attrs["folder"]
     """
     models = [models] if isinstance(models, str) else list(models)
-    call = {"api": "stm_probe.run", "probe_name": probe, "models": models, "data": None if data is None else str(data),
+    name = probe if isinstance(probe, str) else getattr(probe, "name", None)
+    call = {"api": "stm_probe.run", "probe_name": name, "models": models, "data": None if data is None else str(data),
             "out": None if out is None else str(out),
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
     run_values = {"model": tuple(models), "data": None if data is None else str(data),
@@ -31,11 +45,18 @@ def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = No
     return execute(probe, {**run_values, **options}, call, write_files=out is not None)
 
 
-def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:
-    """Split ``values`` into shared and probe settings, open the session and run the probe."""
-    from .probes import get_probe
+def execute(probe_name: str | type, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:
+    """Split ``values`` into shared and probe settings, open the session and run the probe (a registered
+    probe's name, or a `Probe` subclass)."""
+    from .probes import Probe, get_probe
 
-    cls = get_probe(probe_name)
+    if isinstance(probe_name, str):
+        cls = get_probe(probe_name)
+    elif isinstance(probe_name, type) and issubclass(probe_name, Probe) and probe_name.name:
+        cls, probe_name = probe_name, probe_name.name
+    else:
+        raise UsageError(f"{probe_name!r} is no probe: give a probe's name (see stm_probe.PROBES) or a subclass of "
+                         "stm_probe.probes.Probe with a name")
     shared = {f.name for f in fields(RunOptions)}
     own = {f.name for f in fields(cls.Config)}
     unknown = [k for k in values if k not in shared | own]
@@ -50,7 +71,63 @@ def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write
     from .runtime.session import open_session
 
     session = open_session(probe_name, options, call, write_files=write_files)
-    return run_probe(cls(config, session), session)
+    frame = run_probe(cls(config, session), session)
+    from .probes.base import _random_init_note
+
+    notes = session.record.data.get("notes")
+    frame.attrs.update(notes=list(session.notes + _random_init_note(frame) if notes is None else notes),
+                       manifest=session.record.data, folder=session.out_dir)
+    return frame
+
+
+def load_run(folder: str | Path) -> Any:
+    """The tidy rows of a finished run folder (``<probe>.csv``) as `run` returns them, with ``notes``,
+    ``manifest`` and ``folder`` in ``frame.attrs``, read from the folder's files (no torch).
+
+    UsageError (one line) when the folder is no finished run: missing, still running or interrupted
+    (rerun with ``--resume``), a compare folder (load one of its analysis subfolders), or a damaged CSV.
+
+    Example::
+
+        frame = stm_probe.load_run("runs/erf-tiny")
+        frame[frame.metric == "area_ratio"].pivot_table(index="model", columns="stage", values="value")
+    """
+    import json
+
+    from .report import read_results
+
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UsageError(f"{folder} is not a folder: give the --out folder of a finished run")
+    manifest_path = folder / "manifest.json"
+    marker = folder / "run.json"
+    try:
+        status = json.loads(marker.read_text(encoding="utf-8")).get("status") if marker.is_file() else None
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        raise UsageError(f"{folder}: run.json or manifest.json is damaged (not JSON): rerun the probe") from None
+    if manifest is None or status == "incomplete":
+        if (folder / "report.md").is_file() or any(p.is_dir() and (p / "manifest.json").is_file()
+                                                   for p in folder.iterdir()):
+            raise UsageError(f"{folder} is a compare folder: load one of its analysis subfolders, e.g. {folder}/erf")
+        raise UsageError(f"{folder} holds no finished run (no manifest.json, or run.json says incomplete): finish it "
+                         "with the same command and --resume")
+    probe = manifest.get("analysis")
+    frame = read_results(folder / f"{probe}.csv")
+    frame.attrs.update(notes=list(manifest.get("notes", [])), manifest=manifest, folder=folder)
+    return frame
+
+
+def list_models(pattern: str | Sequence[str] | None = None) -> list[str]:
+    """Canonical names of the unified models matching ``pattern`` (names, aliases or globs; all 20 for None).
+
+    Example: ``stm_probe.list_models("unified_*_micro")`` -> ``['unified_halo_micro', ..., 'unified_dcn_v3_micro']``.
+    Any timm architecture name works in `run` and `create_model` too.
+    """
+    from .models.names import select_unified
+
+    patterns = [pattern] if isinstance(pattern, str) else (list(pattern) if pattern is not None else None)
+    return [spec.name for spec in select_unified(patterns)]
 
 
 def light_checks(options: RunOptions) -> None:

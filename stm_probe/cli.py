@@ -23,11 +23,27 @@ _SHARED_GROUPS = {"run": ("device", "out", "resume", "seed", "bootstrap", "repea
                            "compile", "style", "cmap", "quiet", "debug")}
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, keeping the ``examples:`` epilog as written (one command a line)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (UsageError -> exit code 2) and did-you-mean hints."""
+    """argparse with one-line errors (UsageError -> exit code 2) and did-you-mean hints; a subcommand's
+    help ends with its examples (`stm_probe.cli_examples`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        command = str(kwargs.get("prog") or "").removeprefix("stm-probe").strip()
+        if command:
+            from .cli_examples import epilog
+
+            kwargs.setdefault("epilog", epilog(command))
+            kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -162,6 +178,27 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    """List the release files (model, file, URL, published top-1, cached or not); --download fetches them."""
+    from .models.release import cache_dir, fetch, format_weights, weights_table
+
+    if args.download:
+        for row in weights_table(args.patterns or None):
+            fetch(row["model"], quiet=args.quiet)
+    rows = weights_table(args.patterns or None)
+    if args.format == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        return 0
+    print(format_weights(rows))
+    print(f"cache: {cache_dir()} (set STM_PROBE_CACHE to move it; STM_PROBE_RELEASE_URL for a mirror). "
+          "Use them with --pretrained.")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     """Redraw the figures of a run folder (or draw several folders of one probe together) from their data files."""
     import importlib
@@ -259,7 +296,11 @@ def build_parser() -> Parser:
     from .tools.train import TrainConfig
 
     p = sub.add_parser("train", help="train a model (new head of the data's class count) on an ImageFolder or a "
-                       "synthetic split; checkpoint.pth loads in every probe", description=TrainConfig.__doc__)
+                       "synthetic split; checkpoint.pth loads in every probe",
+                       description="Train a model (unified or timm, with a new head of the data's class count) on an "
+                       "ImageFolder tree or a synthetic split, validating after each epoch. OUT gets checkpoint.pth "
+                       "(loads in every probe with --checkpoint), train_log.csv, the training curve and "
+                       "manifest.json; --resume continues an interrupted run.")
     group = p.add_argument_group("train")
     for f in dataclasses.fields(TrainConfig):
         if f.metadata.get("cli", True):
@@ -275,12 +316,23 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0, help="seed of the set (default 0)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_make_data)
-    p = sub.add_parser("models", help="list the unified models (name, STM, size, parameters, GMACs, aliases)")
+    p = sub.add_parser("models", help="list the unified models (name, STM, size, parameters, GMACs, published top-1, "
+                       "aliases)")
     p.add_argument("patterns", nargs="*", metavar="PATTERN", help="names, aliases or globs, e.g. 'unified_*_tiny'")
     p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default table)")
     p.add_argument("--build", action="store_true", help="build every model and count parameters and GMACs (slow)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_models)
+    p = sub.add_parser("weights", help="the released checkpoints: file, URL, published top-1, cached or not; "
+                       "--download fetches them", description="The release file of each unified model (all 20 "
+                       "without PATTERN): its URL, the paper's ImageNet-1k top-1, and whether it is in the cache (path, "
+                       "size, sha256). --pretrained uses the same files.")
+    p.add_argument("patterns", nargs="*", metavar="PATTERN", help="names, aliases or globs, e.g. 'unified_*_tiny'")
+    p.add_argument("--download", action="store_true", help="download the selected files that are not cached")
+    p.add_argument("--format", choices=("table", "csv"), default="table", help="output format (default table)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(handler=cmd_weights)
     from .compare.runner import CompareCommand
 
     p = sub.add_parser("compare", help="run several analyses (eval, erf, invariance, adversarial, bias, ...) over the "

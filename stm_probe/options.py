@@ -209,6 +209,8 @@ class RunOptions:
                                      "model) instead of the first N", parse=whole_number, metavar="S")
     checkpoint_dir: str | None = option(None, "folder of released checkpoints: each model finds its own file "
                                         "(unified_<stm>_<size>[-ema].pth/.safetensors)", metavar="DIR")
+    pretrained: bool = option(False, "load each unified model's released checkpoint, downloaded once into the cache "
+                              "($STM_PROBE_CACHE, default ~/.cache/stm-probe; see `stm-probe weights`)")
     batch_size: int = option(16, "images per batch (default 16)", parse=positive_int, metavar="B")
     input_size: int | None = option(None, "square input side in pixels; a multiple of 32 for unified models "
                                     "(default: the size a `stm-probe train` checkpoint was trained at, else 224)",

@@ -134,8 +134,10 @@ def test_model_table_static_rows_filter_and_format(manifest: dict) -> None:
                                          "unified_convnext_micro", "unified_convnext_tiny", "unified_dcn_v3_tiny"]
     assert "unified_tiny_attn" in tiny[1]["aliases"].split()
     text = format_table(tiny).splitlines()
-    assert len(text) == 7 and text[0].split() == ["model", "STM", "size", "params", "GMACs@224", "aliases"]
-    assert text[2].split()[:5] == ["unified_pvt_tiny", "pvt", "tiny", "31,157,736", "4.7078"]
+    assert len(text) == 7 and text[0].split() == ["model", "STM", "size", "params", "GMACs@224", "top-1", "(paper)",
+                                                  "aliases"]
+    assert text[2].split()[:6] == ["unified_pvt_tiny", "pvt", "tiny", "31,157,736", "4.7078", "82.1"]
+    assert tiny[5]["published_top1"] == 83.3  # the paper's InternImage-style tiny (Table of ImageNet-1k top-1)
 
 
 def test_model_table_build_recounts_the_facts() -> None:

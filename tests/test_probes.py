@@ -84,6 +84,21 @@ def test_api_returns_the_csv_rows(reference) -> None:
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 
+def test_load_run_returns_the_frame_run_returned(reference) -> None:
+    probe, out, frame = reference
+    loaded = stm_probe.load_run(out)
+
+    def missing_as_none(table: pd.DataFrame) -> pd.DataFrame:  # a CSV keeps no difference between None, NaN, ''
+        table = table.astype(object)
+        return table.where(table.notna() & (table != ""), None)
+
+    pd.testing.assert_frame_equal(missing_as_none(loaded), missing_as_none(frame), check_dtype=False)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert loaded.attrs["folder"] == out == frame.attrs["folder"]
+    assert loaded.attrs["notes"] == manifest["notes"] == frame.attrs["notes"]
+    assert loaded.attrs["manifest"]["analysis"] == probe == frame.attrs["manifest"]["analysis"]
+
+
 def test_batch_size_and_model_order_do_not_change_numbers(reference) -> None:
     probe, _, frame = reference
     other = _run(probe, None, models=MODELS[::-1], batch_size=1)

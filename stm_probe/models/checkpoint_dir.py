@@ -41,11 +41,11 @@ def expected_names(model: str) -> str:
     return " or ".join(f"{stem}[{EMA_SUFFIX}]{endings}" for stem in stems(model))
 
 
-def find_checkpoints(models: list[str], folder: Path) -> dict[str, str]:
+def find_checkpoints(models: list[str], folder: Path, missing_ok: bool = False) -> dict[str, str]:
     """{canonical model name: path} of each model's file in ``folder`` (see module docstring).
 
-    UsageError (one line) when ``folder`` is not a folder, when a model has no file, or when several
-    files fit one model.
+    UsageError (one line) when ``folder`` is not a folder, when a model has no file (unless
+    ``missing_ok``: it is left out), or when several files fit one model.
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -62,6 +62,8 @@ def find_checkpoints(models: list[str], folder: Path) -> dict[str, str]:
     found: dict[str, str] = {}
     for model in models:
         hits = [hit for name in candidate_names(model) for hit in entries.get(name.lower(), [])]
+        if not hits and missing_ok:
+            continue
         if not hits:
             raise UsageError(f"--checkpoint-dir {folder} holds no file for {model} (expected {expected_names(model)}): "
                              f"add it, pass --checkpoint {model}=PATH, or leave the model out")
@@ -77,12 +79,13 @@ def find_checkpoints(models: list[str], folder: Path) -> dict[str, str]:
 
 
 def checkpoints_from_dir(models: list[str], explicit: dict[str, str], folder: str | Path,
-                         quiet: bool = False) -> tuple[dict[str, str], list[str]]:
+                         quiet: bool = False, missing_ok: bool = False) -> tuple[dict[str, str], list[str]]:
     """Files found in ``folder`` for the models without an explicit ``--checkpoint``, and one line per
-    model saying which file it got (printed unless ``quiet``; the session keeps them as notes)."""
+    model saying which file it got (printed unless ``quiet``; the session keeps them as notes).
+    ``missing_ok`` (with ``--pretrained``): a model without a file is left to the release download."""
     import sys
 
-    found = find_checkpoints([m for m in models if m not in explicit], Path(folder))
+    found = find_checkpoints([m for m in models if m not in explicit], Path(folder), missing_ok=missing_ok)
     lines = [f"{model}: {path} (from --checkpoint-dir)" for model, path in found.items()]
     lines += [f"{model}: {explicit[model]} (--checkpoint, not --checkpoint-dir)" for model in models
               if model in explicit]

@@ -132,10 +132,10 @@ def build_unified(name: str, **kwargs: Any) -> UnifiedNet:
 
 def _timm_entrypoint(name: str) -> Callable[..., nn.Module]:
     def entrypoint(pretrained: bool = False, **kwargs: Any) -> nn.Module:
-        if pretrained:
-            raise UsageError(f"{name}: no pretrained weights are downloaded; pass a checkpoint file instead")
         for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
             kwargs.pop(key, None)
+        if pretrained:  # the release file, through stm-probe's cache
+            return create_model(name, pretrained=True, **kwargs)
         return build_unified(name, **kwargs)
 
     entrypoint.__name__ = name
@@ -211,11 +211,17 @@ def create_model(
     strict: bool = True,
     min_loaded: float = 0.5,
     input_size: int | None = None,
+    pretrained: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a model by name (unified name, alias or any timm architecture), optionally load weights.
 
-    Never downloads anything: timm models are built with ``pretrained=False``. With ``checkpoint``
+    Example: ``stm_probe.create_model("unified_tiny_attn", pretrained=True)`` (the released
+    ``unified_pvt_tiny.pth``), ``stm_probe.create_model("unified_micro_conv", checkpoint="ckpt.pth")``.
+
+    ``pretrained=True`` (unified models only) loads the model's released checkpoint, downloaded once into
+    the cache (`stm_probe.models.release.fetch`; UsageError naming the URL and the manual path when it
+    cannot be fetched). Nothing else is downloaded: timm models are built with ``pretrained=False``. With ``checkpoint``
     the weights are loaded safely (see `stm_probe.checkpoint.load_checkpoint`; ``strict=False``
     loads what fits, refusing files that hold less than ``min_loaded`` of the model's weights),
     and the model gets a ``stm_probe_weights`` attribute describing them (path, sha256, key used,
@@ -235,6 +241,12 @@ def create_model(
     a given ``num_classes`` always wins.
     """
     spec = resolve_name(name)
+    if pretrained:
+        from .release import fetch
+
+        if checkpoint is not None:
+            raise UsageError(f"{name}: give pretrained=True or a checkpoint, not both")
+        checkpoint = fetch(spec.name).path
     contents = None
     if checkpoint is not None:
         contents = read_checkpoint(checkpoint)

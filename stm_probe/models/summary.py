@@ -1,4 +1,5 @@
-"""The table of unified models (`stm-probe models`): name, STM, size, parameters, GMACs at 224, aliases.
+"""The table of unified models (`stm-probe models`): name, STM, size, parameters, GMACs at 224, the paper's
+top-1, aliases.
 
 Served from static facts (`stm_probe.models.facts`): importing this module and building the
 table needs neither torch nor timm. ``build=True`` recounts on models built on the meta device
@@ -11,8 +12,8 @@ from typing import Any
 from .facts import MODEL_FACTS
 from .names import STM_ALIASES, ModelSpec, release_stem, select_unified
 
-COLUMNS = ("name", "stm", "size", "params", "gmacs_224", "aliases")
-_HEADERS = ("model", "STM", "size", "params", "GMACs@224", "aliases")
+COLUMNS = ("name", "stm", "size", "params", "gmacs_224", "published_top1", "aliases")
+_HEADERS = ("model", "STM", "size", "params", "GMACs@224", "top-1 (paper)", "aliases")
 
 
 def display_aliases(spec: ModelSpec) -> list[str]:
@@ -25,14 +26,18 @@ def display_aliases(spec: ModelSpec) -> list[str]:
 def model_table(patterns: list[str] | None = None, build: bool = False) -> list[dict[str, Any]]:
     """One row per unified model matching ``patterns`` (names, aliases, globs; all 20 for None), in registry order.
 
-    Rows: name, stm, size, params (int), gmacs_224 (float, 4 decimals), aliases (space-separated).
+    Rows: name, stm, size, params (int), gmacs_224 (float, 4 decimals), published_top1 (the paper's ImageNet-1k
+    top-1 at 224, percent), aliases (space-separated).
     From the static facts, or with ``build=True`` counted on each model built on the meta device
     (about half a second per model). UsageError for a pattern matching no unified model.
     """
     specs = select_unified(patterns)
     counts = _recount([s.name for s in specs]) if build else {s.name: MODEL_FACTS[s.name] for s in specs}
+    from ..probes.eval import published_top1  # the packaged published_numbers.csv (no torch)
+
+    top1 = published_top1()
     return [dict(name=s.name, stm=s.stm, size=s.size, params=counts[s.name][0], gmacs_224=counts[s.name][1],
-                 aliases=" ".join(display_aliases(s))) for s in specs]
+                 published_top1=top1.get(s.name), aliases=" ".join(display_aliases(s))) for s in specs]
 
 
 def _recount(names: list[str]) -> dict[str, tuple[int, float]]:

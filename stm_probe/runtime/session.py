@@ -197,8 +197,18 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     if options.checkpoint_dir is not None:  # each model without an explicit --checkpoint finds its file there
         from ..models.checkpoint_dir import checkpoints_from_dir
 
-        found, found_notes = checkpoints_from_dir(models, checkpoints, options.checkpoint_dir, options.quiet)
+        found, found_notes = checkpoints_from_dir(models, checkpoints, options.checkpoint_dir, options.quiet,
+                                                  missing_ok=options.pretrained)
         checkpoints = {**checkpoints, **found}
+    released = {}
+    if options.pretrained:  # the rest get their release file (downloaded once into the cache)
+        from ..models.release import fetch
+        from . import distributed
+
+        for name in [m for m in models if m not in checkpoints]:
+            released[name] = fetch(name, quiet=options.quiet, download=not distributed.launched())
+            checkpoints[name] = str(released[name].path)
+            found_notes += released[name].notes
     options, size_note = resolve_input_size(options, checkpoints)
     if any(resolve_name(m).is_unified for m in models) and options.input_size % 32:
         raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
@@ -226,6 +236,8 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
     record.update(device=device_description(device), seed=options.seed, input_size=options.input_size,
                   batch_size=options.batch_size, num_images_requested=options.num_images,
                   images=list(source.paths), image_list=options.image_list, options=settings_dict(options))
+    if released:
+        record.update(release_files={name: fetched.manifest_entry() for name, fetched in released.items()})
     precision, rank, world_size = _precision_and_ranks(options, device, record, notes)
     return Session(options, device, models, checkpoints, source, out_dir, record, notes=notes, precision=precision,
                    rank=rank, world_size=world_size)
