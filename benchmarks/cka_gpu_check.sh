@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of `stm-probe cka` (one short script, OUT=folder for results): CUDA equals CPU on the micro models;
 # time and peak host memory of 5 tiny models x 1,000 synthetic images at 224 px (docs/protocols.md s. 11).
+# Not run yet (written for a session with a GPU): OUT=DIR bash benchmarks/cka_gpu_check.sh
 set -u
 export PYTHONPATH=$PWD MPLBACKEND=Agg PYTHONUNBUFFERED=1
 common=(--model 'unified_*_micro' --input-size 64 --num-images 16 --kernel linear,rbf --bootstrap 200 --quiet)
