@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trained subjects on any machine: train the five micro STMs on the synthetic shapes-and-textures set
-# at 64 px, then run eval, ERF, invariance, adversarial and the bias probes on them. Full run folders go to
+# at 64 px, then run eval, ERF, invariance, adversarial, the bias probes and CKA on them. Full run folders go to
 # $WORK (runs/synthetic by default, not committed); the CSVs and figures are copied to
 # figures/synthetic/<probe>/. Rerunning resumes what is already done.
 # Usage: bash analyses/synthetic.sh   [EPOCHS=3 N=4000 IMAGES=16 WORK=runs/synthetic]  (about 11 min on 2 CPU cores)
@@ -46,4 +46,5 @@ run_probe erf
 run_probe invariance
 run_probe adversarial --attack fgsm,pgd --eps 1,2,4,8
 run_probe bias --probe patch-shuffle,patch-drop,fourier,frequency-filter,attribution
+run_probe cka --kernel linear,rbf --compare-init  # the five trained STMs against each other and their initialisation
 echo "synthetic recipe: $(( $(date +%s) - start )) s; figures and CSVs in $FIG"

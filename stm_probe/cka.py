@@ -207,7 +207,12 @@ def bootstrap_full(grams: torch.Tensor, n_boot: int, seed: int, level: float = 0
             samples[draw] = float("nan")
             continue
         idx = torch.as_tensor(idx, device=grams.device)
-        samples[draw] = cka_full(grams[:, idx][:, :, idx]).cpu()
+        resampled = grams[:, idx[:, None], idx[None, :]]  # one copy; centred in place
+        row, col = resampled.mean(-1, keepdim=True), resampled.mean(-2, keepdim=True)
+        resampled -= row
+        resampled -= col - row.mean(-2, keepdim=True)
+        flat = resampled.reshape(grams.shape[0], -1)
+        samples[draw] = _normalise(flat @ flat.T).cpu()
     return _interval(samples, cka_full(grams).cpu().numpy(), level, (0.0, 1.0))
 
 

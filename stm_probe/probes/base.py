@@ -9,7 +9,8 @@ A probe declares
 * ``measure(model, unit, batch)``: per-image values of one batch, ``{(*setting values, metric):
   array (B, ...)}``;
 * optionally ``transform``/``batches`` (the images it needs), ``summarise`` (per-image values ->
-  value and interval; default: `stats.summarise_values` by ``statistics[metric]``),
+  value and interval; default: `stats.summarise_values` by ``statistics[metric]``; or
+  ``summarise_results`` over every unit at once, for numbers that pair models),
   ``artefacts`` (array files), ``plot`` (module:function drawing from the run folder) and
   ``headline`` (summary lines).
 
@@ -171,7 +172,7 @@ class Probe:
             out[key] = (value, low, high, n, 0)
         return out
 
-    def summarise_results(self, results: list["UnitResult"], seed: int) -> list[tuple["UnitResult", dict[Key, tuple]]]:
+    def summarise_results(self, results: list[UnitResult], seed: int) -> list[tuple[UnitResult, dict[Key, tuple]]]:
         """Each unit's summaries; default: `summarise` of each unit's values alone. A probe whose numbers
         pair units (e.g. CKA between models) overrides this."""
         return [(result, self.summarise(result.values, seed)) for result in results]

@@ -180,7 +180,8 @@ class CkaProbe(Probe):
         entries = [(result, key[0]) for result in results for key in result.values if key[-1] == GRAM]
         n_boot = self.session.options.bootstrap
         device = self.session.device
-        out: list[tuple[UnitResult, dict[Key, tuple]]] = [(result, {}) for result in results]
+        summaries: list[dict[Key, tuple]] = [{} for _ in results]
+        owner = [next(k for k, r in enumerate(results) if r is result) for result, _ in entries]
         for kernel in self.config.kernel:
             boot_seed = stream_seed(seed, "bootstrap", self.name, kernel, self.estimator)
             if self.estimator == "full":
@@ -194,13 +195,12 @@ class CkaProbe(Probe):
                 value = cka.cka_minibatch(blocks).cpu().numpy()
                 low, high = cka.bootstrap_minibatch(blocks, n_boot, boot_seed)
                 n = int(sum(b.shape[-1] for b in blocks))
-            for i, (result, layer) in enumerate(entries):
-                summary = next(s for r, s in out if r is result)
+            for i, (_, layer) in enumerate(entries):
                 for j, (other, other_layer) in enumerate(entries):
                     key = (layer, other.columns["model"], other.columns["weights"], other_layer, kernel,
                            self.estimator, METRIC)
-                    summary[key] = (float(value[i, j]), float(low[i, j]), float(high[i, j]), n, 0)
-        return out
+                    summaries[owner[i]][key] = (float(value[i, j]), float(low[i, j]), float(high[i, j]), n, 0)
+        return list(zip(results, summaries))
 
     def _blocks(self, entries: list[tuple[UnitResult, str]], indices: np.ndarray, kernel: str,
                 device: Any) -> list[Any]:
