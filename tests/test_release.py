@@ -266,3 +266,18 @@ def test_weights_and_models_commands_import_no_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "top-1 (paper)" in result.stdout
+
+
+def test_timm_create_model_pretrained_uses_the_release_file(server: Server) -> None:
+    import timm
+
+    from stm_probe.models import build_unified
+
+    torch.manual_seed(9)
+    state = build_unified(MODEL).state_dict()
+    buffer = io.BytesIO()
+    torch.save({"model": state}, buffer)
+    server.serve(FILE, buffer.getvalue())
+    model = timm.create_model(MODEL, pretrained=True)
+    assert torch.equal(model.state_dict()["head.weight"], state["head.weight"])
+    assert model.stm_probe_weights["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
