@@ -281,3 +281,19 @@ def test_timm_create_model_pretrained_uses_the_release_file(server: Server) -> N
     model = timm.create_model(MODEL, pretrained=True)
     assert torch.equal(model.state_dict()["head.weight"], state["head.weight"])
     assert model.stm_probe_weights["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def test_two_processes_fetch_one_file_once(server: Server, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    body = checkpoint_bytes(10, n=200_000)
+    server.serve(FILE, body)
+    code = f"from stm_probe.models.release import fetch; print(fetch({MODEL!r}, quiet=True).downloaded)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    said = sorted(run.communicate(timeout=120)[0].strip() for run in runs)
+    assert said == ["False", "True"]  # one downloaded, the other waited and found the file
+    assert (cache() / FILE).read_bytes() == body and len(server.requests) == 1
