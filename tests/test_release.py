@@ -297,3 +297,23 @@ def test_two_processes_fetch_one_file_once(server: Server, tmp_path: Path) -> No
     said = sorted(run.communicate(timeout=120)[0].strip() for run in runs)
     assert said == ["False", "True"]  # one downloaded, the other waited and found the file
     assert (cache() / FILE).read_bytes() == body and len(server.requests) == 1
+
+
+def test_checkpoint_dir_first_then_the_release_files(server: Server, tmp_path: Path) -> None:
+    from stm_probe.options import RunOptions
+    from stm_probe.runtime.session import open_session
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    (folder / "unified_pvt_micro.pth").write_bytes(checkpoint_bytes(11))
+    server.serve(FILE, checkpoint_bytes(12))
+    options = RunOptions(model=("unified_micro_attn", "unified_micro_conv"), checkpoint_dir=str(folder),
+                         pretrained=True, quiet=True, num_images=1)
+    session = open_session("erf", options, {"api": "test"}, write_files=False)
+    assert session.checkpoints == {"unified_pvt_micro": str(folder / "unified_pvt_micro.pth"),
+                                   MODEL: str(cache() / FILE)}
+    assert list(session.record.data["release_files"]) == [MODEL]
+    assert [r[0] for r in server.requests] == [f"/release/{FILE}"]
+    with pytest.raises(UsageError, match="resnet18 is not one of the 20 unified models"):
+        open_session("erf", RunOptions(model=("resnet18",), pretrained=True, quiet=True), {"api": "test"},
+                     write_files=False)
