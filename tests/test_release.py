@@ -266,3 +266,54 @@ def test_weights_and_models_commands_import_no_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "top-1 (paper)" in result.stdout
+
+
+def test_timm_create_model_pretrained_uses_the_release_file(server: Server) -> None:
+    import timm
+
+    from stm_probe.models import build_unified
+
+    torch.manual_seed(9)
+    state = build_unified(MODEL).state_dict()
+    buffer = io.BytesIO()
+    torch.save({"model": state}, buffer)
+    server.serve(FILE, buffer.getvalue())
+    model = timm.create_model(MODEL, pretrained=True)
+    assert torch.equal(model.state_dict()["head.weight"], state["head.weight"])
+    assert model.stm_probe_weights["sha256"] == hashlib.sha256(buffer.getvalue()).hexdigest()
+
+
+def test_two_processes_fetch_one_file_once(server: Server, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    body = checkpoint_bytes(10, n=200_000)
+    server.serve(FILE, body)
+    code = f"from stm_probe.models.release import fetch; print(fetch({MODEL!r}, quiet=True).downloaded)"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    said = sorted(run.communicate(timeout=120)[0].strip() for run in runs)
+    assert said == ["False", "True"]  # one downloaded, the other waited and found the file
+    assert (cache() / FILE).read_bytes() == body and len(server.requests) == 1
+
+
+def test_checkpoint_dir_first_then_the_release_files(server: Server, tmp_path: Path) -> None:
+    from stm_probe.options import RunOptions
+    from stm_probe.runtime.session import open_session
+
+    folder = tmp_path / "ckpts"
+    folder.mkdir()
+    (folder / "unified_pvt_micro.pth").write_bytes(checkpoint_bytes(11))
+    server.serve(FILE, checkpoint_bytes(12))
+    options = RunOptions(model=("unified_micro_attn", "unified_micro_conv"), checkpoint_dir=str(folder),
+                         pretrained=True, quiet=True, num_images=1)
+    session = open_session("erf", options, {"api": "test"}, write_files=False)
+    assert session.checkpoints == {"unified_pvt_micro": str(folder / "unified_pvt_micro.pth"),
+                                   MODEL: str(cache() / FILE)}
+    assert list(session.record.data["release_files"]) == [MODEL]
+    assert [r[0] for r in server.requests] == [f"/release/{FILE}"]
+    with pytest.raises(UsageError, match="resnet18 is not one of the 20 unified models"):
+        open_session("erf", RunOptions(model=("resnet18",), pretrained=True, quiet=True), {"api": "test"},
+                     write_files=False)

@@ -8,7 +8,8 @@ default ``~/.cache/stm-probe/checkpoints``), downloading it first when it is not
 
 * a progress bar on stderr (tqdm; none when quiet), HTTP ``Range`` requests to resume a partial
   download (``<file>.part``, kept across calls) after a cut connection, and an atomic rename once
-  the file is complete;
+  the file is complete; a second process fetching the same file waits for the first (a lock file
+  beside it) and then uses its file;
 * an HTML page (an error or login page served with status 200), a file shorter than its
   ``Content-Length`` and a truncated zip archive are refused in one line;
 * every file's sha256 is remembered in ``sha256.json`` in the cache, so a later file with the
@@ -20,6 +21,7 @@ imports torch, so ``stm-probe weights`` is instant.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import json
@@ -31,7 +33,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import UsageError
 from .checkpoint_dir import candidate_names
@@ -125,7 +127,10 @@ def fetch(model: str, quiet: bool = False, download: bool = True) -> Fetched:
             raise UsageError(f"--pretrained under torchrun reads the cache only and {release_file(model)} is not in "
                              f"{cache_dir()}: run `stm-probe weights --download {model}` first")
         path = cache_dir() / release_file(model)
-        download_file(url, path, quiet=quiet, hint=manual_hint(model))
+        with _download_lock(path):  # another process fetching the same file: wait, then use its file
+            downloaded = not path.is_file()
+            if downloaded:
+                download_file(url, path, quiet=quiet, hint=manual_hint(model))
     sha, changed = remember(path, url)
     notes = [f"{model}: {path} ({'downloaded from ' + url if downloaded else 'cached'}; --pretrained, sha256 "
              f"{sha[:12]})"]
@@ -140,6 +145,29 @@ def fetch(model: str, quiet: bool = False, download: bool = True) -> Fetched:
 
 
 # --- the download ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _download_lock(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``.<file>.lock`` beside ``dest`` (released by the OS if the process dies), so
+    two processes never append to one ``.part`` file. Without fcntl (Windows) nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(dest.with_name(f".{dest.name}.lock"), "a")
+    except OSError as exc:
+        raise UsageError(f"cannot write into the cache folder {dest.parent} ({exc.strerror}): set {CACHE_ENV} to a "
+                         "writable folder") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def download_file(url: str, dest: Path, quiet: bool = False, hint: str = "") -> None:
     """Download ``url`` to ``dest`` through ``dest.part`` (resumed with Range requests after a cut
     connection, up to `TRIES` connections), check it is no HTML page and not truncated, then rename it.
