@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "run": "stm_probe.api", "create_model": "stm_probe.models", "list_specs": "stm_probe.models",
     "resolve_name": "stm_probe.models", "UNIFIED_MODELS": "stm_probe.models", "PROBES": "stm_probe.probes",
+    "corrupt": "stm_probe.corruptions",
 }
 
 
@@ -28,4 +29,4 @@ def __getattr__(name: str) -> Any:
 
 register_when_timm_loads()
 
-__all__ = ["PROBES", "UNIFIED_MODELS", "__version__", "create_model", "list_specs", "resolve_name", "run"]
+__all__ = ["PROBES", "UNIFIED_MODELS", "__version__", "corrupt", "create_model", "list_specs", "resolve_name", "run"]
