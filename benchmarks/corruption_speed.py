@@ -2,8 +2,10 @@
 
 Two measurements on the embedded sample images:
 
-1. ``--table``: milliseconds per image of each of the 19 corruptions (mean over severities 1-5,
-   one image each) at every ``--sizes`` (e.g. 64,224), in this process.
+1. ``--table``: milliseconds per image of each of the 19 corruptions (mean over severities 1-5 of
+   the best of ``--repeats`` calls on one image) at every ``--sizes`` (e.g. 64,224), in this process.
+   ``--against-corrupt-tta``: also corrupt-tta 0.1.7's (the generator before ``stm_probe.corrupt``;
+   a dependency, for its frost textures) timed alternately with ours, and the ratio ours / theirs.
 2. the share: for every corruption x severity of ``--corruptions`` (default the 15 of the
    benchmark), the time to make the corrupted batches (`stm_probe.corruptions.Corruptor`, in
    ``--workers`` processes, 0 = in this process) and the time of the model's forward on them, as
@@ -12,12 +14,14 @@ Two measurements on the embedded sample images:
    also reported. Later models reuse the cached images and spend no time corrupting.
 
     python benchmarks/corruption_speed.py --table --sizes 64,224
+    python benchmarks/corruption_speed.py --table --sizes 224 --against-corrupt-tta
     python benchmarks/corruption_speed.py --model unified_convnext_tiny --input-size 224 --num-images 16 --workers 2
 """
 from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,24 +33,39 @@ from stm_probe.models.features import Normalized
 from stm_probe.runtime.session import resolve_device
 
 
-def corruption_table(sizes: list[int]) -> None:
-    """ms per image of every corruption at each size (mean over severities 1-5)."""
+def _best_ms(call: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
+
+
+def corruption_table(sizes: list[int], repeats: int, against: bool) -> None:
+    """ms per image of every corruption at each size (mean over severities 1-5 of the best of ``repeats``);
+    with ``against``, corrupt-tta's beside it (timed alternately) and the ratio."""
     batch = next(iter(make_loader(None, batch_size=1, transform=eval_transform(max(sizes)))))
-    corrupt_image(np.zeros((8, 8, 3), np.uint8), "gaussian_noise", 1, seed_words(0, "x", 1, 0, [0])[0])  # imports
-    print("corruption".ljust(18) + "".join(f"{s} px (ms)".rjust(14) for s in sizes))
+    corrupt_image(np.zeros((16, 16, 3), np.uint8), "gaussian_noise", 1, seed_words(0, "x", 1, 0, [0])[0])  # imports
+    if against:
+        import corrupt_tta
+    print("corruption".ljust(18) + "".join(f"{s} px (ms)".rjust(14) + ("corrupt-tta".rjust(13) + "ratio".rjust(7)
+                                                                        if against else "") for s in sizes))
     for name in all_corruptions():
-        row = []
+        row = ""
         for size in sizes:
             image = torch.nn.functional.interpolate(batch.images, size=(size, size), mode="bilinear", antialias=True)
             pixels = np.rint(image[0].numpy().transpose(1, 2, 0).clip(0, 1) * 255).astype(np.uint8)
-            times = []
+            ours = theirs = 0.0
             for severity in range(1, 6):
                 words = seed_words(0, name, severity, 0, [0])[0]
-                start = time.perf_counter()
-                corrupt_image(pixels, name, severity, words)
-                times.append(time.perf_counter() - start)
-            row.append(1000 * float(np.mean(times)))
-        print(name.ljust(18) + "".join(f"{t:14.1f}" for t in row))
+                ours += _best_ms(lambda: corrupt_image(pixels, name, severity, words), repeats) / 5
+                if against:
+                    state = np.random.get_state()
+                    theirs += _best_ms(lambda: corrupt_tta.corrupt(pixels, severity, name), repeats) / 5
+                    np.random.set_state(state)
+            row += f"{ours:14.1f}" + (f"{theirs:13.1f}{ours / theirs:7.2f}" if against else "")
+        print(name.ljust(18) + row, flush=True)
 
 
 def share(args: argparse.Namespace) -> None:
@@ -89,6 +108,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--table", action="store_true", help="print ms per image of every corruption and stop")
     parser.add_argument("--sizes", default="64,224", help="image sides for --table")
+    parser.add_argument("--repeats", type=int, default=3, help="--table: best of this many calls per severity")
+    parser.add_argument("--against-corrupt-tta", action="store_true",
+                        help="--table: also time corrupt-tta's corruptions (the generator before stm_probe.corrupt)")
     parser.add_argument("--model", default="unified_convnext_micro")
     parser.add_argument("--input-size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -98,7 +120,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     if args.table:
-        corruption_table([int(s) for s in args.sizes.split(",")])
+        corruption_table([int(s) for s in args.sizes.split(",")], args.repeats, args.against_corrupt_tta)
     else:
         share(args)
 

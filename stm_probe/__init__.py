@@ -19,6 +19,7 @@ _LAZY = {
     "run": "stm_probe.api", "create_model": "stm_probe.models", "list_specs": "stm_probe.models",
     "resolve_name": "stm_probe.models", "UNIFIED_MODELS": "stm_probe.models", "PROBES": "stm_probe.probes",
     "load_run": "stm_probe.api", "list_models": "stm_probe.api", "UsageError": "stm_probe.errors",
+    "corrupt": "stm_probe.corruptions",
 }
 
 
@@ -35,5 +36,5 @@ def __dir__() -> list[str]:
 
 register_when_timm_loads()
 
-__all__ = ["PROBES", "UNIFIED_MODELS", "UsageError", "__version__", "create_model", "list_models", "list_specs",
-           "load_run", "resolve_name", "run"]
+__all__ = ["PROBES", "UNIFIED_MODELS", "UsageError", "__version__", "corrupt", "create_model", "list_models",
+           "list_specs", "load_run", "resolve_name", "run"]

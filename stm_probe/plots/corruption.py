@@ -5,6 +5,9 @@
   severity; one line per model with its 95% Wilson band.
 * ``corruption_heatmap``: models x corruptions, each cell the model's CE (AlexNet = 100; mCE in a
   last column) where the run has it, else the mean error (or flip rate) over the severities run.
+* ``corruption_examples`` (runs that corrupted on the fly), drawn only from
+  ``corruption_examples.npz``: the run's first image, clean and under each of the 19 corruptions at
+  severities 1-5 (the pixels the models saw for it), a row per corruption.
 """
 from __future__ import annotations
 
@@ -16,11 +19,14 @@ import pandas as pd
 
 from ..corruption_metrics import family_of, imagenet_c_facts
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend
+from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend, verify_file
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 
 HEATMAP_CMAP = "cividis_r"  # bright = low error: better is brighter
+#: the example images a run corrupting on the fly writes (see `stm_probe.probes.corruption`)
+EXAMPLES_FILE = "corruption_examples.npz"
+EXAMPLE_FIELDS = ("clean", "images", "corruptions", "severities", "path")
 METRIC_LABELS = {"error": "top-1 error (%)", "flip_rate": "flip rate vs clean (%)", "ce": "CE (AlexNet = 100)",
                  "mean_error": "mean error over severities (%)", "mean_flip_rate": "mean flip rate over severities (%)"}
 
@@ -50,7 +56,48 @@ def plot_corruption(out_dir: str | Path, probe: str = "corruption", *, sources: 
         for family in ("noise", "blur", "weather", "digital"):
             written += _family_figure(out_dir, per_unit, family, palette, style)
         written += _heatmap(out_dir, frame, per_unit, style)
+        if (out_dir / EXAMPLES_FILE).is_file():
+            written += plot_examples(out_dir / EXAMPLES_FILE, out_dir / "corruption_examples", style)
     return written
+
+
+def load_examples(npz: Path) -> dict[str, np.ndarray]:
+    """The arrays of ``corruption_examples.npz`` (never unpickled): ``clean`` (H, W, 3) uint8, ``images``
+    (corruptions, severities, H, W, 3) uint8, ``corruptions``, ``severities``, ``path``; UsageError naming
+    the file when it is unreadable, changed since its run, or inconsistent."""
+    verify_file(npz)
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{npz} is not a readable example file ({type(exc).__name__}): rerun the probe") from None
+    missing = [k for k in EXAMPLE_FIELDS if k not in arrays]
+    shape = arrays.get("images", np.empty(0)).shape
+    if missing or shape[:2] != (len(arrays["corruptions"]), len(arrays["severities"])) \
+            or shape[2:] != arrays["clean"].shape:
+        raise UsageError(f"{npz} lacks fields or its arrays disagree in shape: the file is damaged; rerun the probe")
+    return arrays
+
+
+def plot_examples(npz: Path, stem: Path, style: FigureStyle | None = None) -> list[Path]:
+    """A row per corruption: the clean image, then severities 1-5 (pixels shown as they are)."""
+    style = style or FigureStyle()
+    d = load_examples(npz)
+    rows, cols = len(d["corruptions"]), len(d["severities"]) + 1
+    width = style.width(2) if style.paper else 1.25 * cols
+    fig, axes = style.subplots(rows, cols, aspect=1.0, width=width)
+    for r, name in enumerate(d["corruptions"]):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(d["clean"] if c == 0 else d["images"][r, c - 1], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+            if r == 0:
+                ax.set_title("clean" if c == 0 else f"severity {int(d['severities'][c - 1])}", fontsize="small")
+        axes[r, 0].set_ylabel(str(name).replace("_", " "), fontsize="small")
+    fig.suptitle(f"ImageNet-C corruptions of {Path(str(d['path'])).name} ({d['clean'].shape[1]} px)")
+    return save_figure(fig, stem)
 
 
 def _curve_metric(rows: pd.DataFrame) -> str:

@@ -190,11 +190,9 @@ class CorruptionProbe(Probe):
                          "in pixels of 224 px images (errors and flip rates only)")
             return
         if not self.on_disk:
-            from importlib.metadata import version
-
-            notes.append(f"corruptions made on the fly with corrupt-tta {version('corrupt-tta')}, not the released "
-                         "ImageNet-C files (other random draws, OpenCV motion blur, no JPEG storage): CE and mCE "
-                         "approximate the benchmark's")
+            notes.append("corruptions made on the fly by the benchmark's definitions (stm_probe.corrupt): other random "
+                         "draws than the released ImageNet-C files, which were also JPEG-stored (quality 85) after "
+                         "corrupting; use the released files for CE/mCE to compare with papers")
         extras = [c for c in self.names if alexnet_error(c) is None]
         if extras:
             notes.append(f"no CE for {', '.join(extras)}: no AlexNet normaliser (extra corruptions): error only")
@@ -434,18 +432,44 @@ class CorruptionProbe(Probe):
     def constants(self) -> dict[str, Any]:
         if self.on_disk:
             return {"corruption_source": "imagenet-c files"}
-        from importlib.metadata import version
+        from ..corruptions import GENERATOR
 
-        return {"corruption_source": f"corrupt-tta {version('corrupt-tta')}"}
+        return {"corruption_source": GENERATOR}
 
     def artefacts(self, out_dir: Any, results: list[Any]) -> list[Any]:
-        """Nothing to write; the run is over: stop the corrupting processes and drop their cache."""
+        """On the fly: ``corruption_examples.npz`` (the first image x 19 corruptions x 5 severities, the
+        pixels the models saw for it, or would have for corruptions not run). Then the run is over: stop
+        the corrupting processes and drop their cache."""
         if self.corruptor is not None:
             self.corruptor.close()
         if self._reader_pool is not None:
             self._reader_pool.shutdown(wait=True)
             self._reader_pool = None
-        return []
+        return [] if self.on_disk or not len(self.session.source) else [self._write_examples(out_dir)]
+
+    def _write_examples(self, out_dir: Any) -> Any:
+        from pathlib import Path
+
+        from ..corruptions import all_corruptions, corrupt_image, seed_words, to_uint8
+        from ..data import ImageDataset, eval_transform
+        from ..plots.corruption import EXAMPLES_FILE
+        from ..runs import atomic_path
+
+        opts = self.session.options
+        dataset = ImageDataset(self.session.source, eval_transform(opts.input_size))
+        item = next((it for it in map(dataset.__getitem__, range(len(dataset))) if not hasattr(it, "reason")), None)
+        if item is None:
+            raise UsageError("no image of --data could be read for the corruption examples")
+        index = int(item[2])
+        clean = to_uint8(item[0][None])[0]
+        names = all_corruptions()
+        images = np.stack([[corrupt_image(clean, name, severity, seed_words(opts.seed, name, severity, 0, [index])[0])
+                            for severity in SEVERITIES] for name in names])
+        path = Path(out_dir) / EXAMPLES_FILE
+        with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, clean=clean, images=images, corruptions=np.array(names),
+                                severities=np.array(SEVERITIES), path=np.array(self.session.source.paths[index]))
+        return path
 
     def headline(self, frame: Any) -> list[str]:
         lines = []
