@@ -1,16 +1,16 @@
 """stm-probe: analyses of the spatial token mixers of modern vision backbones.
 
 ``import stm_probe`` is light (no torch): the command line starts fast. The names below load on
-first use. The 20 unified backbones are registered in timm's model registry as soon as both
-stm_probe and timm are imported (in either order), so ``timm.create_model("unified_swin_tiny")``
-works after ``import stm_probe, timm``.
+first use. The 20 unified backbones enter timm's model registry when `stm_probe.models.registry`
+is imported: by the first `create_model` or `run`, by ``import stm_probe.models.registry``, and by
+``import stm_probe`` itself when timm is already imported; so ``timm.create_model("unified_swin_tiny")``
+works after ``import timm, stm_probe``. No import hook is installed.
 """
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
-
-from ._timm_hook import register_when_timm_loads
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'stm_probe' has no attribute {name!r}")
 
 
-register_when_timm_loads()
+if "timm" in sys.modules:  # torch and timm are loaded already: registering costs little
+    importlib.import_module("stm_probe.models.registry")
 
 __all__ = ["PROBES", "UNIFIED_MODELS", "__version__", "create_model", "list_specs", "resolve_name", "run"]

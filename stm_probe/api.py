@@ -32,7 +32,18 @@ def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = No
 
 
 def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:
-    """Split ``values`` into shared and probe settings, open the session and run the probe."""
+    """Run probe ``probe_name`` with ``values`` (`prepare`); the caller's TF32 / denormal flags come back afterwards."""
+    from .probes import run_probe
+    from .runtime.precision import numeric_flags
+
+    probe, session = prepare(probe_name, values, call, write_files)
+    with numeric_flags(session.precision):
+        return run_probe(probe, session)
+
+
+def prepare(probe_name: str, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> tuple[Any, Any]:
+    """Split ``values`` into shared and probe settings, check them and open the session: (probe, session),
+    ready for `run_probe`. `compare` resolves a run's identity through here too."""
     from .probes import get_probe
 
     cls = get_probe(probe_name)
@@ -46,11 +57,10 @@ def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write
     if options.data is None and cls.default_data(config) is not None:
         options = dataclasses.replace(options, data=cls.default_data(config))
     light_checks(options)
-    from .probes import run_probe  # torch and timm load from here on
-    from .runtime.session import open_session
+    from .runtime.session import open_session  # torch and timm load from here on
 
     session = open_session(probe_name, options, call, write_files=write_files)
-    return run_probe(cls(config, session), session)
+    return cls(config, session), session
 
 
 def light_checks(options: RunOptions) -> None:
