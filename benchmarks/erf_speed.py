@@ -23,7 +23,7 @@ import time
 import torch
 
 from stm_probe.runtime.session import resolve_device
-from stm_probe.erf import compute_erf, contribution_maps, flush_denormals_for_process
+from stm_probe.erf import MapMaker, contribution_maps, flush_denormals
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized, frozen_parameters, stage_outputs
 
@@ -48,6 +48,13 @@ def reference_loop(net: Normalized, images: torch.Tensor, stages: list[int]) -> 
             torch.autograd.grad(feat[0, :, h // 2, w // 2].relu().sum(), x)
 
 
+def _maps(net: Normalized, batches: list, stages: list[int], device: torch.device, batch_size: int) -> None:
+    """The probe's maps of every batch (`MapMaker`, sub-batched to fit in memory)."""
+    maker = MapMaker(net, stages, device, batch_size)
+    for pixels in batches:
+        maker(pixels)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="unified_convnext_micro")
@@ -57,7 +64,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--memory-only", action="store_true", help="only run the batched ERF and report peak memory")
     args = parser.parse_args()
-    flush_denormals_for_process()  # as `stm-probe erf` does; applies to every timing below
+    flush_denormals()  # as `stm-probe erf` does; applies to every timing below
     device = resolve_device(args.device)
     net = Normalized(create_model(args.model)).to(device).eval()
     images = torch.rand(args.images, 3, args.input_size, args.input_size, device=device)
@@ -65,7 +72,7 @@ def main() -> None:
     all_stages, last = [0, 1, 2, 3], [3]
     contribution_maps(net, images[:1], all_stages)  # warm-up
 
-    batched = args.images / _timed(lambda: compute_erf(net, batches, all_stages, device, args.batch_size), device)
+    batched = args.images / _timed(lambda: _maps(net, batches, all_stages, device, args.batch_size), device)
     peak = (torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     print(f"{args.model} on {device}, input {args.input_size}, batch {args.batch_size}, {args.images} images")
@@ -75,7 +82,7 @@ def main() -> None:
     loop = args.images / _timed(lambda: reference_loop(net, images, all_stages), device)
     with frozen_parameters(net):
         loop_same = args.images / _timed(lambda: reference_loop(net, images, all_stages), device)
-    last_stage = args.images / _timed(lambda: compute_erf(net, batches, last, device, args.batch_size), device)
+    last_stage = args.images / _timed(lambda: _maps(net, batches, last, device, args.batch_size), device)
 
     def forward_input_grad() -> None:
         for batch in batches:

@@ -2,16 +2,18 @@
 
 ``import stm_probe`` is light (no torch): the command line starts fast. The names in ``__all__`` load on
 first use: ``run`` (a probe over models -> DataFrame), ``load_run`` (a finished run folder -> the same
-DataFrame), ``create_model`` (``pretrained=True`` for the released weights), ``list_models``, ``PROBES``. The 20 unified backbones are registered in timm's model registry as soon as both
-stm_probe and timm are imported (in either order), so ``timm.create_model("unified_swin_tiny")``
-works after ``import stm_probe, timm``.
+DataFrame), ``create_model`` (``pretrained=True`` for the released weights), ``list_models``, ``corrupt``
+(an ImageNet-C corruption of one image), ``PROBES``. The 20 unified backbones enter timm's model registry
+when `stm_probe.models.registry` is imported: by the first `create_model` or `run`, by
+``import stm_probe.models.registry``, and by ``import stm_probe`` itself when timm is already imported;
+so ``timm.create_model("unified_swin_tiny")`` works after ``import timm, stm_probe``. No import hook is
+installed.
 """
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
-
-from ._timm_hook import register_when_timm_loads
 
 __version__ = "0.1.0"
 
@@ -34,7 +36,8 @@ def __dir__() -> list[str]:
     return sorted({*__all__, *(name for name in globals() if name.startswith("__"))})
 
 
-register_when_timm_loads()
+if "timm" in sys.modules:  # torch and timm are loaded already: registering costs little
+    importlib.import_module("stm_probe.models.registry")
 
 __all__ = ["PROBES", "UNIFIED_MODELS", "UsageError", "__version__", "corrupt", "create_model", "list_models",
            "list_specs", "load_run", "resolve_name", "run"]

@@ -1,4 +1,4 @@
-"""Adversarial robustness with torchattacks (PROTOCOLS.md section 6): a pure computation library.
+"""Adversarial robustness with torchattacks (docs/protocols.md §6): a pure computation library.
 
 Attacks see pixels in [0, 1]; mean/std live inside the model wrapper (`Normalized`), which is
 torchattacks' convention, so no ``set_normalization_used`` is needed. Epsilon and step size are
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -47,7 +47,7 @@ METRIC_STATISTICS: dict[str, Statistic] = {
     "pert_norm_mean": "mean", "pert_norm_max": "max", "loss_increase": "mean"}
 METRICS = tuple(METRIC_STATISTICS)
 DEFAULT_EPS = {LINF: ("1", "2", "4", "8"), L2: ("0.25", "0.5", "1", "2")}
-DEFAULT_STEPS = 10  # PGD-style attacks (PROTOCOLS.md s. 6)
+DEFAULT_STEPS = 10  # PGD-style attacks (docs/protocols.md §6)
 AUTOATTACK_STEPS = 100  # APGD / APGD-T / FAB iterations of the original AutoAttack
 AUTOATTACK_TARGET_CLASSES = 9  # original AutoAttack: APGD-T and FAB-T attack the top-9 other classes
 PERT_ATOL, PERT_RTOL = 1e-6, 1e-5  # tolerance of the eps-ball check (pixels in [0, 1])
@@ -571,20 +571,6 @@ def image_outcomes(clean_logits: torch.Tensor, adv_logits: torch.Tensor, labels:
            "eligible": clean_pred == targets, "fooled": adv_pred != targets, "flipped": adv_pred != clean_pred,
            "pert_norm": norms, "loss_increase": loss}
     return {k: v.detach().cpu().numpy() for k, v in out.items()}
-
-
-@dataclass
-class Outcomes:
-    """Per-image outcomes of one model x attack setting, accumulated over batches."""
-
-    parts: list[dict[str, np.ndarray]] = field(default_factory=list)
-
-    def add(self, outcome: dict[str, np.ndarray]) -> None:
-        self.parts.append(outcome)
-
-    def stacked(self) -> dict[str, np.ndarray]:
-        keys = self.parts[0].keys() if self.parts else ()
-        return {k: np.concatenate([p[k] for p in self.parts]) for k in keys}
 
 
 def per_image_metrics(outcomes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -46,8 +46,27 @@ def run(probe: str | type, /, models: str | Sequence[str], data: str | Path | No
 
 
 def execute(probe_name: str | type, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:
-    """Split ``values`` into shared and probe settings, open the session and run the probe (a registered
-    probe's name, or a `Probe` subclass)."""
+    """Run the probe (a registered probe's name, or a `Probe` subclass) with ``values`` (`prepare`); the
+    DataFrame carries the run's notes, manifest and folder in ``attrs``, and the caller's TF32 / denormal
+    flags come back afterwards."""
+    from .probes import run_probe
+    from .probes.base import _random_init_note
+    from .runtime.precision import numeric_flags
+
+    probe, session = prepare(probe_name, values, call, write_files)
+    with numeric_flags(session.precision):
+        frame = run_probe(probe, session)
+    notes = session.record.data.get("notes")
+    frame.attrs.update(notes=list(session.notes + _random_init_note(frame) if notes is None else notes),
+                       manifest=session.record.data, folder=session.out_dir)
+    return frame
+
+
+def prepare(probe_name: str | type, values: dict[str, Any], call: dict[str, Any],
+            write_files: bool = True) -> tuple[Any, Any]:
+    """Split ``values`` into shared and probe settings, check them and open the session: (probe, session),
+    ready for `run_probe`. ``probe_name`` is a registered probe's name or a `Probe` subclass. `compare`
+    resolves a run's identity through here too."""
     from .probes import Probe, get_probe
 
     if isinstance(probe_name, str):
@@ -67,17 +86,10 @@ def execute(probe_name: str | type, values: dict[str, Any], call: dict[str, Any]
     if options.data is None and cls.default_data(config) is not None:
         options = dataclasses.replace(options, data=cls.default_data(config))
     light_checks(options)
-    from .probes import run_probe  # torch and timm load from here on
-    from .runtime.session import open_session
+    from .runtime.session import open_session  # torch and timm load from here on
 
     session = open_session(probe_name, options, call, write_files=write_files)
-    frame = run_probe(cls(config, session), session)
-    from .probes.base import _random_init_note
-
-    notes = session.record.data.get("notes")
-    frame.attrs.update(notes=list(session.notes + _random_init_note(frame) if notes is None else notes),
-                       manifest=session.record.data, folder=session.out_dir)
-    return frame
+    return cls(config, session), session
 
 
 def load_run(folder: str | Path) -> Any:

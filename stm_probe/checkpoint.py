@@ -32,7 +32,7 @@ from .errors import UsageError
 
 # keys looked for, in order, when the user names none
 DEFAULT_KEYS = ("model", "state_dict", "model_ema")
-# buffers the model computes from sizes; values in a checkpoint are ignored (PROTOCOLS.md s. 8)
+# buffers the model computes from sizes; values in a checkpoint are ignored (docs/protocols.md §2)
 COMPUTED_BUFFERS = ("relative_position_index", "attn_mask")
 _PREFIXES = ("module.", "_orig_mod.")
 

@@ -202,7 +202,6 @@ def cmd_weights(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     """Redraw the figures of a run folder (or draw several folders of one probe together) from their data files."""
     import importlib
-    import inspect
 
     from .plots import check_runs
     from .plots.style import resolve_style
@@ -235,14 +234,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if probe.plot:
         module_name, func = probe.plot.split(":")
         out.mkdir(parents=True, exist_ok=True)
-        function = getattr(importlib.import_module(module_name), func)
-        if "sources" in inspect.signature(function).parameters:
-            paths = function(out, args.probe, sources=dirs, style=style)
-        elif len(dirs) > 1 or out != dirs[0] or args.style or args.cmap:
-            raise UsageError(f"the {args.probe} figures redraw one run folder in place: give one folder, without "
-                             "--out, --style or --cmap")
-        else:
-            paths = function(out, args.probe)
+        function = getattr(importlib.import_module(module_name), func)  # every plot takes sources and style
+        paths = function(out, args.probe, sources=dirs, style=style)
     print(f"{'redrew' if len(dirs) == 1 and out == dirs[0] else 'drew'} {len(paths)} file(s) in {out}")
     return 0
 

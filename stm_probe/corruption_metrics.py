@@ -8,7 +8,8 @@ Definitions, with E_{s,c} a model's top-1 error (fraction) at severity s of corr
 
 * CE_c = sum_s E_{s,c} / sum_s E^AlexNet_{s,c} = mean_s E_{s,c} / (AlexNet's average for c)
 * relative CE_c = sum_s (E_{s,c} - E_clean) / sum_s (E^AlexNet_{s,c} - E^AlexNet_clean)
-* mCE and relative mCE: the means of CE_c and relative CE_c over the 15 benchmark corruptions.
+* mCE and relative mCE: the means of CE_c and relative CE_c over the 15 benchmark corruptions
+  (`mean_corruption_error`, the one the corruption probe uses).
 
 All four are reported in percent (AlexNet = 100). They are defined on all five severities:
 the functions refuse (ValueError) a table that lacks one, or a corruption without a normaliser.
@@ -92,20 +93,10 @@ def relative_corruption_error(errors: Mapping[int, float] | Sequence[float], cle
     return 100.0 * gap / (_normaliser(corruption) - alexnet_clean_error())
 
 
-def _complete(table: Mapping[str, Any]) -> None:
-    missing = [c for c in benchmark_corruptions() if c not in table]
+def mean_corruption_error(ce: Mapping[str, float]) -> float:
+    """mCE in percent from CE_c (`corruption_error`) by corruption, or relative mCE from relative CE_c:
+    their mean over the 15 benchmark corruptions (other entries are ignored); ValueError when one is missing."""
+    missing = [c for c in benchmark_corruptions() if c not in ce]
     if missing:
         raise ValueError(f"mCE needs the 15 benchmark corruptions, {missing[0]} is missing")
-
-
-def mean_corruption_error(table: Mapping[str, Mapping[int, float] | Sequence[float]]) -> float:
-    """mCE in percent: the mean CE over the 15 benchmark corruptions (other entries are ignored)."""
-    _complete(table)
-    return float(np.mean([corruption_error(table[c], c) for c in benchmark_corruptions()]))
-
-
-def relative_mean_corruption_error(table: Mapping[str, Mapping[int, float] | Sequence[float]],
-                                   clean_error: float) -> float:
-    """Relative mCE in percent (see the module docstring)."""
-    _complete(table)
-    return float(np.mean([relative_corruption_error(table[c], clean_error, c) for c in benchmark_corruptions()]))
+    return float(np.mean([ce[c] for c in benchmark_corruptions()]))

@@ -1,4 +1,4 @@
-"""Effective receptive fields (PROTOCOLS.md section 4, after RepLKNet).
+"""Effective receptive fields (docs/protocols.md §4, after RepLKNet).
 
 For each stage output (after its norm): the centre vector (H//2, W//2) -> ReLU -> channel sum
 gives one scalar per image; its gradient w.r.t. the (normalised) input image -> ReLU -> RGB sum
@@ -11,8 +11,8 @@ the total.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -80,42 +80,16 @@ def safe_sub_batch(per_image: int, batch_size: int, device: torch.device, fracti
     return int(max(1, min(batch_size, budget // max(1, 3 * per_image))))
 
 
-@dataclass
-class ErfAccumulator:
-    """Running per-image maps of one model: keeps (N, H, W) float32 maps per stage for the
-    bootstrap, and counts skipped (NaN) images."""
-
-    stages: Sequence[int]
-    maps: dict[int, list[np.ndarray]] = field(default_factory=dict)
-    skipped: dict[int, int] = field(default_factory=dict)
-
-    def add(self, batch_maps: dict[int, torch.Tensor]) -> None:
-        for stage, maps in batch_maps.items():
-            arr = maps.detach().to("cpu", torch.float32).numpy()
-            finite = np.isfinite(arr).all(axis=(1, 2))
-            self.skipped[stage] = self.skipped.get(stage, 0) + int((~finite).sum())
-            self.maps.setdefault(stage, []).append(arr[finite])
-
-    def stacked(self, stage: int) -> np.ndarray:
-        """All kept maps of ``stage``, (N, H, W) float32."""
-        parts = self.maps.get(stage, [])
-        return np.concatenate(parts) if parts else np.zeros((0, 0, 0), np.float32)
-
-    def mean_map(self, stage: int) -> np.ndarray:
-        """Mean contribution map (H, W) float64 over the kept images (sum in float64)."""
-        maps = self.stacked(stage)
-        return maps.astype(np.float64).mean(axis=0)
-
-
-def flush_denormals_for_process() -> bool:
-    """Flush subnormal floats to zero on the CPU for the rest of the process (call it first).
+def flush_denormals() -> bool:
+    """Flush subnormal floats to zero on the CPU, on the calling thread (the run's
+    `stm_probe.runtime.precision.numeric_flags` restores the caller's mode afterwards).
 
     Gradients of a centre pixel decay towards the edge of its receptive field (layer scale 1e-6
     on every residual branch, -100 attention masks) into subnormal floats, which x86 CPUs process
     many times slower; flushing changes a contribution map by less than 1.2e-38 per pixel and
-    speeds the backward up to 2x. The setting is per thread and worker threads inherit it when
-    they are created, so it must run before torch's first parallel operation (the `erf` command
-    does). Returns False where the CPU does not support it.
+    speeds the backward up to 2x. The setting is per thread (with torch 2.14's OpenMP pool, only
+    the calling thread's share of a parallel operation is flushed, whether the pool started before
+    or after). Returns False where the CPU does not support it.
     """
     return torch.set_flush_denormal(True)
 
@@ -155,20 +129,6 @@ class MapMaker:
                 parts[stage].append(m.detach().to("cpu", torch.float32).numpy())
             start += chunk.shape[0]
         return {s: np.concatenate(p) for s, p in parts.items()}
-
-
-def compute_erf(net: Normalized, batches: Iterable[torch.Tensor], stages: Sequence[int], device: torch.device,
-                batch_size: int, progress=None) -> ErfAccumulator:
-    """Contribution maps of every image in ``batches`` ((B, 3, H, W) pixels in [0, 1]), gathered
-    in an `ErfAccumulator` (NaN maps skipped and counted). Parameters are frozen meanwhile."""
-    acc = ErfAccumulator(stages)
-    maker = MapMaker(net, stages, device, batch_size)
-    for pixels in batches:
-        maps = maker(pixels)
-        acc.add({s: torch.from_numpy(m) for s, m in maps.items()})
-        if progress is not None:
-            progress.update(pixels.shape[0])
-    return acc
 
 
 # --- normalisation and area ratios -------------------------------------------------------------

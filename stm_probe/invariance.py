@@ -1,4 +1,4 @@
-"""Invariance of predictions to translation, rotation and scale (PROTOCOLS.md section 5), plus
+"""Invariance of predictions to translation, rotation and scale (docs/protocols.md §5), plus
 shift consistency, circular-shift consistency and per-stage shift equivariance.
 
 A pure computation library: plan (`SweepPlan`), seeded draws, views (`Views`) and per-image

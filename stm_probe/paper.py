@@ -101,14 +101,11 @@ def write_teaser(out: Path) -> list[Path]:
 
 def draw_teaser(csv_path: Path) -> list[Path]:
     """The teaser figure from ``teaser.csv`` alone."""
-    import matplotlib.pyplot as plt
+    from .report import new_figure, read_table, save_figure
 
-    from .report import read_table, save_figure, use_headless_backend
-
-    use_headless_backend()
     frame = read_table(csv_path, ("stm", "size", "model", "imagenet1k_top1", "params_m", "gmacs_224"),
                        "stm-probe paper teaser")
-    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    fig, ax = new_figure(figsize=(7, 4), layout="constrained", squeeze=True)
     colours = _stm_colours(list(dict.fromkeys(frame["stm"])))
     for stm, rows in frame.groupby("stm", sort=False):
         rows = rows.sort_values("params_m")
@@ -137,22 +134,23 @@ def measure_speed(models: Sequence[str], device: str = "auto", batch_size: int =
     import torch
 
     from .models import create_model, expand_model_patterns
-    from .runtime.session import resolve_device, seed_everything
+    from .runtime.precision import Precision, numeric_flags
+    from .runtime.seeds import seeded
+    from .runtime.session import resolve_device
     from .speed import measure_throughput
-
-    from .runtime.precision import Precision, set_matmul_precision
 
     rows = []
     target = resolve_device(device)
-    set_matmul_precision(Precision())  # strict fp32: CUDA convolutions would otherwise run in TF32
     for name in expand_model_patterns(list(models)):
-        seed_everything(0)
-        net = create_model(name, input_size=input_size).to(target)
+        with seeded(0, target):
+            net = create_model(name, input_size=input_size).to(target)
         row = {"model": name, "device": str(target), "batch_size": batch_size, "input_size": input_size,
                "warmup": warmup, "iterations": iterations}
         for backward in (False, True):
             key = "forward_backward_img_s" if backward else "forward_img_s"
-            row[key] = round(measure_throughput(net, batch_size, input_size, target, warmup, iterations, backward), 2)
+            with numeric_flags(Precision()):  # strict fp32: CUDA convolutions would otherwise run in TF32
+                speed = measure_throughput(net, batch_size, input_size, target, warmup, iterations, backward)
+            row[key] = round(speed, 2)
             if not quiet:
                 print(f"{name}: {key.replace('_img_s', '')} {row[key]:.1f} img/s")
         rows.append(row)

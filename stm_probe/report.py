@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import pandas as pd
 
@@ -162,15 +162,30 @@ def load_array(path: str | Path, ndim: int | None = None) -> "np.ndarray":
     return array
 
 
+def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, squeeze: bool = False,
+               **kwargs: Any) -> tuple[Any, Any]:
+    """A figure and its axes (``squeeze=False``: an (nrows, ncols) array) drawn with matplotlib's
+    object API: no pyplot state and no backend chosen or switched, so a notebook's backend is left
+    as it was and no figure is shown. ``layout`` and the subplot keywords (``sharey``, ...) as
+    ``plt.subplots``; rcParams (constrained layout, dpi) apply as there."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout=kwargs.pop("layout", None))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, squeeze=squeeze, **kwargs)
+
+
 def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int | None = None) -> list[Path]:
-    """Save a matplotlib figure as ``stem.png`` and ``stem.pdf`` (atomically) and close it.
+    """Save a matplotlib figure as ``stem.png`` and ``stem.pdf`` (atomically); a pyplot figure is closed.
 
     Fonts are embedded as TrueType (Type 42) in PDF/PS. A figure laid out by constrained layout
     (every figure of `stm_probe.plots`) keeps its exact size (paper widths); any other is cropped
     to its contents. ``dpi``: the style's (rcParams savefig.dpi) unless given.
     """
+    import sys
+
     import matplotlib
-    import matplotlib.pyplot as plt
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     exact = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
@@ -182,7 +197,8 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), 
                 fig.savefig(tmp, format=fmt, dpi=dpi or _style_dpi(),
                             bbox_inches=None if exact else "tight", metadata=_fixed_metadata(fmt))
             paths.append(path)
-    plt.close(fig)
+    if getattr(fig.canvas, "manager", None) is not None and "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close(fig)  # a caller's pyplot figure (ours are never in pyplot)
     return paths
 
 
@@ -288,10 +304,3 @@ def overlap_note(curves: Sequence[tuple[str, "np.ndarray", "np.ndarray"]], toler
         return ""
     parts = [" = ".join(short_name(curves[i][0]) for i in g) if len(g) <= 3 else f"{len(g)} curves" for g in same]
     return "curves overlap: " + "; ".join(parts)
-
-
-def use_headless_backend() -> None:
-    """Select matplotlib's Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)

@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import sys
-import tempfile
 import time
 from datetime import datetime
 from importlib import metadata
@@ -19,14 +18,6 @@ if TYPE_CHECKING:
 TEMP_PATTERN = ".*.tmp*"  # glob of the temporary files atomic_path creates
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _current_umask()
-
 TRACKED_PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "captum", "torchattacks", "safetensors")
 
 
@@ -35,21 +26,32 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` only if the block succeeds.
 
     Readers never see a half-written file: on error the temporary file is removed. The file gets
-    the permissions a plain ``open`` would give (0666 less the umask), not mkstemp's 0600.
+    the permissions a plain ``open`` would give (0666 less the process's umask at the time of
+    writing, applied by the operating system), not mkstemp's 0600.
     Temporary names start with ``.`` and contain ``.tmp`` (`TEMP_PATTERN`), so a later run into the
     folder can remove those a killed run left behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = _new_temp_file(path)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _new_temp_file(path: Path) -> Path:
+    """Create an empty, unused ``.<name>.<random>.tmp<suffix>`` beside ``path``, mode 0666 less the umask."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.urandom(4).hex()}.tmp{path.suffix}"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {path}")
 
 
 def write_text(path: str | Path, text: str) -> None:

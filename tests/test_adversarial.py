@@ -23,7 +23,6 @@ from stm_probe.adversarial import (
     LINF,
     METRIC_STATISTICS,
     METRICS,
-    Outcomes,
     PerImageRandom,
     check_perturbation,
     image_outcomes,
@@ -99,9 +98,8 @@ def _robust_acc(net: nn.Module, name: str, eps: float, images: torch.Tensor, lab
         clean = net(images)
     targets = targets_for(labels, clean)
     adv, adv_logits = run_attack(net, spec, images, targets, range(len(images)), num_classes=2)
-    acc = Outcomes()
-    acc.add(image_outcomes(clean, adv_logits, labels, targets, check_perturbation(images, adv, spec)))
-    values = {m.metric: m.value for m in summarise(acc.stacked(), n_boot=0, seed=0)}
+    outcomes = image_outcomes(clean, adv_logits, labels, targets, check_perturbation(images, adv, spec))
+    values = {m.metric: m.value for m in summarise(outcomes, n_boot=0, seed=0)}
     assert values["clean_acc"] == 100.0
     return values["robust_acc"]
 

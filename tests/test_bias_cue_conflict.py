@@ -190,7 +190,7 @@ def test_end_to_end_on_the_shipped_sample_and_the_figure_redraws(tmp_path) -> No
     from stm_probe.data import eval_transform
     from stm_probe.models import create_model
     from stm_probe.models.features import Normalized
-    from stm_probe.runtime.session import seed_everything
+    from stm_probe.runtime.seeds import seeded
     from PIL import Image
 
     out = tmp_path / "run"
@@ -200,8 +200,8 @@ def test_end_to_end_on_the_shipped_sample_and_the_figure_redraws(tmp_path) -> No
     assert set(frame["probe"]) == {"cue-conflict"} and len(per_image) == 16
 
     # a second implementation of the decisions: the same random-init model, softmax, plain means per category
-    seed_everything(0)
-    net = Normalized(create_model("unified_swin_micro", input_size=64)).eval()
+    with seeded(0):
+        net = Normalized(create_model("unified_swin_micro", input_size=64)).eval()
     paths = list(dict.fromkeys(per_image["path"]))
     view = eval_transform(64, "center")
     with torch.no_grad():

@@ -56,7 +56,7 @@ def naive_core(value: torch.Tensor, locations: torch.Tensor, weights: torch.Tens
 
 def naive_from_offsets(value: torch.Tensor, offsets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """DCNv3 in pixel units: query (i, j), point k samples the 1-padded map at
-    (x, y) = (j + 1 + k // 3 - 1 + off_x, i + 1 + k % 3 - 1 + off_y)  (PROTOCOLS.md section 8)."""
+    (x, y) = (j + 1 + k // 3 - 1 + off_x, i + 1 + k % 3 - 1 + off_y)  (docs/protocols.md §1)."""
     batch, height, width, channels = value.shape
     groups = offsets.shape[2]
     dim = channels // groups

@@ -12,14 +12,21 @@ from torch import nn
 
 from stm_probe.cli import main
 from stm_probe.erf import (
+    MapMaker,
     area_ratio,
     area_ratios,
     bootstrap_area_ci,
-    compute_erf,
     contribution_maps,
     log_normalize,
 )
 from stm_probe.models.features import Normalized
+
+
+def maps_of(net: Normalized, batches: list[torch.Tensor], stages: list[int], batch_size: int) -> dict[int, np.ndarray]:
+    """{stage: (N, H, W) float32} of every image in ``batches``, from the probe's own `MapMaker`."""
+    maker = MapMaker(net, stages, torch.device("cpu"), batch_size)
+    parts = [maker(batch) for batch in batches]
+    return {s: np.concatenate([p[s] for p in parts]) for s in stages}
 
 
 class ConvStack(nn.Module):
@@ -73,7 +80,7 @@ def test_batched_equals_one_image_at_a_time() -> None:
     model = create_model("unified_convnext_micro").eval()
     net = Normalized(model)
     images = torch.rand(4, 3, 64, 64)
-    batched = compute_erf(net, [images[:3], images[3:]], [0, 1, 3], torch.device("cpu"), batch_size=8)
+    batched = maps_of(net, [images[:3], images[3:]], [0, 1, 3], batch_size=8)
     for stage in (0, 1, 3):
         reference = []
         for img in images:
@@ -83,7 +90,7 @@ def test_batched_equals_one_image_at_a_time() -> None:
             feat[0, :, h // 2, w // 2].relu().sum().backward()
             reference.append(x.grad[0].relu().sum(0).numpy())
         reference = np.stack(reference)
-        np.testing.assert_allclose(batched.stacked(stage), reference, rtol=1e-3, atol=1e-4 * reference.max())
+        np.testing.assert_allclose(batched[stage], reference, rtol=1e-3, atol=1e-4 * reference.max())
 
 
 def test_sub_batching_does_not_change_the_result() -> None:
@@ -91,10 +98,9 @@ def test_sub_batching_does_not_change_the_result() -> None:
 
     net = Normalized(create_model("unified_swin_micro")).eval()
     images = torch.rand(4, 3, 64, 64)
-    whole = compute_erf(net, [images], [1], torch.device("cpu"), batch_size=4)
-    single = compute_erf(net, [images], [1], torch.device("cpu"), batch_size=1)
-    reference = single.stacked(1)
-    np.testing.assert_allclose(whole.stacked(1), reference, rtol=1e-3, atol=1e-4 * reference.max())
+    whole = maps_of(net, [images], [1], batch_size=4)
+    reference = maps_of(net, [images], [1], batch_size=1)[1]
+    np.testing.assert_allclose(whole[1], reference, rtol=1e-3, atol=1e-4 * reference.max())
 
 
 class SquareNet(ConvStack):
@@ -104,14 +110,14 @@ class SquareNet(ConvStack):
         return [self.convs(x * x)]
 
 
-def test_nan_images_are_skipped_and_counted() -> None:
+def test_a_nan_image_gives_a_nan_map_and_leaves_the_others() -> None:
+    """The maps keep a NaN image's NaN map (the probe skips and counts it) and the others are exact."""
     net = Normalized(SquareNet(1, positive=True)).eval()
     images = torch.rand(3, 3, 9, 9) + 0.1
     images[1, 0, 4, 4] = float("nan")
-    acc = compute_erf(net, [images], [0], torch.device("cpu"), batch_size=3)
-    assert acc.skipped[0] == 1
-    kept = acc.stacked(0)
-    assert kept.shape == (2, 9, 9) and np.isfinite(kept).all()
+    maps = maps_of(net, [images], [0], batch_size=3)[0]
+    assert np.isfinite(maps).all(axis=(1, 2)).tolist() == [True, False, True]
+    kept = maps[[0, 2]]
     # kept: images 0 and 2; d/dx of 3 output channels of conv(x^2) with unit weights = 3 * 2x, summed over RGB
     expected = 6 * images[[0, 2], :, 3:6, 3:6].sum(1).numpy()
     np.testing.assert_allclose(kept[:, 3:6, 3:6], expected, rtol=1e-5)
@@ -199,10 +205,10 @@ def test_timm_model_stages() -> None:
     from stm_probe.models import create_model
 
     net = Normalized(create_model("resnet18", zero_init_last=False)).eval()  # timm zero-inits residual branches
-    acc = compute_erf(net, [torch.rand(2, 3, 96, 96)], [0, 1, 2, 3], torch.device("cpu"), batch_size=2)
+    maps = maps_of(net, [torch.rand(2, 3, 96, 96)], [0, 1, 2, 3], batch_size=2)
     sides = []
     for stage in range(4):
-        mean = acc.mean_map(stage)
+        mean = maps[stage].astype(np.float64).mean(0)
         assert mean.shape == (96, 96) and mean.sum() > 0
         ys, xs = np.nonzero(mean > 0)
         sides.append(ys.max() - ys.min())
@@ -237,14 +243,12 @@ def test_compare_init_with_checkpoint(tmp_path: Path) -> None:
 def _init_copy_map(name: str, layer_scales, images: torch.Tensor) -> np.ndarray:
     """Stage-4 mean map of the erf probe's init copy, rebuilt here: seeded as the probe documents."""
     from stm_probe.models import create_model
-    from stm_probe.runtime.seeds import stream_seed
-    from stm_probe.runtime.session import seed_everything
+    from stm_probe.runtime.seeds import seeded, stream_seed
 
-    seed_everything(stream_seed(0, "erf-init-copy", name))
-    fresh = create_model(name, input_size=64)
+    with seeded(stream_seed(0, "erf-init-copy", name)):
+        fresh = create_model(name, input_size=64)
     layer_scales(fresh)
-    acc = compute_erf(Normalized(fresh).eval(), [images], [3], torch.device("cpu"), batch_size=2)
-    return acc.mean_map(3)
+    return maps_of(Normalized(fresh).eval(), [images], [3], batch_size=2)[3].astype(np.float64).mean(0)
 
 
 def test_init_copy_layer_scales_make_it_more_than_its_stem(tmp_path: Path) -> None:

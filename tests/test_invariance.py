@@ -173,7 +173,7 @@ def test_zero_padded_convolutions_are_equivariant_in_the_interior() -> None:
             assert whole.min() > 1e-3, (level, stage)
 
 
-# --- tensor views vs the PIL pipeline of the protocol (PROTOCOLS.md s. 5) ---------------------
+# --- tensor views vs the PIL pipeline of the protocol (docs/protocols.md §5) ---------------------
 R = resize_size(224)
 
 

@@ -56,19 +56,21 @@ def test_a_dead_runs_lock_and_temp_files_are_cleaned_on_resume(tmp_path: Path) -
     assert (out / "erf.csv").read_text() == reference
 
 
-def test_outputs_respect_the_umask(tmp_path: Path) -> None:
+def test_outputs_respect_the_umask_at_writing_time(tmp_path: Path) -> None:
+    import stm_probe.runs as runs
+
     old = os.umask(0o022)
     try:
-        import stm_probe.runs as runs
-
-        runs._UMASK = 0o022
         out = tmp_path / "run"
         _erf(out)
+        os.umask(0o027)  # read when writing, not when stm_probe was imported
+        runs.write_text(tmp_path / "later.txt", "x")
     finally:
         os.umask(old)
-        runs._UMASK = runs._current_umask()
     for name in ("erf.csv", "manifest.json", "per_image.csv"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE((tmp_path / "later.txt").stat().st_mode) == 0o640
+    assert not list(tmp_path.glob(".*.tmp*"))
 
 
 @pytest.mark.parametrize("case", ["file", "empty", "inside-data", "contains-data"])

@@ -1,4 +1,4 @@
-"""Halo and Swin blocks against independent naive references (PROTOCOLS.md sections 2 and 8).
+"""Halo and Swin blocks against independent naive references (docs/protocols.md §1).
 
 Every reference below is written from the definition (loops over pixels / windows, explicit
 token pairs), not from the blocks' code. Weights are randomised with layer scales near 1 so the

@@ -173,25 +173,12 @@ def _short(value: Any, width: int = 40) -> str:
 
 
 def expected_identity(probe_name: str, values: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """(run identity, session) the analysis would have, resolved exactly as `api.execute` does."""
-    import dataclasses
-
-    from ..api import light_checks
-    from ..options import coerce
-    from ..probes import get_probe
+    """(run identity, session) the analysis would have, resolved by `api.prepare` as a run is."""
+    from ..api import prepare
     from ..probes.base import _run_identity
-    from ..runtime.session import open_session
 
-    cls = get_probe(probe_name)
-    shared = {f.name for f in fields(RunOptions)}
-    own = {f.name for f in fields(cls.Config)}
-    options = coerce(RunOptions, {k: v for k, v in values.items() if k in shared and v is not None or k == "model"})
-    config = coerce(cls.Config, {k: v for k, v in values.items() if k in own})
-    if options.data is None and cls.default_data(config) is not None:
-        options = dataclasses.replace(options, data=cls.default_data(config))
-    light_checks(options)
-    session = open_session(probe_name, options, {"argv": []}, write_files=True)
-    return _run_identity(cls(config, session), session), session
+    probe, session = prepare(probe_name, values, {"argv": []}, write_files=True)
+    return _run_identity(probe, session), session
 
 
 def decide(folder: Path, probe_name: str, identity: dict[str, Any], analysis: str) -> str:

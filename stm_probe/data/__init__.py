@@ -989,5 +989,6 @@ def make_loader(
         collate_fn=_collate,
         pin_memory=pin_memory,
         drop_last=False,
+        generator=torch.Generator(),  # its worker seeds come from here, not from the caller's global generator
     )
     return ImageLoader(source, loader)

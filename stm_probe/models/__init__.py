@@ -1,11 +1,14 @@
 """Models: the unified backbones, their STM blocks, and the one registry that builds every model.
 
 The names below load on first use, so light submodules (`names`, `facts`, `summary`) import
-without torch or timm.
+without torch or timm. Importing `registry` (``import stm_probe.models.registry``, or the first
+`create_model`) registers the unified models with timm; importing this package does so at once
+when timm is already imported.
 """
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 _LAZY = {
@@ -23,3 +26,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = sorted(_LAZY)
+
+if "timm" in sys.modules:  # torch and timm are loaded already: registering costs little
+    importlib.import_module(f"{__name__}.registry")

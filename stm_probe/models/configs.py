@@ -1,4 +1,4 @@
-"""Settings of the 20 released unified models (PROTOCOLS.md section 3; factory calls of the original).
+"""Settings of the 20 released unified models (docs/protocols.md §1; factory calls of the original).
 
 Each entry: the STM family, the size, and the keyword arguments of `UnifiedNet` except the block
 class. List-valued block settings are per stage.

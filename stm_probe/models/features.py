@@ -32,7 +32,7 @@ def num_stages(model: nn.Module) -> int:
 def stage_outputs(model: nn.Module, x: torch.Tensor, stages: Sequence[int]) -> list[torch.Tensor]:
     """Feature maps of ``stages`` (0-based) for normalised images ``x`` (B, 3, H, W).
 
-    Unified models: the output after each stage's LayerNorm (PROTOCOLS.md s. 1), (B, C_i, H_i, W_i).
+    Unified models: the output after each stage's LayerNorm (docs/protocols.md §1), (B, C_i, H_i, W_i).
     timm models: the ``forward_intermediates`` outputs (NCHW) of the feature_info entries at
     stride >= 4, the stages ``features_only=True`` exposes. Maps come in ascending stage order;
     computation stops at the last requested stage where the model allows it.

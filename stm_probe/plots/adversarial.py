@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend, verify_file
+from ..report import lines_with_ci, model_palette, new_figure, save_figure, verify_file
 from . import folder_of, read_runs
 from .style import FigureStyle, annotate, log2_axis, resolve_style, short_name, wrap
 
@@ -153,13 +153,11 @@ def _show(ax, image: np.ndarray, title: str, colour: str = "black") -> None:
 
 def plot_examples(npz: Path, stem: Path, style: FigureStyle | None = None) -> list[Path]:
     """K rows of clean / amplified perturbation / adversarial image with top-1 predictions."""
-    import matplotlib.pyplot as plt
-
     d = load_examples(npz)
     k = d["clean"].shape[0]
     unit = "/255" if str(d["norm"]) == "Linf" else ""
     width = (style or FigureStyle()).width(3) if style is not None and style.paper else 7.2
-    fig, axes = plt.subplots(k, 3, figsize=(width, width / 3 * 1.15 * k + 0.5), squeeze=False)
+    fig, axes = new_figure(k, 3, figsize=(width, width / 3 * 1.15 * k + 0.5))
     for i, row in enumerate(axes):
         delta = d["adversarial"][i] - d["clean"][i]
         peak = float(np.abs(delta).max())
@@ -182,8 +180,6 @@ def plot_examples_grid(out_dir: Path, examples: dict[str, dict[str, np.ndarray]]
     model's adversarial image titled with its top-1 (orange when the attack changed it). The
     models must have saved the same clean images (same run settings), else nothing is drawn
     that would pair the wrong images: UsageError."""
-    import matplotlib.pyplot as plt
-
     models = list(examples)
     first = examples[models[0]]
     count = min(len(e["clean"]) for e in examples.values())
@@ -196,7 +192,7 @@ def plot_examples_grid(out_dir: Path, examples: dict[str, dict[str, np.ndarray]]
     unit = "/255" if str(first["norm"]) == "Linf" else ""
     cols = len(models) + 1
     width = style.width(cols) if style.paper else 1.7 * cols + 0.4
-    fig, axes = plt.subplots(count, cols, figsize=(width, width / cols * 1.25 * count + 0.6), squeeze=False)
+    fig, axes = new_figure(count, cols, figsize=(width, width / cols * 1.25 * count + 0.6))
     for i, row in enumerate(axes):
         label = int(first["label"][i])
         _show(row[0], first["clean"][i], f"image {i + 1}" + (f" (label {label})" if label >= 0 else ""))
@@ -217,7 +213,6 @@ def plot_adversarial(out_dir: str | Path, probe: str = "adversarial", *, sources
                      style: FigureStyle | None = None) -> list[Path]:
     """Draw every adversarial figure of a run folder (or several, drawn together): the curves and
     the heat map from the CSV, and from the saved example files one figure per model and the grid."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])

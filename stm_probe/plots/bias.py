@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend
+from ..report import lines_with_ci, model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, log2_axis, resolve_style
 
@@ -59,7 +59,6 @@ def plot_bias(out_dir: str | Path, probe: str = "bias", *, sources: Sequence[Pat
               style: FigureStyle | None = None) -> list[Path]:
     """Every ``bias_<method>`` figure of a run folder (or several, drawn together), from ``bias.csv``
     and the methods' files."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])

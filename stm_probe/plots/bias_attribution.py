@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import save_figure, verify_file
+from ..report import new_figure, save_figure, verify_file
 from . import folder_of
 from .style import FigureStyle, annotate, short_name
 
@@ -59,8 +59,6 @@ def plot_attribution(out_dir: Path, rows: pd.DataFrame, style: FigureStyle | Non
     """``bias_attribution.png/.pdf``: rows = the saved images, columns = the image and one map per
     model (|attribution| summed over channels, each map on its own scale from 0 to its 99.5th
     percentile), titled with the model's concentration and mean-map centre offset."""
-    import matplotlib.pyplot as plt
-
     style = style or FigureStyle()
     out_dir = Path(out_dir)
     models = list(dict.fromkeys(rows["model"]))
@@ -72,7 +70,7 @@ def plot_attribution(out_dir: Path, rows: pd.DataFrame, style: FigureStyle | Non
     first = examples[models[0]]
     cols = len(models) + 1
     width = style.width(cols) if style.paper else 1.9 * cols
-    fig, axes = plt.subplots(count, cols, figsize=(width, width / cols * 1.1 * count + 0.9), squeeze=False)
+    fig, axes = new_figure(count, cols, figsize=(width, width / cols * 1.1 * count + 0.9))
     for i, row in enumerate(axes):
         label = int(first["label"][i])
         row[0].imshow(first["image"][i].transpose(1, 2, 0), interpolation="nearest")

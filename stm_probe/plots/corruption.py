@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..corruption_metrics import family_of, imagenet_c_facts
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend, verify_file
+from ..report import lines_with_ci, model_palette, save_figure, verify_file
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 
@@ -34,7 +34,6 @@ METRIC_LABELS = {"error": "top-1 error (%)", "flip_rate": "flip rate vs clean (%
 def plot_corruption(out_dir: str | Path, probe: str = "corruption", *, sources: Sequence[Path] | None = None,
                     style: FigureStyle | None = None) -> list[Path]:
     """Draw the family figures and the heat map of the run(s) (see the module docstring)."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import model_palette, save_figure, use_headless_backend
+from ..report import model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, model_look, resolve_style
 
@@ -33,7 +33,6 @@ def _band(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def plot_data_efficiency(out_dir: str | Path, probe: str = "data-efficiency", *,
                          sources: Sequence[Path] | None = None, style: FigureStyle | None = None) -> list[Path]:
     """``data-efficiency.png/.pdf``: val accuracy (left) and shape bias (right) vs fraction."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import lines_with_ci, load_array, model_palette, save_figure, use_headless_backend
+from ..report import lines_with_ci, load_array, model_palette, save_figure
 from . import folder_of, read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 
@@ -100,7 +100,6 @@ def plot_erf(out_dir: str | Path, probe: str = "erf", *, sources: Sequence[Path]
     colour scale [0, 1]; with several panels also ``erf_grid.png/.pdf`` (rows x stages); always
     ``erf_area_ratio.png/.pdf``.
     """
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])

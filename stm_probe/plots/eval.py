@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import model_palette, save_figure, use_headless_backend
+from ..report import model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style
 
@@ -35,7 +35,6 @@ def _interval(row: pd.Series) -> list[list[float]] | None:
 def plot_eval(out_dir: str | Path, probe: str = "eval", *, sources: Sequence[Path] | None = None,
               style: FigureStyle | None = None) -> list[Path]:
     """``eval.png/.pdf`` in ``out_dir`` (see module docstring), from one or several run folders."""
-    use_headless_backend()
     from matplotlib.lines import Line2D
 
     out_dir = Path(out_dir)

@@ -11,7 +11,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend
+from ..report import lines_with_ci, model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, log2_axis, resolve_style
 
@@ -24,7 +24,6 @@ def setting_columns(frame: pd.DataFrame) -> list[str]:
 def plot_generic(out_dir: str | Path, probe: str, *, sources: Sequence[Path] | None = None,
                  style: FigureStyle | None = None) -> list[Path]:
     """``<probe>.png/.pdf``: one panel per metric, value vs the swept setting per model."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])

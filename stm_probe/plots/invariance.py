@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..probes.invariance import KINDS
-from ..report import lines_with_ci, model_palette, save_figure, use_headless_backend
+from ..report import lines_with_ci, model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, log2_axis, mark_standard_view, model_look, resolve_style, short_name
 
@@ -111,7 +111,6 @@ def plot_invariance(out_dir: str | Path, probe: str = "invariance", *, sources: 
                     style: FigureStyle | None = None) -> list[Path]:
     """Draw ``invariance_<kind>.png/.pdf`` for every kind in ``invariance.csv`` (metric vs level, one
     line per model with its 95% CI band: Wilson for rates, bootstrap for means) and the summary."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])

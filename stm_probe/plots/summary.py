@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..report import model_palette, save_figure, use_headless_backend
+from ..report import model_palette, new_figure, save_figure
 from .style import FigureStyle, wrap
 
 ARROWS = {"higher": "\u2191", "lower": "\u2193", None: "(size)"}
@@ -39,7 +39,6 @@ def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: di
     ``better[key]``: "higher", "lower" or None; ``labels[key]``: the column header; ``style``: the
     figure style (paper: 7 in wide; default: the runs' own).
     """
-    use_headless_backend()
     style = style or FigureStyle()
     with style.context():
         return _draw(values, better, labels, stem, formats, style)
@@ -47,13 +46,13 @@ def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: di
 
 def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
           formats: Sequence[str], style: FigureStyle) -> list[Path]:
-    import matplotlib.pyplot as plt
+    import matplotlib
 
     scaled = scale_columns(values, better)
     n_models, n_cols = values.shape
     width = style.width(3) if style.paper else max(4.0, 0.9 * n_cols + 2.5)
-    fig, ax = plt.subplots(figsize=(width, max(2.0, 0.45 * n_models + 1.8)))
-    cmap = plt.get_cmap("viridis").with_extremes(bad="#dddddd")
+    fig, ax = new_figure(figsize=(width, max(2.0, 0.45 * n_models + 1.8)), squeeze=True)
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(scaled.to_numpy(dtype=float)), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i in range(n_models):
         for j in range(n_cols):

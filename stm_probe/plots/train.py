@@ -12,7 +12,7 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import read_table, save_figure, use_headless_backend
+from ..report import read_table, save_figure
 from .style import FigureStyle, resolve_style
 
 LOG_NAME = "train_log.csv"
@@ -43,7 +43,6 @@ def plot_train(out_dir: str | Path, probe: str = "train", *, sources: Sequence[P
                style: FigureStyle | None = None) -> list[Path]:
     """``train_curve.png/.pdf`` in ``out_dir`` from the ``train_log.csv`` of ``sources[0]`` (default
     ``out_dir``); returns the paths written."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folder = Path((sources or [out_dir])[0])
     style = style or resolve_style(folder)

@@ -269,7 +269,8 @@ class _ShardBatches:
                 self.owners.append(number)
         self.num_images = sum(len(p) for p in plan)
         self.loader = DataLoader(base.dataset, batch_sampler=plan, num_workers=base.num_workers,
-                                 collate_fn=base.collate_fn, pin_memory=pin_memory) if plan else None
+                                 collate_fn=base.collate_fn, pin_memory=pin_memory,
+                                 generator=base.generator) if plan else None
         self.cache: list[tuple[int, Any]] | None = None
         self.skipped: list[tuple[int, str]] = []
 

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..corruption_metrics import (SEVERITIES, alexnet_error, benchmark_corruptions, corruption_error,
-                                  extra_corruptions, relative_corruption_error)
+                                  extra_corruptions, mean_corruption_error, relative_corruption_error)
 from ..errors import UsageError
 from ..options import int_list, option
 from .base import Key, Probe, Unit, require_finite
@@ -421,11 +421,11 @@ class CorruptionProbe(Probe):
                 stats[(name, None, "relative_ce")] = (lambda m, cols=cols, name=name:
                                                       relative_corruption_error(m[cols], m[-1], name))
         if self.mce_ok:
-            ce_keys = [(c, None, "ce") for c in benchmark_corruptions()]
-            stats[(OVERALL, None, "mce")] = lambda m: float(np.mean([stats[k](m) for k in ce_keys]))
+            stats[(OVERALL, None, "mce")] = lambda m: mean_corruption_error(
+                {c: stats[(c, None, "ce")](m) for c in benchmark_corruptions()})
             if matrix.shape[1] > len(variants):
-                rel_keys = [(c, None, "relative_ce") for c in benchmark_corruptions()]
-                stats[(OVERALL, None, "relative_mce")] = lambda m: float(np.mean([stats[k](m) for k in rel_keys]))
+                stats[(OVERALL, None, "relative_mce")] = lambda m: mean_corruption_error(
+                    {c: stats[(c, None, "relative_ce")](m) for c in benchmark_corruptions()})
         out.update(_bootstrap(matrix, stats, n_boot, boot_seed))
         return out
 

@@ -276,6 +276,7 @@ def train_steps(name: str, source: Any, num_classes: int, config: DataEfficiency
     """Train a fresh ``name`` (seeded with ``seed``) on ``source`` for exactly ``config.steps`` steps of
     ``config.train_batch`` images; epoch e's order is drawn from (seed, 'train', e) as in `stm-probe train`.
     Returns the wrapped net in eval mode."""
+    from ..runtime.seeds import seeded
     from ..tools.train import TrainConfig, build_trainer, decode, steps_per_epoch
 
     data = decode(source, input_size, 0, device, True, "training")
@@ -283,9 +284,10 @@ def train_steps(name: str, source: Any, num_classes: int, config: DataEfficiency
     epochs = epochs_for(config.steps, len(data), config.train_batch)
     recipe = TrainConfig(model=name, data=str(source.location), epochs=epochs, batch_size=config.train_batch,
                          lr=config.lr, warmup_epochs=0.0, input_size=input_size, seed=seed, quiet=True)
-    trainer = build_trainer(recipe, name, num_classes, device, total_steps=config.steps,
-                            warmup_steps=round(config.warmup * config.steps))
-    done = run_steps(trainer, data, config.steps, per_epoch)
+    with seeded(seed, device):  # initial weights and the training's own draws; the caller's RNGs come back
+        trainer = build_trainer(recipe, name, num_classes, device, total_steps=config.steps,
+                                warmup_steps=round(config.warmup * config.steps))
+        done = run_steps(trainer, data, config.steps, per_epoch)
     assert done == config.steps
     return trainer.net.eval()
 

@@ -62,11 +62,11 @@ class ErfProbe(Probe):
         self._makers: dict[tuple[str, bool], Any] = {}
 
     def check(self) -> None:
-        from ..erf import flush_denormals_for_process
+        from ..erf import flush_denormals
 
         if self.session.options.repeats > 1:
             raise UsageError("--repeats: erf draws nothing at random; drop --repeats")
-        flush_denormals_for_process()  # subnormal gradients slow the CPU backward up to 2x
+        flush_denormals()  # subnormal gradients slow the CPU backward up to 2x
         if self.config.compare_init and not self.session.checkpoints:
             self.session.notes.append("--compare-init does nothing without --checkpoint: the models are already "
                                       "at random init")
@@ -111,12 +111,11 @@ class ErfProbe(Probe):
         from ..models import create_model
         from ..models.features import Normalized
         from ..models.layers import copy_layer_scale_magnitudes, set_layer_scales
-        from ..runtime.seeds import stream_seed
-        from ..runtime.session import seed_everything
+        from ..runtime.seeds import seeded, stream_seed
 
-        seed_everything(stream_seed(self.session.seed, "erf-init-copy", model.name))
-        fresh = create_model(model.name, num_classes=model.num_classes or 1000,
-                             input_size=self.session.options.input_size)
+        with seeded(stream_seed(self.session.seed, "erf-init-copy", model.name), self.session.device):
+            fresh = create_model(model.name, num_classes=model.num_classes or 1000,
+                                 input_size=self.session.options.input_size)
         if self.config.init_layer_scale == "trained":
             copy_layer_scale_magnitudes(model.net.model, fresh)
         elif self.config.init_layer_scale == "one":

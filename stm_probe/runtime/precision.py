@@ -17,12 +17,15 @@ every analysis calls (``forward``, ``forward_stages`` of the unified models and
 ``forward_intermediates`` of timm models), so ``net(x)``, ``net.stages(x)`` and
 ``stage_outputs(net.model, ...)`` all follow it while ``isinstance`` checks still see the model's
 own class. The default (strict fp32, no layout change, no compile) leaves the model untouched.
+
+The TF32 flags are process-wide: `numeric_flags` sets them for a run and gives the caller's back.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from ..errors import UsageError
 
@@ -56,8 +59,6 @@ class Precision:
 
     def autocast(self, device_type: str) -> Any:
         """Context for a forward pass: autocast to the low-precision type, or nothing."""
-        import contextlib
-
         import torch
 
         dtype = self.autocast_dtype
@@ -88,12 +89,41 @@ def resolve_precision(mode: str, channels_last: bool, compile: bool, device: Any
 
 def set_matmul_precision(precision: Precision) -> None:
     """TF32 matmuls and cuDNN convolutions on for ``tf32`` only, off otherwise (strict float32
-    everywhere float32 is computed, autocast modes included). Process-wide: set per run."""
+    everywhere float32 is computed, autocast modes included). Process-wide: use `numeric_flags`
+    around a run, which restores the caller's flags."""
     import torch
 
     allow = precision.mode == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = allow
     torch.backends.cudnn.allow_tf32 = allow
+
+
+def denormals_flushed() -> bool:
+    """Whether this thread's CPU flushes subnormal float32 values to zero (`torch.set_flush_denormal`;
+    torch has no getter, so it is probed: 1e-39 is subnormal in float32)."""
+    import torch
+
+    return float(torch.tensor([1e-39]).mul(1.0).item()) == 0.0
+
+
+@contextlib.contextmanager
+def numeric_flags(precision: Precision | None) -> Iterator[None]:
+    """Run a probe inside this: TF32 on or off per ``precision`` (`set_matmul_precision`; None leaves
+    them), and a probe may flush denormals (erf); on exit the caller's TF32 flags, float32 matmul
+    precision and flush-denormal mode (of the calling thread, the only one `torch.set_flush_denormal`
+    changes) are restored, so a notebook is left as it was."""
+    import torch
+
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    matmul_precision, flushed = torch.get_float32_matmul_precision(), denormals_flushed()
+    try:
+        if precision is not None:
+            set_matmul_precision(precision)
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        torch.set_float32_matmul_precision(matmul_precision)
+        torch.set_flush_denormal(flushed)
 
 
 def to_float32(value: Any) -> Any:

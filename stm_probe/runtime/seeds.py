@@ -5,11 +5,16 @@ A draw is keyed by the run's ``seed``, the probe and a model-independent unit (a
 order, batch size or process rank. The key is hashed (sha256) to a 64-bit stream id; per-image
 values come from a counter-based generator (splitmix64 of stream id, image index and draw
 number), so image i's draws are the same whichever other images share its batch.
+
+Code that draws from the global generators (a model's initialisation, a training loop's dropout)
+runs inside `seeded`, which seeds them and gives the caller's states back afterwards.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from typing import Any
+import random
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -63,3 +68,27 @@ def per_image_integers(stream: int, indices: Any, low: int, high: int, draws: in
 def image_seeds(stream: int, indices: Any) -> list[int]:
     """One 63-bit seed per image (for a per-image torch.Generator)."""
     return [int(v) >> 1 for v in per_image_bits(stream, indices, 1)[:, 0]]
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: Any = None) -> Iterator[None]:
+    """Inside: Python's `random`, numpy's global generator and torch's CPU generator (and, for a CUDA
+    ``device`` (torch.device), that device's) seeded with ``seed``, as ``torch.manual_seed(seed)``
+    and friends would; on exit the caller's generator states are restored (no global reseeding)."""
+    cuda = []
+    if device is not None and torch.device(device).type == "cuda":
+        index = torch.device(device).index
+        cuda = [torch.cuda.current_device() if index is None else index]
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=cuda):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.random.default_generator.manual_seed(seed % 2**63)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed % 2**63)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)

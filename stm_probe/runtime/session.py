@@ -8,12 +8,10 @@ under torchrun, this process's rank (`stm_probe.runtime.distributed`). Built fro
 from __future__ import annotations
 
 import os
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import UsageError
@@ -45,13 +43,6 @@ def resolve_device(text: str) -> torch.device:
     elif device.type != "cpu":
         raise UsageError(f"--device '{text}' is not supported: use auto, cpu, cuda or cuda:i")
     return device
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and torch (model initialisation draws from torch's global RNG)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed % 2**63)
 
 
 def pair_checkpoints(models: list[str], checkpoints: tuple[str, ...]) -> dict[str, str]:
@@ -132,15 +123,17 @@ class Session:
                     dynamic_ncols=True)
 
     def load_model(self, name: str) -> LoadedModel:
-        """Build (and load) one model, eval mode on the device. The RNG is re-seeded before each
-        build, so random-init weights depend on the seed only, never on model order."""
+        """Build (and load) one model, eval mode on the device. Each build draws from generators seeded
+        with the run's seed (`seeded`: the caller's RNG states are restored afterwards), so random-init
+        weights depend on the seed only, never on model order."""
         from ..models import create_model
         from ..models.features import Normalized
+        from .seeds import seeded
 
-        seed_everything(self.seed)
         opts = self.options
-        model = create_model(name, checkpoint=self.checkpoints.get(name), checkpoint_key=opts.checkpoint_key,
-                             strict=not opts.non_strict, min_loaded=opts.min_loaded, input_size=opts.input_size)
+        with seeded(self.seed, self.device):
+            model = create_model(name, checkpoint=self.checkpoints.get(name), checkpoint_key=opts.checkpoint_key,
+                                 strict=not opts.non_strict, min_loaded=opts.min_loaded, input_size=opts.input_size)
         spec, weights = model.stm_probe_spec, model.stm_probe_weights
         entry = {"name": name, "stm": spec.stm, "size": spec.size, **weights}
         self.record.add_model(entry)
@@ -275,13 +268,12 @@ DEFAULT_INPUT_SIZE = 224
 
 def _precision_and_ranks(options: RunOptions, device: torch.device, record: RunRecord,
                          notes: list[str]) -> tuple[Any, int, int]:
-    """The run's `Precision` (checked; process-wide TF32 flags set) and, under torchrun, the joined
-    process group's (rank, world size); both recorded in the manifest."""
+    """The run's `Precision` (checked; `numeric_flags` applies it around the run) and, under torchrun,
+    the joined process group's (rank, world size); both recorded in the manifest."""
     from . import distributed
-    from .precision import resolve_precision, set_matmul_precision
+    from .precision import resolve_precision
 
     precision, precision_notes = resolve_precision(options.precision, options.channels_last, options.compile, device)
-    set_matmul_precision(precision)
     notes.extend(precision_notes)
     distributed.init(device.type)
     rank, world_size = distributed.world()

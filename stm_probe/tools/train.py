@@ -524,8 +524,9 @@ def autocast_choice(config: TrainConfig, device: "torch.device") -> "torch.dtype
 
 def build_trainer(config: TrainConfig, name: str, num_classes: int, device: "torch.device", total_steps: int,
                   warmup_steps: int) -> Trainer:
-    """Seed torch, build the model with a ``num_classes`` head, and its optimiser, schedule and precision;
-    under torchrun (several processes) the training forward goes through DistributedDataParallel."""
+    """Build the model with a ``num_classes`` head, and its optimiser, schedule and precision; under
+    torchrun (several processes) the training forward goes through DistributedDataParallel. Call it
+    inside `stm_probe.runtime.seeds.seeded`: the initialisation draws from the global generators."""
     import contextlib
 
     import torch
@@ -533,9 +534,7 @@ def build_trainer(config: TrainConfig, name: str, num_classes: int, device: "tor
     from ..models import create_model
     from ..models.features import Normalized
     from ..runtime import distributed
-    from ..runtime.session import seed_everything
 
-    seed_everything(config.seed)
     model = create_model(name, num_classes=num_classes, input_size=config.input_size)
     net = Normalized(model).to(device)
     if config.channels_last:
@@ -659,6 +658,8 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
     """
     from ..models import resolve_name
     from ..runs import RunRecord, default_out_dir
+    from ..runtime.precision import numeric_flags
+    from ..runtime.seeds import seeded
     from ..runtime.session import check_out_dir, resolve_device
     from ..runtime.store import RunFolder
 
@@ -688,7 +689,8 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
         # every rank learns at once when rank 0 cannot open the folder (one line, no rank left waiting)
         distributed.collective(lambda: folder.open({"settings": numeric_settings(config), "models": [spec.name]})
                                if main else None, name_rank=False)
-        result = _run(config, spec.name, num_classes, device, train_src, val_src, folder, saved, on_epoch_end)
+        with seeded(config.seed, device), numeric_flags(None):  # the caller's RNGs and TF32 flags come back
+            result = _run(config, spec.name, num_classes, device, train_src, val_src, folder, saved, on_epoch_end)
         result["notes"] = notes + result.pop("trainer_notes")
         if main:
             _finish(out, record, config, spec, device, train_src, val_src, result, started)
