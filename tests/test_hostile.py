@@ -690,3 +690,54 @@ def test_timm_model_with_shared_modules_keeps_its_weights():
 
     model = create_model("coat_lite_tiny", input_size=224)  # its size probe runs on the meta device
     assert not any(p.is_meta for p in model.parameters())
+
+
+# --- ImageNet-C trees: validated, never guessed ---
+_TENCH, _GOLDFISH = "n01440764", "n01443537"
+
+
+def _imagenet_c(root: Path, variants, images=(("n01440764", "a"), ("n01443537", "b"))) -> Path:
+    for corruption, severity in variants:
+        for wnid, name in images:
+            folder = root / corruption / str(severity) / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(folder / f"{name}.png")
+    return root
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("misspelt", r"'gausian_noise' is not an ImageNet-C corruption \(did you mean gaussian_noise\?\)"),
+    ("only_misspelt", r"'gausian_noise' is not an ImageNet-C corruption"),
+    ("severity", r"gaussian_noise/ holds folder '6', not a severity 1-5"),
+    ("lacking", r"gaussian_noise/2 lacks 1 image\(s\) of gaussian_noise/1 \(first: n01443537/b.png\)"),
+    ("first_lacks", r"gaussian_noise/2 holds 1 image\(s\) that gaussian_noise/1 lacks"),
+    ("empty", r"contrast/3 holds no images"),
+])
+def test_imagenet_c_shaped_trees_that_fail_validation_are_refused(case, expected, tmp_path):
+    root = tmp_path / "c"
+    if case == "misspelt":
+        _imagenet_c(root, [("gaussian_noise", 1), ("gausian_noise", 2)])
+    elif case == "only_misspelt":
+        _imagenet_c(root, [("gausian_noise", 1)])
+    elif case == "severity":
+        _imagenet_c(root, [("gaussian_noise", 1), ("gaussian_noise", 6)])
+    elif case == "lacking":
+        _imagenet_c(root, [("gaussian_noise", 1)])
+        _imagenet_c(root, [("gaussian_noise", 2)], images=((_TENCH, "a"),))
+    elif case == "first_lacks":
+        _imagenet_c(root, [("gaussian_noise", 1)], images=((_TENCH, "a"),))
+        _imagenet_c(root, [("gaussian_noise", 2)])
+    else:
+        _imagenet_c(root, [("gaussian_noise", 1)])
+        (root / "contrast" / "3" / _TENCH).mkdir(parents=True)
+    with pytest.raises(UsageError, match=expected) as info:
+        resolve_source(root)
+    assert "\n" not in str(info.value)
+
+
+def test_a_valid_imagenet_c_tree_and_a_misspelt_single_corruption(tmp_path):
+    source = resolve_source(_imagenet_c(tmp_path / "c", [("gaussian_noise", 1), ("contrast", 2)]))
+    assert source.variants == (("gaussian_noise", 1), ("contrast", 2)) and source.labels == (0, 1)
+    single = _imagenet_c(tmp_path / "d", [("gausian_noise", 1)]) / "gausian_noise"
+    with pytest.raises(UsageError, match="did you mean gaussian_noise"):
+        resolve_source(single)
