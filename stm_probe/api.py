@@ -22,13 +22,34 @@ def run(probe: str, /, models: str | Sequence[str], data: str | Path | None = No
     Example: ``stm_probe.run("invariance", models=["unified_tiny_conv"], kind=["scale"], input_size=64,
     num_images=2)``. Raises `stm_probe.errors.UsageError` (one line) on bad input.
     """
-    models = [models] if isinstance(models, str) else list(models)
+    models = _model_names(models)
+    data, out = _path_text(data, "data"), _path_text(out, "out")
     call = {"api": "stm_probe.run", "probe_name": probe, "models": models, "data": None if data is None else str(data),
             "out": None if out is None else str(out),
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}}
     run_values = {"model": tuple(models), "data": None if data is None else str(data),
                   "out": None if out is None else str(out)}
     return execute(probe, {**run_values, **options}, call, write_files=out is not None)
+
+
+def _model_names(models: Any) -> list[str]:
+    """``models`` as a list of names: one name or a sequence of names (UsageError for anything else)."""
+    if isinstance(models, str):
+        return [models]
+    if isinstance(models, (list, tuple)) and models and all(isinstance(m, str) for m in models):
+        return list(models)
+    raise UsageError(f"models={models!r}: give a model name or a list of names, e.g. models=['unified_tiny_attn']")
+
+
+def _path_text(value: Any, name: str) -> str | None:
+    """A path keyword (str, os.PathLike or bytes) as text; None stays None (UsageError for anything else)."""
+    import os
+
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return os.fsdecode(value)
+    raise UsageError(f"{name}={value!r}: give a path (str or pathlib.Path)")
 
 
 def execute(probe_name: str, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:
