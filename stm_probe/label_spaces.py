@@ -224,6 +224,9 @@ def read_label_map(path: str | os.PathLike) -> dict[str, int]:
     """``--label-map FILE``: class folder name -> class index, from ``name,index`` / ``name index`` lines
     (``#`` comments, blank lines ignored) or a JSON object. An index may be an ImageNet-1k synset."""
     flag = f"--label-map {path}"
+    from .data import check_not_named_pipe
+
+    check_not_named_pipe(Path(path).expanduser(), flag)
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
