@@ -19,8 +19,9 @@
   ``--data <(ls imgs/*.png)``); blank lines and lines starting with ``#`` are ignored;
 * a single image file;
 * ``synthetic[:<split>][?classes=K&size=S&seed=N&n=N]``: the procedural shapes-and-textures set
-  of :mod:`stm_probe.data.synthetic`, rendered on the fly (labels = its classes; a folder
-  literally named ``synthetic`` is read as ``./synthetic``);
+  of :mod:`stm_probe.data.synthetic`, rendered on the fly (labels = its classes; ``synthetic``
+  while a ``./synthetic`` folder exists is refused as ambiguous: write ``synthetic:val`` or
+  ``./synthetic``);
 * nothing (``None``): the embedded sample set in the repository's ``data/images/`` folder (16
   public-domain / CC0 photographs, unlabelled; see ``data/README.md``), or whatever
   ``$STM_PROBE_DATA`` points to.
