@@ -35,7 +35,8 @@ def run(probe: str | type, /, models: str | Sequence[str], data: str | Path | No
         frame = stm_probe.run("erf", models="unified_tiny_attn", pretrained=True, out="runs/erf-tiny")
         frame.attrs["notes"], frame.attrs["folder"]
     """
-    models = [models] if isinstance(models, str) else list(models)
+    models = _model_names(models)
+    data, out = _path_text(data, "data"), _path_text(out, "out")
     name = probe if isinstance(probe, str) else getattr(probe, "name", None)
     call = {"api": "stm_probe.run", "probe_name": name, "models": models, "data": None if data is None else str(data),
             "out": None if out is None else str(out),
@@ -43,6 +44,26 @@ def run(probe: str | type, /, models: str | Sequence[str], data: str | Path | No
     run_values = {"model": tuple(models), "data": None if data is None else str(data),
                   "out": None if out is None else str(out)}
     return execute(probe, {**run_values, **options}, call, write_files=out is not None)
+
+
+def _model_names(models: Any) -> list[str]:
+    """``models`` as a list of names: one name or a sequence of names (UsageError for anything else)."""
+    if isinstance(models, str):
+        return [models]
+    if isinstance(models, (list, tuple)) and models and all(isinstance(m, str) for m in models):
+        return list(models)
+    raise UsageError(f"models={models!r}: give a model name or a list of names, e.g. models=['unified_tiny_attn']")
+
+
+def _path_text(value: Any, name: str) -> str | None:
+    """A path keyword (str, os.PathLike or bytes) as text; None stays None (UsageError for anything else)."""
+    import os
+
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, os.PathLike)):
+        return os.fsdecode(value)
+    raise UsageError(f"{name}={value!r}: give a path (str or pathlib.Path)")
 
 
 def execute(probe_name: str | type, values: dict[str, Any], call: dict[str, Any], write_files: bool = True) -> Any:

@@ -71,8 +71,12 @@ def checkpoint_format(path: str | Path) -> str:
     size = path.stat().st_size
     if size == 0:
         raise UsageError(f"checkpoint '{path}' is empty (0 bytes): re-download it or check the path")
-    with open(path, "rb") as handle:
-        head = handle.read(64)
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(64)
+    except OSError as exc:
+        raise UsageError(f"checkpoint '{path}' cannot be read ({exc.strerror or type(exc).__name__}): check its "
+                         "permissions") from None
     if head.startswith(b"PK"):
         return "pytorch"
     if len(head) > 1 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle protocol 2-5 opcode

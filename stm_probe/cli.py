@@ -374,6 +374,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"stm-probe: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (`stm-probe models --format csv | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("stm-probe: interrupted; rerun the same command with --resume to continue", file=sys.stderr)
         return 130

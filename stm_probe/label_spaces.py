@@ -149,13 +149,26 @@ def trained_summary(contents: Any) -> dict[str, Any] | None:
             "val_acc": metrics.get("val_acc") if isinstance(metrics, Mapping) else None}
 
 
-def model_space(num_classes: int, trained: Mapping[str, Any] | None = None) -> LabelSpace:
-    """A model's label space: the one it was trained on (``trained``, see `trained_summary`), else
-    ImageNet-1k for a 1000-class head, else ``unknown``."""
+def checkpoint_class_names(contents: Any) -> list[str] | None:
+    """A checkpoint's top-level ``class_names`` entry (output k is class ``class_names[k]``), if it has one."""
+    names = contents.get("class_names") if isinstance(contents, Mapping) else None
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def model_space(num_classes: int, trained: Mapping[str, Any] | None = None,
+                class_names: list[str] | None = None) -> LabelSpace:
+    """A model's label space: the one it was trained on (``trained``, see `trained_summary`), else the
+    classes its checkpoint names (``class_names``), else ImageNet-1k for a 1000-class head, else ``unknown``."""
     if trained is not None:
         space = LabelSpace.from_dict(trained.get("label_space") or {})
         if space is not None:
             return space
+    if class_names and len(class_names) == num_classes:
+        return LabelSpace("names", f"the checkpoint's class names ({num_classes} classes: "
+                          f"{', '.join(class_names[:3])}{', ...' if num_classes > 3 else ''})", tuple(class_names),
+                          num_classes)
     if num_classes == 1000:
         return IMAGENET_1K
     return LabelSpace("unknown", f"unknown ({num_classes} classes, no record of what they are)",
@@ -224,6 +237,9 @@ def read_label_map(path: str | os.PathLike) -> dict[str, int]:
     """``--label-map FILE``: class folder name -> class index, from ``name,index`` / ``name index`` lines
     (``#`` comments, blank lines ignored) or a JSON object. An index may be an ImageNet-1k synset."""
     flag = f"--label-map {path}"
+    from .data import check_not_named_pipe
+
+    check_not_named_pipe(Path(path).expanduser(), flag)
     try:
         text = Path(path).expanduser().read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:

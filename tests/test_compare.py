@@ -196,3 +196,57 @@ def test_a_checkpoint_rewritten_at_the_same_path_is_not_reused(tmp_path: Path, c
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "checkpoint_sha256" in err and "remove that folder" in err
+
+
+# --- report checks what it renders ---
+def _copy(compared: tuple[Path, float], tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(compared[0], copy)
+    return copy
+
+
+def _report_error(copy: Path, capsys: pytest.CaptureFixture, *extra: str) -> str:
+    capsys.readouterr()
+    assert main(["report", str(copy), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_report_refuses_a_run_folder_replaced_by_another_run(compared, tmp_path, capsys) -> None:
+    copy = _copy(compared, tmp_path)
+    entry = json.loads((copy / "compare.json").read_text())["analyses"][0]
+    assert entry["identity"]["input_size"] == 32  # compare records what each folder must hold
+    marker = copy / entry["folder"] / "run.json"
+    data = json.loads(marker.read_text())
+    data["input_size"] = 64  # the folder now holds a run made at another size
+    marker.write_text(json.dumps(data))
+    err = _report_error(copy, capsys)
+    assert "no longer holds the" in err and "input_size (32 there, 64 now)" not in err and "input_size" in err
+
+
+def test_report_refuses_folders_outside_and_names_missing_files(compared, tmp_path, capsys) -> None:
+    copy = _copy(compared, tmp_path)
+    record = json.loads((copy / "compare.json").read_text())
+    original = json.dumps(record)
+    record["analyses"][0]["folder"] = "../elsewhere"
+    (copy / "compare.json").write_text(json.dumps(record))
+    assert "outside" in _report_error(copy, capsys)
+    (copy / "compare.json").write_text(original)
+    (copy / "adversarial" / "manifest.json").unlink()
+    assert "manifest.json is missing" in _report_error(copy, capsys)
+    copy = _copy(compared, tmp_path / "b")
+    (copy / "invariance" / "per_image.csv").unlink()
+    assert "per_image.csv is missing" in _report_error(copy, capsys)
+    assert "--pairwise-bootstrap 10000000000: give 100 to 100000" in _report_error(
+        copy, capsys, "--pairwise-bootstrap", "10000000000")
+
+
+def test_report_md_escapes_html_in_names(tmp_path) -> None:
+    from stm_probe.compare.document import Block, to_markdown
+
+    text = to_markdown([Block("h2", "<img src=x onerror=alert(1)>"), Block("list", ["model <b>x</b>"]),
+                        Block("table", [["<script>", "1"]], ["model", "value"])], tmp_path)
+    assert "<" not in text and "&lt;script&gt;" in text and "&lt;img src=x" in text

@@ -690,3 +690,171 @@ def test_timm_model_with_shared_modules_keeps_its_weights():
 
     model = create_model("coat_lite_tiny", input_size=224)  # its size probe runs on the meta device
     assert not any(p.is_meta for p in model.parameters())
+
+
+# --- ImageNet-C trees: validated, never guessed ---
+_TENCH, _GOLDFISH = "n01440764", "n01443537"
+
+
+def _imagenet_c(root: Path, variants, images=(("n01440764", "a"), ("n01443537", "b"))) -> Path:
+    for corruption, severity in variants:
+        for wnid, name in images:
+            folder = root / corruption / str(severity) / wnid
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8)).save(folder / f"{name}.png")
+    return root
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("misspelt", r"'gausian_noise' is not an ImageNet-C corruption \(did you mean gaussian_noise\?\)"),
+    ("only_misspelt", r"'gausian_noise' is not an ImageNet-C corruption"),
+    ("severity", r"gaussian_noise/ holds folder '6', not a severity 1-5"),
+    ("lacking", r"gaussian_noise/2 lacks 1 image\(s\) of gaussian_noise/1 \(first: n01443537/b.png\)"),
+    ("first_lacks", r"gaussian_noise/2 holds 1 image\(s\) that gaussian_noise/1 lacks"),
+    ("empty", r"contrast/3 holds no images"),
+])
+def test_imagenet_c_shaped_trees_that_fail_validation_are_refused(case, expected, tmp_path):
+    root = tmp_path / "c"
+    if case == "misspelt":
+        _imagenet_c(root, [("gaussian_noise", 1), ("gausian_noise", 2)])
+    elif case == "only_misspelt":
+        _imagenet_c(root, [("gausian_noise", 1)])
+    elif case == "severity":
+        _imagenet_c(root, [("gaussian_noise", 1), ("gaussian_noise", 6)])
+    elif case == "lacking":
+        _imagenet_c(root, [("gaussian_noise", 1)])
+        _imagenet_c(root, [("gaussian_noise", 2)], images=((_TENCH, "a"),))
+    elif case == "first_lacks":
+        _imagenet_c(root, [("gaussian_noise", 1)], images=((_TENCH, "a"),))
+        _imagenet_c(root, [("gaussian_noise", 2)])
+    else:
+        _imagenet_c(root, [("gaussian_noise", 1)])
+        (root / "contrast" / "3" / _TENCH).mkdir(parents=True)
+    with pytest.raises(UsageError, match=expected) as info:
+        resolve_source(root)
+    assert "\n" not in str(info.value)
+
+
+def test_a_valid_imagenet_c_tree_and_a_misspelt_single_corruption(tmp_path):
+    source = resolve_source(_imagenet_c(tmp_path / "c", [("gaussian_noise", 1), ("contrast", 2)]))
+    assert source.variants == (("gaussian_noise", 1), ("contrast", 2)) and source.labels == (0, 1)
+    single = _imagenet_c(tmp_path / "d", [("gausian_noise", 1)]) / "gausian_noise"
+    with pytest.raises(UsageError, match="did you mean gaussian_noise"):
+        resolve_source(single)
+
+
+# --- issue 20: the remaining classes ---
+def test_a_fifo_given_as_a_list_file_is_refused_not_read(tmp_path):
+    fifo = tmp_path / "list.txt"
+    os.mkfifo(fifo)
+    with _deadline(20):
+        for call in (lambda: resolve_source(fifo), lambda: resolve_source(_png(tmp_path / "a.png").parent)
+                     .restrict(fifo)):
+            with pytest.raises(UsageError, match="is a named pipe \\(FIFO\\), not a text file"):
+                call()
+
+
+def test_unreadable_checkpoint_in_a_checkpoint_dir_is_named(tmp_path, monkeypatch):
+    import builtins
+
+    from stm_probe.checkpoint import checkpoint_format
+    from stm_probe.models import checkpoint_dir
+
+    ckpt = tmp_path / "unified_convnext_micro.pth"
+    ckpt.write_bytes(b"PK\x03\x04")
+    real_open = builtins.open
+
+    def denied(path, *args, **kwargs):
+        if str(path) == str(ckpt):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", denied)
+    with pytest.raises(UsageError, match=r"unified_convnext_micro.pth \(for unified_convnext_micro\) cannot be read "
+                                         r"\(Permission denied\)"):
+        checkpoint_dir.find_checkpoints(["unified_convnext_micro"], tmp_path)
+    with pytest.raises(UsageError, match=r"cannot be read \(Permission denied\)"):
+        checkpoint_format(ckpt)
+
+
+def test_unreadable_class_folder_is_named(tmp_path, monkeypatch):
+    for name in ("cat", "dog"):
+        _png(tmp_path / "tree" / name / "a.png")
+    real_scandir = os.scandir
+
+    def denied(path="."):
+        if str(path).endswith("dog"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(UsageError, match=r"class folder dog cannot be read \(Permission denied\)"):
+        resolve_source(tmp_path / "tree")
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("490\n-1\n", r"ILSVRC2012 id -1 on line 2 is out of range"),
+    ("490\n99999999999999999999999\n", r"id 99999999999999999999999 on line 2 is out of range"),
+    ("ILSVRC2012_val_00000001.JPEG,99999999999999999999999\nILSVRC2012_val_00000002.JPEG,1\n",
+     r"label 99999999999999999999999 on line 1 is not a class index"),
+    ("ILSVRC2012_val_00000001.JPEG,-1\nILSVRC2012_val_00000002.JPEG,1\n", r"label '-1' on line 1 is neither"),
+    ("/elsewhere/ILSVRC2012_val_00000001.JPEG,3\nILSVRC2012_val_00000002.JPEG,1\n", r"lies outside --data"),
+])
+def test_hostile_label_files_are_refused_in_one_line(content, expected, tmp_path):
+    for i in (1, 2):
+        _png(tmp_path / "val" / f"ILSVRC2012_val_0000000{i}.JPEG")
+    labels = tmp_path / "labels.csv"
+    labels.write_text(content)
+    with pytest.raises(UsageError, match=expected) as info:
+        resolve_source(tmp_path / "val", labels=labels)
+    assert "\n" not in str(info.value)
+
+
+def test_kaggle_ids_with_extensions_and_absolute_paths_find_their_images(tmp_path):
+    for i in (1, 2):
+        _png(tmp_path / "val" / f"ILSVRC2012_val_0000000{i}.JPEG")
+    kaggle = tmp_path / "LOC_val_solution.csv"
+    kaggle.write_text("ImageId,PredictionString\nILSVRC2012_val_00000001.JPEG,n01751748 1 2 3 4\n"
+                      "ILSVRC2012_val_00000002,n01440764 1 2 3 4\n")
+    assert resolve_source(tmp_path / "val", labels=kaggle).labels == (65, 0)
+    absolute = tmp_path / "abs.csv"
+    absolute.write_text(f"{tmp_path / 'val' / 'ILSVRC2012_val_00000001.JPEG'},3\nILSVRC2012_val_00000002.JPEG,1\n")
+    assert resolve_source(tmp_path / "val", labels=absolute).labels == (3, 1)
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'val' / 'ILSVRC2012_val_00000001.JPEG'} 123456789012\n")
+    with pytest.raises(UsageError, match="label 123456789012 on line 1 is not a class index"):
+        resolve_source(listing)
+
+
+def test_models_csv_into_a_closed_pipe_is_quiet():
+    import subprocess
+    import sys
+
+    done = subprocess.run(f"{sys.executable} -m stm_probe models --format csv | head -1", shell=True,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    assert done.stdout.startswith("name") and "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+@pytest.mark.parametrize("models", [5, None, [], ["unified_convnext_micro", 3]])
+def test_api_models_of_the_wrong_type_are_usage_errors(models):
+    import stm_probe
+
+    with pytest.raises(UsageError, match="give a model name or a list of names"):
+        stm_probe.run("erf", models=models)
+
+
+def test_api_bytes_out_path_is_a_path(tmp_path):
+    from stm_probe.api import _path_text
+
+    assert _path_text(os.fsencode(tmp_path / "out"), "out") == str(tmp_path / "out")
+    with pytest.raises(UsageError, match="give a path"):
+        _path_text(5, "out")
+
+
+def test_radii_beyond_the_spectrum_are_refused():
+    import stm_probe
+
+    with pytest.raises(UsageError, match=r"--radii 50 is beyond the spectrum of a 32 px input \(its largest frequency "
+                                         r"radius is 22.63\)"):
+        stm_probe.run("bias", models="unified_convnext_micro", input_size=32, num_images=2, probe=["frequency-filter"],
+                      radii="4,50", quiet=True)

@@ -115,7 +115,8 @@ def test_an_analysis_loads_the_checkpoint_without_flags(trained) -> None:
                           attack=["fgsm"], eps=["1"], input_size=SIZE, num_images=VAL_IMAGES, quiet=True)
     clean = frame[frame["metric"] == "clean_acc"]["value"].item()
     assert clean == pytest.approx(trained["metrics"]["val_acc"])  # the same 128 images, the same weights
-    assert set(frame["weights"]) == {"checkpoint"}
+    acc = trained["metrics"]["val_acc"]
+    assert set(frame["weights"]) == {f"checkpoint (trained here: synthetic 2 classes, {SIZE} px, val {acc:.0f}%)"}
 
 
 # --- resume, divergence, refusals --------------------------------------------------------------------

@@ -252,27 +252,33 @@ def _provenance(runs: Sequence[AnalysisRun], record: dict[str, Any], models: Seq
 
 
 # --- rendering -------------------------------------------------------------------------------------
+def _md(text: str) -> str:
+    """Text for report.md: HTML in it (a model, folder or file name) is escaped, as in report.html."""
+    return html.escape(str(text), quote=False)
+
+
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return _md(text).replace("|", "\\|").replace("\n", " ")
 
 
 def to_markdown(blocks: Sequence[Block], base: Path) -> str:
     out = []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3"):
-            out.append("#" * int(block.kind[1]) + " " + block.content)
+            out.append("#" * int(block.kind[1]) + " " + _md(block.content))
         elif block.kind == "p":
-            out.append(block.content)
+            out.append(_md(block.content))
         elif block.kind == "list":
-            out.append("\n".join(f"- {item}" for item in block.content))
+            out.append("\n".join(f"- {_md(item)}" for item in block.content))
         elif block.kind == "table":
             out.append("| " + " | ".join(map(_md_cell, block.extra)) + " |")
             out[-1] += "\n|" + "---|" * len(block.extra)
             out[-1] += "".join("\n| " + " | ".join(map(_md_cell, row)) + " |" for row in block.content)
         elif block.kind == "figure":
-            out.append(f"![{block.extra}]({Path(block.content).relative_to(base).as_posix()})\n\n*{block.extra}*")
+            out.append(f"![{_md(block.extra)}]({Path(block.content).relative_to(base).as_posix()})\n\n"
+                       f"*{_md(block.extra)}*")
         elif block.kind == "details":
-            out.append(f"{block.extra}:\n\n" + to_markdown(block.content, base))
+            out.append(f"{_md(block.extra)}:\n\n" + to_markdown(block.content, base))
     return "\n\n".join(out) + "\n"
 
 

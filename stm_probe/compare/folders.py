@@ -57,7 +57,10 @@ class AnalysisRun:
         """per_image.csv (checked against the manifest), or None when the probe wrote none."""
         if not self._per_image_read:
             path = self.path / "per_image.csv"
-            if path.is_file():
+            if not path.exists() and "per_image.csv" in (self.manifest.get("checksums") or {}):
+                raise UsageError(f"{path} is missing, though the run's manifest.json lists it: the folder is damaged; "
+                                 "remove it and rerun `stm-probe compare`")
+            if path.exists():
                 verify_file(path)
                 frame = read_table(path, ("image", "model", "repeat", "metric", "value"), f"`stm-probe {self.probe}`")
                 frame["value"] = pd.to_numeric(frame["value"], errors="coerce")
@@ -83,6 +86,9 @@ def load_run(path: Path, name: str, probe: str) -> AnalysisRun:
     if marker.get("probe") != probe:
         raise UsageError(f"{path} holds a '{marker.get('probe')}' run, not '{probe}': the compare folder is mixed up; "
                          "remove that folder and rerun `stm-probe compare`")
+    if marker.get("status") == "complete" and not (path / "manifest.json").is_file():
+        raise UsageError(f"{path / 'manifest.json'} is missing, though run.json says the {name} run is complete: the "
+                         "folder is damaged; remove it and rerun `stm-probe compare`")
     if marker.get("status") != "complete" or not (path / "manifest.json").is_file():
         raise UsageError(f"the {name} run in {path} is unfinished (run.json says {marker.get('status')!r}): rerun "
                          "`stm-probe compare` with the same options to finish it")
@@ -116,5 +122,50 @@ def load_compare(out_dir: Path) -> tuple[dict[str, Any], list[AnalysisRun]]:
     if not isinstance(analyses, list) or not analyses:
         raise UsageError(f"{out_dir / COMPARE_FILE} lists no analyses: the folder is damaged; rerun `stm-probe "
                          "compare`")
-    runs = [load_run(out_dir / a["folder"], a["name"], a["probe"]) for a in analyses]
+    entries = [_analysis_entry(a, out_dir) for a in analyses]  # every folder checked before any is read
+    runs = []
+    for entry, (folder, name, probe) in zip(analyses, entries):
+        run = load_run(folder, name, probe)
+        check_identity(run, entry, out_dir)
+        runs.append(run)
     return record, runs
+
+
+def _analysis_entry(entry: Any, out_dir: Path) -> tuple[Path, str, str]:
+    """(folder, name, probe) of one compare.json analysis; its folder must be a folder directly inside
+    ``out_dir`` (a name, not a path; no link leading out), refused before anything in it is read."""
+    where = out_dir / COMPARE_FILE
+    if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) and entry.get(k)
+                                              for k in ("name", "probe", "folder")):
+        raise UsageError(f"{where}: an analysis entry lacks its name, probe or folder: the folder is damaged; rerun "
+                         "`stm-probe compare`")
+    folder = entry["folder"]
+    inside = out_dir / folder
+    if folder in (".", "..") or "/" in folder or "\\" in folder or Path(folder).is_absolute() or \
+            inside.resolve().parent != out_dir.resolve():
+        raise UsageError(f"{where}: the {entry['name']} analysis points to '{folder}', outside {out_dir}: a compare "
+                         "folder reports only the run folders inside it; rerun `stm-probe compare`")
+    return inside, entry["name"], entry["probe"]
+
+
+def check_identity(run: AnalysisRun, entry: dict[str, Any], out_dir: Path) -> None:
+    """The run folder must still hold the run compare.json records: its run.json against the identity
+    compare recorded (settings, models, checkpoints and their sha256, images, input size, seed, ...),
+    as compare checks a folder before reusing it; for a compare.json without identities, the models
+    and the settings it lists."""
+    from .runner import _differences
+
+    identity = entry.get("identity")
+    if isinstance(identity, dict):
+        changed = _differences(run.marker, identity)
+    else:
+        settings = run.marker.get("settings") or {}
+        changed = [f"settings ({k})" for k, v in (entry.get("settings") or {}).items()
+                   if k in settings and str(settings[k]) != str(v) and
+                   json.dumps(settings[k], default=str) != json.dumps(v, default=str)]
+        if entry.get("models") is not None and list(entry["models"]) != list(run.marker.get("models") or []):
+            changed.append("models")
+    if changed:
+        raise UsageError(f"{run.path} no longer holds the {run.name} run {out_dir / COMPARE_FILE} records (other "
+                         f"{'; '.join(changed)}): rerun `stm-probe compare` to rebuild the report from runs that "
+                         "belong")

@@ -88,8 +88,13 @@ class CompareConfig:
 def check_test_settings(alpha: float, n_boot: int) -> None:
     if not 0 < alpha < 1:
         raise UsageError(f"--alpha {alpha}: give a level strictly between 0 and 1, e.g. 0.05")
-    if n_boot < 100:
-        raise UsageError(f"--pairwise-bootstrap {n_boot}: give at least 100 replicates (10000 is the default)")
+    if not 100 <= n_boot <= MAX_PAIRWISE_BOOTSTRAP:
+        raise UsageError(f"--pairwise-bootstrap {n_boot}: give 100 to {MAX_PAIRWISE_BOOTSTRAP} replicates (10000 is "
+                         "the default)")
+
+
+#: the most replicates of a paired test (each holds one mean per model pair: memory grows with it)
+MAX_PAIRWISE_BOOTSTRAP = 100_000
 
 
 class CompareCommand:
@@ -234,7 +239,8 @@ def _plan(analysis: Analysis, shared: dict[str, Any], settings: dict[str, Any], 
         print(f"compare: eval left out: {session.source.location} has no labels (pass labelled --data, or "
               "--analyses eval to insist)")
         return None
-    return analysis, run_values, decide(out / analysis.name, analysis.probe, identity, analysis.name), session.models
+    return (analysis, run_values, decide(out / analysis.name, analysis.probe, identity, analysis.name), session.models,
+            identity)
 
 
 def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
@@ -273,7 +279,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     plans = [plan for name in names if (plan := _plan(chosen[name], shared, settings[name], out, explicit))]
     distributed.barrier()
     done = []
-    for analysis, run_values, action, models in plans:
+    for analysis, run_values, action, models, identity in plans:
         name, tic = analysis.name, time.perf_counter()
         if action == "reuse":
             print(f"compare: {name}: reusing the complete run in {out / name} (same settings, models and images)")
@@ -285,7 +291,8 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
         settings_used = {**analysis.defaults, **settings[name], **analysis.fixed}
         done.append({"name": name, "probe": analysis.probe, "folder": name, "settings": settings_used,
                      "status": {"reuse": "reused", "resume": "continued", "compute": "computed"}[action],
-                     "seconds": round(time.perf_counter() - tic, 3), "models": models})
+                     "seconds": round(time.perf_counter() - tic, 3), "models": models,
+                     "identity": json.loads(json.dumps(identity, default=str))})
     if not done:
         raise UsageError("compare: no analysis left to run: name some with --analyses")
     if not is_main():

@@ -19,8 +19,9 @@
   ``--data <(ls imgs/*.png)``); blank lines and lines starting with ``#`` are ignored;
 * a single image file;
 * ``synthetic[:<split>][?classes=K&size=S&seed=N&n=N]``: the procedural shapes-and-textures set
-  of :mod:`stm_probe.data.synthetic`, rendered on the fly (labels = its classes; a folder
-  literally named ``synthetic`` is read as ``./synthetic``);
+  of :mod:`stm_probe.data.synthetic`, rendered on the fly (labels = its classes; ``synthetic``
+  while a ``./synthetic`` folder exists is refused as ambiguous: write ``synthetic:val`` or
+  ``./synthetic``);
 * nothing (``None``): the embedded sample set in the repository's ``data/images/`` folder (16
   public-domain / CC0 photographs, unlabelled; see ``data/README.md``), or whatever
   ``$STM_PROBE_DATA`` points to.
@@ -65,7 +66,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UsageError
-from .labels import _printable, imagenet_index
+from .labels import MAX_LABEL, _printable, imagenet_index
 from .shift import SHIFT_SETS, describe_space
 
 if TYPE_CHECKING:
@@ -458,6 +459,13 @@ def _folder_source(root: Path) -> ImageSource:
             f"--data {_printable(root)}: cannot read the folder ({e.strerror}); check its permissions"
         ) from e
     top_images = _unique_files(top)
+    for d in subdirs:  # a class folder that cannot be read would silently lose its class
+        try:
+            with os.scandir(d):
+                pass
+        except OSError as e:
+            raise UsageError(f"--data {_printable(root)}: class folder {_printable(os.path.basename(d))} cannot be "
+                             f"read ({e.strerror or type(e).__name__}); check its permissions") from None
     class_files = {os.path.basename(d): _scan_images(Path(d), exclude=(str(root),)) for d in subdirs}
     class_files = {k: v for k, v in class_files.items() if v}
 
@@ -485,8 +493,21 @@ def _folder_source(root: Path) -> ImageSource:
     return ImageSource(tuple(paths), tuple(labels), "imagefolder", root, tuple(names), space, notes=notes)
 
 
+def check_not_named_pipe(path: Path, flag: str) -> None:
+    """Refuse a named pipe (FIFO) given as a file to read: opening it waits for a writer forever. A
+    pipe from process substitution (``--data <(ls imgs/*.png)``, under /dev/fd or /proc) is read."""
+    try:
+        is_fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return
+    if is_fifo and not str(path).startswith(("/dev/fd/", "/proc/")):
+        raise UsageError(f"{flag} is a named pipe (FIFO), not a text file: reading it would wait for a writer; give a "
+                         "regular file")
+
+
 def _read_text_lines(path: Path, flag: str, what: str) -> list[str]:
     """Non-blank, non-comment lines of a UTF-8 text file (a BOM is ignored), stripped."""
+    check_not_named_pipe(path, flag)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -524,6 +545,9 @@ def _list_source(list_file: Path) -> ImageSource:
             if label < 0:
                 raise UsageError(f"--data {_printable(list_file)}: label {label} on line {number} is negative: labels "
                                  "are class indices 0, 1, ...; leave the label out for an unlabelled image")
+            if label >= MAX_LABEL:
+                raise UsageError(f"--data {_printable(list_file)}: label {parts[1][:30]} on line {number} is not a "
+                                 f"class index (no model has {MAX_LABEL:,} classes); fix that line")
         p = Path(line).expanduser()
         path = os.path.normpath(p if p.is_absolute() else base / p)
         if path in seen:  # the same image twice would count as two independent images

@@ -12,6 +12,7 @@ indices, as for any synset-folder tree).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,6 +22,7 @@ from . import ImageSource, _folder_source, _printable
 
 SEVERITY_NAMES = ("1", "2", "3", "4", "5")
 FAMILY_NAMES = ("noise", "blur", "weather", "digital", "extra")
+_SYNSET = re.compile(r"^n\d{8}$")
 
 
 def _corruption_names() -> tuple[str, ...]:
@@ -63,11 +65,88 @@ def _corruption_folders(path: Path) -> tuple[dict[str, Path], list[str]]:
     return found, ignored
 
 
+def _has_shape(folder: Path) -> bool:
+    """A corruption-shaped folder: its subfolders are all numbers, and one holds a synset folder."""
+    names = _subdirs(folder)
+    if not names or not all(n.isdigit() for n in names):
+        return False
+    return any(_SYNSET.match(n) for d in names for n in _subdirs(folder / d))
+
+
 def is_imagenet_c(path: Path) -> bool:
-    """True for a folder laid out as ImageNet-C (see the module docstring): at least one corruption
-    folder (named as one of the 19) holding severity folders 1-5 and nothing else."""
+    """True for a folder with the ImageNet-C shape (see the module docstring): at least one folder
+    (named as one of the 19 corruptions or not) of number folders holding synset folders, at the top,
+    under a family folder, or the folder itself. `imagenet_c_source` then validates it or refuses it;
+    such a tree is never read as a plain ImageFolder."""
     path = Path(path)
-    return path.is_dir() and bool(_corruption_folders(path)[0])
+    if not path.is_dir():
+        return False
+    if _has_shape(path) or bool(_corruption_folders(path)[0]):
+        return True
+    for name in _subdirs(path):
+        if _has_shape(path / name) or (name in FAMILY_NAMES and any(_has_shape(path / name / n)
+                                                                     for n in _subdirs(path / name))):
+            return True
+    return False
+
+
+def _validate_shape(path: Path) -> None:
+    """Refuse (one line) what is shaped like ImageNet-C but is not: an unknown corruption name (with
+    did-you-mean), a severity folder outside 1-5."""
+    from ..options import did_you_mean
+
+    known = _corruption_names()
+    where = f"--data {_printable(path)}"
+    candidates = [(path.name, path)] if _has_shape(path) else []
+    for name in _subdirs(path):
+        if name in FAMILY_NAMES:
+            candidates += [(n, path / name / n) for n in _subdirs(path / name) if _has_shape(path / name / n)
+                           or n in known]
+        elif _has_shape(path / name) or name in known:
+            candidates.append((name, path / name))
+    for name, folder in candidates:
+        if name not in known:
+            raise UsageError(f"{where} is shaped like ImageNet-C, but '{_printable(name)}' is not an ImageNet-C "
+                             f"corruption{did_you_mean(name, known)}: rename or remove that folder")
+        bad = [n for n in _subdirs(folder) if n not in SEVERITY_NAMES]
+        if bad or not _subdirs(folder):
+            what = f"folder '{_printable(bad[0])}', not a severity 1-5" if bad else "no severity folders"
+            raise UsageError(f"{where}: {_printable(name)}/ holds {what}: an ImageNet-C corruption holds the "
+                             "severity folders 1/ .. 5/ only; remove or rename it")
+
+
+def _image_ids(root: str) -> set[str]:
+    """``<wnid>/<file>`` of every image under a variant folder (links followed)."""
+    from . import _is_image
+
+    found: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(folder, root)
+        found.update((name if rel == "." else f"{rel}/{name}").replace(os.sep, "/") for name in files
+                     if _is_image(name))
+    return found
+
+
+def _check_same_images(path: Path, variants: list[tuple[str, int]], roots: list[str]) -> None:
+    """Every variant must hold images, and the same ones (as ``<wnid>/<file>``, extension included)."""
+    where = f"--data {_printable(path)}"
+    reference: set[str] | None = None
+    for (name, severity), root in zip(variants, roots):
+        ids = _image_ids(root)
+        if not ids:
+            raise UsageError(f"{where}: {name}/{severity} holds no images: every ImageNet-C variant holds the same "
+                             "images; complete it or remove that folder")
+        if reference is None:
+            reference, first = ids, (name, severity)
+            continue
+        if ids != reference:
+            extra, lacking = sorted(ids - reference), sorted(reference - ids)
+            what = (f"lacks {len(lacking)} image(s) of {first[0]}/{first[1]} (first: {_printable(lacking[0])})"
+                    if lacking else f"holds {len(extra)} image(s) that {first[0]}/{first[1]} lacks (first: "
+                    f"{_printable(extra[0])})")
+            raise UsageError(f"{where}: {name}/{severity} {what}: every variant must hold the same images; "
+                             "complete the tree or pass the variants that agree")
 
 
 @dataclass(frozen=True)
@@ -124,6 +203,7 @@ def imagenet_c_source(path: Path) -> ImageNetCSource:
     """The `ImageNetCSource` of an ImageNet-C folder (UsageError, one line, for a folder that is not
     one, or whose reference variant is not a synset-folder tree)."""
     path = Path(path).expanduser().absolute()
+    _validate_shape(path)
     folders, ignored = _corruption_folders(path)
     if not folders:
         raise UsageError(f"--data {_printable(path)} is not an ImageNet-C folder: expected "
@@ -135,6 +215,7 @@ def imagenet_c_source(path: Path) -> ImageNetCSource:
                 variants.append((name, severity))
                 roots.append(str(folders[name] / str(severity)))
     reference = variants[0]
+    _check_same_images(path, variants, roots)
     base = _folder_source(Path(roots[0]))
     if base.label_space != "imagenet-1k":
         raise UsageError(f"--data {_printable(path)}: {_printable(roots[0])} does not hold ImageNet synset folders "

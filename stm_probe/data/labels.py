@@ -47,6 +47,9 @@ ILSVRC2012_RESOURCE = "ilsvrc2012_ids.json"
 _VAL_NAME = "ILSVRC2012_val_{:08d}"
 _SYNSET_RE = re.compile(r"^n\d{8}$")
 _INT_RE = re.compile(r"^\d+$")
+_SIGNED_RE = re.compile(r"^-?\d+$")
+#: no classifier has this many classes: a larger integer label is a mistake, refused before it overflows
+MAX_LABEL = 10**7
 
 
 def _printable(text: str | os.PathLike) -> str:
@@ -98,6 +101,9 @@ class LabelTable:
 
 
 def _read_lines(path: Path, flag: str) -> list[str]:
+    from . import check_not_named_pipe
+
+    check_not_named_pipe(path, flag)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -159,6 +165,9 @@ def _kaggle(lines: list[str], flag: str) -> _Collector:
         if len(row) < 2 or not row[0].strip() or not row[1].split():
             raise UsageError(f"{flag}: line {number} is not 'ImageId,PredictionString' with a synset first")
         image_id, wnid = row[0].strip(), row[1].split()[0]
+        stem, ext = os.path.splitext(image_id)
+        if ext.lower() in (".jpeg", ".jpg", ".png"):  # an id written with its file's extension
+            image_id = stem
         out.add(image_id, _synset_label(wnid, flag, number), number, stem=True)
     return out
 
@@ -195,6 +204,9 @@ def _plain_csv(lines: list[str], flag: str) -> tuple[_Collector, str]:
     for number, row in labels:
         name, value = row[0].strip().replace("\\", "/"), row[1].strip()
         label = int(value) if "int" in kinds else _synset_label(value, flag, number)
+        if label >= MAX_LABEL:
+            raise UsageError(f"{flag}: label {value[:30]} on line {number} is not a class index (no model has "
+                             f"{MAX_LABEL:,} classes); fix that line")
         out.add(name, label, number, stem=not name.lower().endswith(IMG_EXTENSIONS))
     return out, ("list" if "int" in kinds else "imagenet-1k")
 
@@ -211,9 +223,9 @@ def read_label_file(path: str | os.PathLike) -> LabelTable:
     head = lines[0].replace(" ", "").lower()
     if head.startswith("imageid,predictionstring"):
         found, space, kind = _kaggle(lines, flag), "imagenet-1k", "Kaggle LOC_val_solution"
-    elif all(_INT_RE.match(line) for line in lines):
+    elif all(_SIGNED_RE.match(line) for line in lines):
         if len(lines) != len(raw):  # line i labels image i: nothing may be skipped
-            number = next(i for i, line in enumerate(raw, 1) if not _INT_RE.match(line))
+            number = next(i for i, line in enumerate(raw, 1) if not _SIGNED_RE.match(line))
             raise UsageError(f"{flag}: line {number} of an ILSVRC2012 ground-truth file is not an id (line i labels "
                              "ILSVRC2012_val_i); pass the devkit's file unchanged")
         found, space = _devkit(lines, flag), "imagenet-1k"
@@ -264,8 +276,15 @@ def apply_label_file(source: ImageSource, labels_file: str | os.PathLike) -> Ima
                              "keep one label per image in the label file")
         labels[indices[0]] = label
 
+    root = os.path.abspath(source.root)
     for key, label in table.by_name.items():
-        assign([lookup_name[key]] if key in lookup_name else lookup_base.get(key, []), key, label)
+        name = key
+        if os.path.isabs(key):  # an absolute path names an image of --data by where it lies
+            if os.path.commonpath([root, os.path.abspath(key)]) != root:
+                raise UsageError(f"{flag}: '{_printable(key)}' lies outside --data {where}; write the paths relative "
+                                 "to that folder (or the bare file names)")
+            name = os.path.relpath(key, root).replace(os.sep, "/")
+        assign([lookup_name[name]] if name in lookup_name else lookup_base.get(name, []), key, label)
     for key, label in table.by_stem.items():
         assign(stems.get(key, []), key, label)
     if missing:

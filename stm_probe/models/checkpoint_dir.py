@@ -74,6 +74,12 @@ def find_checkpoints(models: list[str], folder: Path, missing_ok: bool = False) 
         if not hits[0].is_file():
             raise UsageError(f"--checkpoint-dir {folder}: {hits[0].name} (for {model}) is not a file; replace it with "
                              "the weights file")
+        try:
+            with open(hits[0], "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError(f"--checkpoint-dir {folder}: {hits[0].name} (for {model}) cannot be read "
+                             f"({exc.strerror or type(exc).__name__}); check its permissions") from None
         found[model] = str(hits[0])
     return found
 

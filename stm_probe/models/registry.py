@@ -21,7 +21,7 @@ from torch import nn
 
 from ..checkpoint import checkpoint_num_classes, is_computed_buffer, load_checkpoint, read_checkpoint
 from ..errors import UsageError
-from ..label_spaces import trained_summary, weights_label
+from ..label_spaces import checkpoint_class_names, trained_summary, weights_label
 from .configs import model_settings
 from .input_size import check_input_size
 from .names import (
@@ -266,6 +266,9 @@ def create_model(
         model.stm_probe_weights = load_checkpoint(model, checkpoint, key=checkpoint_key, strict=strict,
                                                   min_loaded=min_loaded, guess=guess_model, contents=contents)
         trained = trained_summary(contents)  # a `stm-probe train` checkpoint says how it was trained
+        names = checkpoint_class_names(contents)  # any checkpoint may name its classes
+        if names is not None:
+            model.stm_probe_weights["class_names"] = names
         if trained is not None:
             model.stm_probe_weights["trained"] = trained
             if model.stm_probe_weights["weights"] == "checkpoint":

@@ -145,7 +145,7 @@ class Session:
         num_classes = int(getattr(model, "num_classes", 0) or 0)
         from ..label_spaces import model_space
 
-        space = model_space(num_classes, weights.get("trained")) if num_classes else None
+        space = model_space(num_classes, weights.get("trained"), weights.get("class_names")) if num_classes else None
         if getattr(self.source, "class_subset", None):  # ImageNet-R/A: logits of their 200 classes only
             from ..models.label_space import restrict_classes
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...errors import UsageError
 from ...invariance import METRIC_STATISTICS, prediction_metrics
 from ..base import require_finite
 from .base import BiasMethod, Key
@@ -65,6 +66,11 @@ class FrequencyFilter(BiasMethod):
     def __init__(self, config: Any, session: Any) -> None:
         super().__init__(config, session)
         self.radii = tuple(float(r) for r in (config.radii or default_radii(self.input_size)))
+        largest = float(radial_distance(self.input_size).max())
+        beyond = [r for r in self.radii if r > largest]
+        if beyond:
+            raise UsageError(f"--radii {beyond[0]:g} is beyond the spectrum of a {self.input_size} px input (its "
+                             f"largest frequency radius is {largest:.2f}): give radii up to {largest:.2f}")
 
     @torch.inference_mode()
     def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
