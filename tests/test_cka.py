@@ -237,7 +237,7 @@ def test_rbf_blocks_and_compare_init(checkpoints) -> None:
     pd.testing.assert_series_equal(mirror.sort_index(), swapped.sort_index())  # symmetric
 
 
-def test_refusals(checkpoints) -> None:
+def test_refusals(checkpoints, capsys) -> None:
     with pytest.raises(UsageError, match="--minibatch-size 2"):
         _run(checkpoints, minibatch_size=2)
     with pytest.raises(UsageError, match="no minibatch holds 4 images"):
@@ -246,3 +246,4 @@ def test_refusals(checkpoints) -> None:
         _run(checkpoints, repeats=2)
     assert main(["cka", "--model", "resnet18", "--layers", "blocks", "--num-images", "4", "--input-size", "32",
                  "--quiet"]) == 2
+    assert "--layers blocks reads the blocks of unified models" in capsys.readouterr().err
