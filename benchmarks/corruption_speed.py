@@ -5,7 +5,8 @@ Two measurements on the embedded sample images:
 1. ``--table``: milliseconds per image of each of the 19 corruptions (mean over severities 1-5 of
    the best of ``--repeats`` calls on one image) at every ``--sizes`` (e.g. 64,224), in this process.
    ``--against-corrupt-tta``: also corrupt-tta 0.1.7's (the generator before ``stm_probe.corrupt``;
-   a dependency, for its frost textures) timed alternately with ours, and the ratio ours / theirs.
+   a dependency, for its frost textures; with the clipping to 8 bits the probe applied to it) timed
+   alternately with ours, and the ratio ours / theirs.
 2. the share: for every corruption x severity of ``--corruptions`` (default the 15 of the
    benchmark), the time to make the corrupted batches (`stm_probe.corruptions.Corruptor`, in
    ``--workers`` processes, 0 = in this process) and the time of the model's forward on them, as
@@ -62,7 +63,8 @@ def corruption_table(sizes: list[int], repeats: int, against: bool) -> None:
                 ours += _best_ms(lambda: corrupt_image(pixels, name, severity, words), repeats) / 5
                 if against:
                     state = np.random.get_state()
-                    theirs += _best_ms(lambda: corrupt_tta.corrupt(pixels, severity, name), repeats) / 5
+                    theirs += _best_ms(lambda: np.clip(np.asarray(corrupt_tta.corrupt(pixels, severity, name), np.float64),
+                                                       0, 255).astype(np.uint8), repeats) / 5  # as the probe took it
                     np.random.set_state(state)
             row += f"{ours:14.1f}" + (f"{theirs:13.1f}{ours / theirs:7.2f}" if against else "")
         print(name.ljust(18) + row, flush=True)

@@ -375,10 +375,15 @@ def _spatter(x: np.ndarray, s: int, rng: np.random.RandomState) -> np.ndarray:
 
 
 def _contrast(x: np.ndarray, s: int, rng: np.random.RandomState) -> np.ndarray:
+    """Each channel pulled towards its mean by ``factor`` (0-1 scale), through a 256-level table per
+    channel (already truncated to 8 bits, as `corrupt` would)."""
+    import cv2
+
     factor = (0.4, 0.3, 0.2, 0.1, 0.05)[s - 1]
-    x = x / 255.0
-    mean = x.mean(axis=(0, 1), keepdims=True)
-    return np.clip((x - mean) * factor + mean, 0, 1) * 255
+    mean = x.reshape(-1, 3).mean(axis=0) / 255.0
+    levels = np.arange(256)[:, None] / 255.0
+    table = (np.clip((levels - mean) * factor + mean, 0, 1) * 255).astype(np.uint8)  # (256, 3)
+    return cv2.LUT(x, table.reshape(256, 1, 3))
 
 
 def _hsv_change(x: np.ndarray, channel: int, scale: float, shift: float) -> np.ndarray:
