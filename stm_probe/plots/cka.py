@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import save_figure, use_headless_backend
+from ..report import save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 
@@ -123,7 +123,6 @@ def plot_cka(out_dir: str | Path, probe: str = "cka", *, sources: Sequence[Path]
     """Draw every CKA figure of a run folder (or several, drawn together) from ``cka.csv``: per kernel
     ``cka_layers`` and, with more than one model (or an init copy), ``cka_models``; files of kernels
     after the first carry ``_<kernel>``."""
-    use_headless_backend()
     out_dir = Path(out_dir)
     folders = list(sources or [out_dir])
     style = style or resolve_style(folders[0])
