@@ -130,12 +130,11 @@ class CkaProbe(Probe):
         """A newly initialised copy of ``model`` (as built, seeded by the run's seed and the model's name)."""
         from ..models import create_model
         from ..models.features import Normalized
-        from ..runtime.seeds import stream_seed
-        from ..runtime.session import seed_everything
+        from ..runtime.seeds import seeded, stream_seed
 
-        seed_everything(stream_seed(self.session.seed, "cka-init-copy", model.name))
-        fresh = create_model(model.name, num_classes=model.num_classes or 1000,
-                             input_size=self.session.options.input_size).to(self.session.device)
+        with seeded(stream_seed(self.session.seed, "cka-init-copy", model.name), self.session.device):
+            fresh = create_model(model.name, num_classes=model.num_classes or 1000,
+                                 input_size=self.session.options.input_size).to(self.session.device)
         if self.session.precision is not None:  # the copy runs at the precision of the run, like the model
             from ..runtime.precision import apply_precision
 
