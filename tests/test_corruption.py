@@ -219,6 +219,15 @@ def test_flip_rates_equal_a_direct_recomputation(tmp_path: Path) -> None:
     assert len(written) == len(frame)
     assert (tmp_path / "run" / "corruption_noise.png").is_file() and (tmp_path / "run" / "corruption_heatmap.png").is_file()
     assert not (tmp_path / "run" / "corruption_cache").exists()
+    # the examples: the first image under all 19 corruptions x 5 severities, the pixels the model saw for it
+    with np.load(tmp_path / "run" / "corruption_examples.npz", allow_pickle=False) as examples:
+        assert examples["images"].shape == (19, 5, size, size, 3) and np.array_equal(examples["clean"], pixels[0])
+        assert tuple(examples["corruptions"]) == all_corruptions()
+        for name, severity in (("gaussian_noise", 5), ("fog", 2)):
+            words = seed_words(0, name, severity, 0, [0])[0]
+            assert np.array_equal(examples["images"][all_corruptions().index(name), severity - 1],
+                                  corrupt(pixels[0], name, severity, seed=words))
+    assert (tmp_path / "run" / "corruption_examples.png").is_file()
 
 
 def test_imagenet_c_folder_gives_ce_and_mce(tmp_path: Path) -> None:

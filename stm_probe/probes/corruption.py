@@ -141,8 +141,11 @@ class CorruptionProbe(Probe):
             if self.config.clean_data is not None:
                 raise UsageError("--clean-data is for ImageNet-C folders; on other --data the clean images are the "
                                  "data itself: drop --clean-data")
-            from ..corruptions import check_assets
+            from ..corruptions import MIN_SIDE, check_assets
 
+            if self.session.options.input_size < MIN_SIDE:
+                raise UsageError(f"--input-size {self.session.options.input_size}: the corruptions need at least "
+                                 f"{MIN_SIDE} px (ImageNet-C's are defined at 224)")
             try:
                 check_assets()
             except RuntimeError as exc:
@@ -451,12 +454,12 @@ class CorruptionProbe(Probe):
         from pathlib import Path
 
         from ..corruptions import all_corruptions, corrupt_image, seed_words, to_uint8
-        from ..data import ImageDataset, eval_transform
+        from ..data import ImageDataset
         from ..plots.corruption import EXAMPLES_FILE
         from ..runs import atomic_path
 
         opts = self.session.options
-        dataset = ImageDataset(self.session.source, eval_transform(opts.input_size))
+        dataset = ImageDataset(self.session.source, self.transform())
         item = next((it for it in map(dataset.__getitem__, range(len(dataset))) if not hasattr(it, "reason")), None)
         if item is None:
             raise UsageError("no image of --data could be read for the corruption examples")
