@@ -13,14 +13,11 @@ callable (state dict -> model name) for its error messages; `stm_probe.models.re
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 import pickle
 import re
 import warnings
 import zipfile
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -29,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
+from .runs import file_sha256  # noqa: F401  (cached by size and mtime; callers import it from here)
 
 # keys looked for, in order, when the user names none
 DEFAULT_KEYS = ("model", "state_dict", "model_ema")
@@ -38,21 +36,6 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 # a state dict -> the name of the model it most likely belongs to (or None)
 GuessFn = Callable[[Mapping[str, torch.Tensor]], str | None]
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (once per process while its size and mtime stay)."""
-    stat = os.stat(path)
-    return _sha256_of(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- reading ------------------------------------------------------------------------------------

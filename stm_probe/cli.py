@@ -20,7 +20,7 @@ from .options import RunOptions, did_you_mean, flag_name
 
 SYNTHETIC_SPLITS = ("train", "val", "shape-only", "texture-only", "cue-conflict")  # stm_probe.data.synthetic.SPLITS
 _SHARED_GROUPS = {"run": ("device", "out", "resume", "seed", "bootstrap", "repeats", "precision", "channels_last",
-                           "compile", "style", "cmap", "quiet", "debug")}
+                           "compile", "style", "formats", "cmap", "quiet", "debug")}
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -215,7 +215,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = args.out or dirs[0]
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
-    style = resolve_style(dirs[0], args.style, args.cmap)
+    style = resolve_style(dirs[0], args.style, args.cmap, args.formats)
     if args.probe == "train":
         from .plots.train import plot_train
 
@@ -349,6 +349,8 @@ def build_parser() -> Parser:
     p.add_argument("--out", type=Path, metavar="DIR", help="folder for the figures (default: the run folder; "
                    "required with several)")
     p.add_argument("--style", choices=("default", "paper"), help="figure style (default: the run's own --style)")
+    p.add_argument("--formats", metavar="FMT[,FMT]", help="figure files: png, pdf, svg (default: the run's own; "
+                   "png, or png,pdf with --style paper)")
     p.add_argument("--cmap", metavar="NAME", help="colour map of ERF heat maps (default: the run's own, else viridis; "
                    "RdYlGn: RepLKNet's red-yellow-green)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

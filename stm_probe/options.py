@@ -172,6 +172,8 @@ def name_list(text: str) -> tuple[str, ...]:
 
 
 SEED_MAX = 2**63 - 1
+#: figure file formats (`stm_probe.plots.style`): PNG by default, PDF with --style paper
+FIGURE_FORMATS = ("png", "pdf", "svg")
 
 
 # --- the settings every probe shares ----------------------------------------------------------------
@@ -230,6 +232,9 @@ class RunOptions:
     compile: bool = option(False, "torch.compile the models")
     style: str = option("default", "figure style: default | paper (3.5/7 inch widths, Type 42 fonts)",
                         choices=("default", "paper"))
+    formats: tuple[str, ...] | None = option(None, "figure files: png, pdf, svg, comma-separated (default png; with "
+                                             "--style paper png,pdf)", parse=name_list, choices=FIGURE_FORMATS,
+                                             metavar="FMT[,FMT]")
     cmap: str | None = option(None, "colour map of ERF heat maps (any matplotlib name, or RdYlGn for RepLKNet's)",
                               metavar="NAME")
     quiet: bool = option(False, "no progress bars")

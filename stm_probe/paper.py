@@ -118,7 +118,7 @@ def draw_teaser(csv_path: Path) -> list[Path]:
     ax.set_title("Unified backbones, published top-1 (bubble area ~ GMACs at 224)", fontsize=10)
     ax.legend(title="STM", fontsize=8, markerscale=0.5, loc="lower right")
     ax.grid(alpha=0.3)
-    return save_figure(fig, csv_path.with_suffix(""))
+    return save_figure(fig, csv_path.with_suffix(""), formats=("png", "pdf"))  # a paper figure: vector too
 
 
 def _stm_colours(stms: list[str]) -> dict[str, Any]:

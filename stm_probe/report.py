@@ -27,13 +27,14 @@ DATA_SUFFIXES = (".csv", ".npy", ".npz")  # run outputs whose sha256 the manifes
 
 
 def file_checksums(out_dir: Path, paths: Sequence[Path]) -> dict[str, str]:
-    """{path relative to out_dir: sha256} of the data files among ``paths`` (for manifest.json)."""
-    import hashlib
+    """{path relative to out_dir: sha256} of the data files among ``paths`` (for manifest.json);
+    hashes are cached by size and mtime, so the figures' `verify_file` does not read them again."""
+    from .runs import file_sha256
 
     sums = {}
     for path in paths:
         if Path(path).suffix in DATA_SUFFIXES and Path(path).is_file():
-            sums[str(Path(path).relative_to(out_dir))] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            sums[str(Path(path).relative_to(out_dir))] = file_sha256(path)
     return sums
 
 
@@ -43,10 +44,10 @@ def verify_file(path: str | Path) -> None:
     The run folder is the file's folder or the one above (``erf/x.npy``); its manifest.json keeps
     the sha256 of every data file. A folder with ``run.json`` but no manifest is an unfinished run.
     """
-    import hashlib
     import json
 
     from .errors import UsageError
+    from .runs import file_sha256
 
     path = Path(path)
     if path.is_dir():
@@ -61,7 +62,7 @@ def verify_file(path: str | Path) -> None:
             except (ValueError, OSError):
                 raise UsageError(f"{manifest} is not readable JSON: the run folder is damaged; rerun the probe") from None
             expected = sums.get(str(path.relative_to(folder)))
-            if expected is not None and hashlib.sha256(path.read_bytes()).hexdigest() != expected:
+            if expected is not None and file_sha256(path) != expected:
                 raise UsageError(f"{path} was changed after its run wrote it (sha256 differs from {manifest.name}): "
                                  "rerun the probe to rewrite it")
             return
@@ -176,8 +177,10 @@ def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | No
     return fig, fig.subplots(nrows, ncols, squeeze=squeeze, **kwargs)
 
 
-def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), dpi: int | None = None) -> list[Path]:
-    """Save a matplotlib figure as ``stem.png`` and ``stem.pdf`` (atomically); a pyplot figure is closed.
+def save_figure(fig, stem: str | Path, formats: Sequence[str] | None = None, dpi: int | None = None) -> list[Path]:
+    """Save a matplotlib figure as ``stem.<format>`` (atomically) and close it; ``formats``: those of
+    the style drawn in (`stm_probe.plots.style.figure_formats`: PNG, and PDF with the paper style or
+    ``--formats``) unless given.
 
     Fonts are embedded as TrueType (Type 42) in PDF/PS. A figure laid out by constrained layout
     (every figure of `stm_probe.plots`) keeps its exact size (paper widths); any other is cropped
@@ -188,6 +191,9 @@ def save_figure(fig, stem: str | Path, formats: Sequence[str] = ("png", "pdf"), 
     import matplotlib
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
+    from .plots.style import figure_formats
+
+    formats = tuple(formats or figure_formats())
     exact = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
     paths = []
     with matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):

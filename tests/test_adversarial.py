@@ -343,6 +343,7 @@ def _labelled_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_cli_results_do_not_depend_on_the_batch_size(tmp_path: Path) -> None:
     """End to end on labelled images: --batch-size 1 and 3 give the same numbers (random starts
     per image), rates carry Wilson intervals, the maximum norm none."""
@@ -351,7 +352,7 @@ def test_cli_results_do_not_depend_on_the_batch_size(tmp_path: Path) -> None:
     for batch_size in (1, 3):
         out = tmp_path / f"run{batch_size}"
         code = main(["adversarial", "--model", "unified_convnext_micro", "--data", str(data), "--num-images", "3",
-                     "--input-size", "64", "--attack", "fgsm,pgd", "--eps", "2,8/255", "--steps", "2",
+                     "--input-size", "32", "--attack", "fgsm,pgd", "--eps", "2,8/255", "--steps", "2",
                      "--batch-size", str(batch_size), "--out", str(out), "--quiet"])
         assert code == 0
         frames.append(pd.read_csv(out / "adversarial.csv").sort_values(["attack", "eps", "metric"], ignore_index=True))

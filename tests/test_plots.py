@@ -173,6 +173,41 @@ def test_style_and_cmap_come_from_the_manifest_unless_overridden(tmp_path: Path)
         resolve_style(tmp_path, cmap="RdYlGM")
 
 
+
+def test_figures_are_png_unless_the_style_or_formats_ask_for_more(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    for style, expected in ((FigureStyle(), [".png"]), (FigureStyle("paper"), [".png", ".pdf"]),
+                            (FigureStyle(formats=("svg", "PDF")), [".svg", ".pdf"])):
+        with style.context():
+            paths = save_figure(plt.figure(), tmp_path / f"{style.name}{len(style.formats)}")
+        assert [p.suffix for p in paths] == expected and all(p.stat().st_size > 0 for p in paths)
+    assert [p.suffix for p in save_figure(plt.figure(), tmp_path / "outside")] == [".png"]  # no style context
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"call": {"argv": ["stm-probe", "erf", "--formats", "png,svg"]}}))
+    assert resolve_style(tmp_path).file_formats == ("png", "svg")
+    assert resolve_style(tmp_path, style="paper").file_formats == ("png", "pdf")  # a given style brings its own
+    assert resolve_style(tmp_path, formats="pdf").file_formats == ("pdf",)
+    manifest.write_text(json.dumps({"call": {"api": "stm_probe.run", "options": {"formats": ["pdf"]}}}))
+    assert resolve_style(tmp_path).file_formats == ("pdf",)
+    with pytest.raises(UsageError, match="did you mean png"):
+        FigureStyle(formats=("pgn",))
+
+
+def test_run_writes_the_formats_asked_for_and_plot_keeps_them(tmp_path: Path) -> None:
+    common = ["invariance", "--model", CONV, "--input-size", "32", "--kind", "scale", "--levels", "0.5,1",
+              "--num-images", "1", "--bootstrap", "0", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "png")]) == 0
+    assert sorted(p.name for p in (tmp_path / "png").glob("invariance_*")) == ["invariance_scale.png",
+                                                                              "invariance_summary.png"]
+    out = tmp_path / "both"
+    assert main([*common, "--formats", "png,pdf", "--out", str(out)]) == 0
+    assert main(["plot", "invariance", str(out)]) == 0
+    assert sorted(p.suffix for p in out.glob("invariance_scale.*")) == [".pdf", ".png"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"invariance_scale.png", "invariance_scale.pdf"} <= set(manifest["outputs"])
+    assert main([*common, "--formats", "jpg", "--out", str(tmp_path / "bad")]) == 2
+
 # --- figures from hand-made folders ------------------------------------------------------------------------
 def test_eps_on_a_log2_axis_with_the_clean_point(tmp_path: Path, captured) -> None:
     folder = _adversarial_folder(tmp_path / "adv")

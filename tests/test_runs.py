@@ -148,3 +148,21 @@ def test_the_summary_says_what_would_otherwise_surprise(tmp_path: Path, capsys) 
     for text in expected:
         assert any(text in note for note in notes) and text in printed
     assert json.loads((out / "manifest.json").read_text())["num_images"] == available
+
+
+def test_file_hash_is_cached_by_size_and_mtime_and_follows_changes(tmp_path: Path) -> None:
+    import hashlib
+
+    from stm_probe.runs import _sha256_of, file_sha256
+
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    first = file_sha256(path)
+    assert first == hashlib.sha256(b"a,b\n1,2\n").hexdigest()
+    hits = _sha256_of.cache_info().hits
+    assert file_sha256(path) == first and _sha256_of.cache_info().hits == hits + 1  # read once
+    path.write_bytes(b"a,b\n1,3\n")  # same size: a new mtime makes it read again
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert file_sha256(path) == hashlib.sha256(b"a,b\n1,3\n").hexdigest()
+    path.write_bytes(b"a,b\n1,30\n")
+    assert file_sha256(path) == hashlib.sha256(b"a,b\n1,30\n").hexdigest()

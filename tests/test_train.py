@@ -96,7 +96,7 @@ def test_learns_an_easy_split_and_logs_it(trained) -> None:
     assert WarmupCosine(8, 40)(0) == pytest.approx(1 / 8) and WarmupCosine(8, 40)(40) == pytest.approx(0.0)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["num_classes"] == 2 and manifest["metrics"]["val_acc"] == log["val_acc"].iloc[-1]
-    assert {"train_curve.png", "train_curve.pdf", "train_log.csv", "checkpoint.pth"} <= set(manifest["outputs"])
+    assert {"train_curve.png", "train_log.csv", "checkpoint.pth"} <= set(manifest["outputs"])
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 

@@ -38,6 +38,16 @@ PER_ANALYSIS_SHARED = ("data", "image_list", "labels", "num_images", "subset_see
 COMPARE_DEFAULTS: dict[str, dict[str, Any]] = {"invariance": {"kind": "translation,pre-rotation,scale"}}
 #: shared options an analysis with its own stimuli ignores (cue-conflict)
 DATA_OPTIONS = ("data", "image_list", "labels", "num_images", "subset_seed")
+#: --quick: the fewest images and levels that still give every headline column (a smoke run, not evidence):
+#: 2 images (an interval needs two), ERF at the headline's threshold only, one eps per attack, and of bias
+#: only the methods with a column at the coarsest grids; invariance keeps its grids (--levels sets one kind
+#: only). An explicit --num-images or --set wins.
+QUICK_IMAGES = 2
+QUICK_SETTINGS: dict[str, dict[str, str]] = {
+    "erf": {"thresholds": "0.99"},
+    "adversarial": {"eps": "4"},
+    "bias": {"probe": "patch-shuffle,fourier", "grids": "1,4", "fourier_grid": "16"},
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,9 @@ class CompareConfig:
                           parse=float, metavar="A")
     pairwise_bootstrap: int = option(10_000, "bootstrap replicates of each paired test (default 10000)",
                                      parse=non_negative_int, metavar="N")
+    quick: bool = option(False, f"a quick look: {QUICK_IMAGES} images, ERF at t=0.99, adversarial at eps 4, bias "
+                         "patch-shuffle (grids 1,4) and fourier (grid 16): every headline column, fewest images and "
+                         "levels (--num-images and --set still win)")
 
     def __post_init__(self) -> None:
         check_test_settings(self.alpha, self.pairwise_bootstrap)
@@ -252,6 +265,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     from ..options import coerce
     from ..runs import default_out_dir
     from ..runtime.distributed import is_main
+    from ..runtime.progress import overall_progress
 
     own = {f.name for f in fields(CompareConfig)}
     config = coerce(CompareConfig, {k: v for k, v in values.items() if k in own and v is not None})
@@ -266,7 +280,10 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
             raise UsageError(f"--analyses: unknown analysis '{name}'{did_you_mean(name, list(table))}; choose from "
                              f"{', '.join(table)}")
     chosen = {name: table[name] for name in names}
-    settings = parse_settings(config.set, chosen)
+    if config.quick:
+        shared.setdefault("num_images", QUICK_IMAGES)
+    quick = [f"{name}.{key}={value}" for name in names if config.quick for key, value in QUICK_SETTINGS.get(name, {}).items()]
+    settings = parse_settings((*quick, *config.set), chosen)  # a later --set of the same setting wins
     from ..runtime import distributed
     from ..runtime.session import resolve_device
 
@@ -279,20 +296,24 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     plans = [plan for name in names if (plan := _plan(chosen[name], shared, settings[name], out, explicit))]
     distributed.barrier()
     done = []
-    for analysis, run_values, action, models, identity in plans:
-        name, tic = analysis.name, time.perf_counter()
-        if action == "reuse":
-            print(f"compare: {name}: reusing the complete run in {out / name} (same settings, models and images)")
-        else:
-            print(f"compare: {name}: {'continuing the unfinished' if action == 'resume' else 'computing the'} run in "
-                  f"{out / name}")
-            execute(analysis.probe, {**run_values, "resume": action == "resume"},
-                    {**call, "compare": {"analysis": name, "out": str(out)}})
-        settings_used = {**analysis.defaults, **settings[name], **analysis.fixed}
-        done.append({"name": name, "probe": analysis.probe, "folder": name, "settings": settings_used,
-                     "status": {"reuse": "reused", "resume": "continued", "compute": "computed"}[action],
-                     "seconds": round(time.perf_counter() - tic, 3), "models": models,
-                     "identity": json.loads(json.dumps(identity, default=str))})
+    steps = sum(len(models) for *_, models in plans)
+    with overall_progress(steps, disable=options.quiet or not is_main()) as line:
+        for analysis, run_values, action, models, identity in plans:
+            name, tic = analysis.name, time.perf_counter()
+            if action == "reuse":
+                line.bar.write(f"compare: {name}: reusing the complete run in {out / name} (same settings, models "
+                               "and images)")
+                line.advance(len(models), computed=False)
+            else:
+                line.bar.write(f"compare: {name}: {'continuing the unfinished' if action == 'resume' else 'computing the'}"
+                               f" run in {out / name}")
+                execute(analysis.probe, {**run_values, "resume": action == "resume"},
+                        {**call, "compare": {"analysis": name, "out": str(out)}})
+            settings_used = {**analysis.defaults, **settings[name], **analysis.fixed}
+            done.append({"name": name, "probe": analysis.probe, "folder": name, "settings": settings_used,
+                         "status": {"reuse": "reused", "resume": "continued", "compute": "computed"}[action],
+                         "seconds": round(time.perf_counter() - tic, 3), "models": models,
+                         "identity": json.loads(json.dumps(identity, default=str))})
     if not done:
         raise UsageError("compare: no analysis left to run: name some with --analyses")
     if not is_main():

@@ -5,9 +5,10 @@
   (timm) models get a colour and marker from a hash of their name out of a second fixed list
   (Paul Tol's muted set and the Okabe-Ito colours no STM uses).
 * `FigureStyle`: ``default`` (screen) or ``paper`` (3.5 in single-column / 7 in double-column
-  widths, 7 pt text); both use constrained layout and TrueType (Type 42) fonts in PDF/PS.
-* `resolve_style`: the style and ERF colour map a run recorded in its ``manifest.json`` (the
-  call's ``--style`` / ``--cmap``), overridden by `stm-probe plot --style/--cmap`.
+  widths, 7 pt text); both use constrained layout and TrueType (Type 42) fonts in PDF/PS. Files:
+  PNG; the paper style adds PDF; ``--formats`` chooses (`figure_formats` inside `FigureStyle.context`).
+* `resolve_style`: the style, ERF colour map and file formats a run recorded in its ``manifest.json``
+  (the call's ``--style`` / ``--cmap`` / ``--formats``), overridden by `stm-probe plot`'s.
 * `annotate`: the title and a footnote naming the images, weights and input size of the rows drawn.
 """
 from __future__ import annotations
@@ -15,13 +16,20 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..errors import UsageError
+from ..options import FIGURE_FORMATS
 
 STYLES = ("default", "paper")
+#: figure file formats; PNG alone unless asked (PDF costs a second drawing and ~0.3 s of imports)
+FORMATS = FIGURE_FORMATS
+DEFAULT_FORMATS = {"default": ("png",), "paper": ("png", "pdf")}
+#: the formats of the style being drawn in (set by `FigureStyle.context`, read by `report.save_figure`)
+_DRAWING_FORMATS: ContextVar[tuple[str, ...] | None] = ContextVar("stm_probe_figure_formats", default=None)
 #: sequential and colour-blind safe; RdYlGn (RepLKNet's ERF figures) via --cmap RdYlGn
 DEFAULT_CMAP = "viridis"
 #: Okabe & Ito (2008) colours, one per STM family
@@ -82,21 +90,44 @@ def check_cmap(name: str) -> str:
     return name
 
 
+def format_list(text: str) -> tuple[str, ...]:
+    """'png,pdf' -> ('png', 'pdf'); an unknown format is refused naming the known ones."""
+    from ..options import check_choice, name_list
+
+    formats = tuple(f.lower() for f in name_list(text))
+    check_choice("--formats", formats, FORMATS)
+    return formats
+
+
+def figure_formats() -> tuple[str, ...]:
+    """The file formats of the style being drawn in (`FigureStyle.context`); PNG outside any."""
+    return _DRAWING_FORMATS.get() or DEFAULT_FORMATS["default"]
+
+
 @dataclass(frozen=True)
 class FigureStyle:
     """Sizes and fonts of a figure family. ``paper``: widths of 3.5 in (one or two panels across) or
-    7 in; text 7 pt. ``default``: about 3.2 in per panel, text 9 pt. ``cmap``: ERF heat maps."""
+    7 in; text 7 pt. ``default``: about 3.2 in per panel, text 9 pt. ``cmap``: ERF heat maps.
+    ``formats``: the files written per figure (empty: the style's own, PNG; paper: PNG and PDF)."""
 
     name: str = "default"
     cmap: str = DEFAULT_CMAP
+    formats: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.name not in STYLES:
             raise UsageError(f"--style {self.name!r} is not a figure style: choose from {', '.join(STYLES)}")
+        if self.formats:
+            object.__setattr__(self, "formats", format_list(",".join(self.formats)))
 
     @property
     def paper(self) -> bool:
         return self.name == "paper"
+
+    @property
+    def file_formats(self) -> tuple[str, ...]:
+        """The formats each figure is saved in: ``formats``, else the style's own."""
+        return self.formats or DEFAULT_FORMATS[self.name]
 
     def rc(self) -> dict[str, Any]:
         """matplotlib rcParams of the style (fonts, line widths, layout, Type 42 fonts)."""
@@ -111,11 +142,15 @@ class FigureStyle:
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
-        """Draw inside this: matplotlib rcParams of the style, restored afterwards."""
+        """Draw inside this: matplotlib rcParams and file formats of the style, restored afterwards."""
         import matplotlib
 
-        with matplotlib.rc_context(self.rc()):
-            yield
+        token = _DRAWING_FORMATS.set(self.file_formats)
+        try:
+            with matplotlib.rc_context(self.rc()):
+                yield
+        finally:
+            _DRAWING_FORMATS.reset(token)
 
     def width(self, columns: int) -> float:
         """Figure width (inches) for ``columns`` panels across (paper: 3.5 for one or two, else 7)."""
@@ -146,10 +181,14 @@ class FigureStyle:
             fig.legend(handles, labels, loc="outside right center")
 
 
+#: the figure options a run's manifest records and `stm-probe plot` reuses
+RECORDED = ("style", "cmap", "formats")
+
+
 def recorded_options(folder: str | Path) -> dict[str, Any]:
-    """The ``style`` and ``cmap`` a run was called with, from its ``manifest.json`` (a recorded
-    ``options`` entry, the API call's options, or ``--style`` / ``--cmap`` in the argv); {} when the
-    folder has no readable manifest."""
+    """The ``style``, ``cmap`` and ``formats`` a run was called with, from its ``manifest.json`` (a
+    recorded ``options`` entry, the API call's options, or ``--style`` / ``--cmap`` / ``--formats`` in
+    the argv); {} when the folder has no readable manifest."""
     path = Path(folder) / "manifest.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -159,23 +198,29 @@ def recorded_options(folder: str | Path) -> dict[str, Any]:
     call = manifest.get("call") or {}
     argv = [str(a) for a in call.get("argv") or []]
     for i, word in enumerate(argv):
-        for key in ("style", "cmap"):
+        for key in RECORDED:
             if word == f"--{key}" and i + 1 < len(argv):
                 found[key] = argv[i + 1]
             elif word.startswith(f"--{key}="):
                 found[key] = word.split("=", 1)[1]
     for options in (call.get("options"), manifest.get("options")):
         if isinstance(options, dict):
-            found.update({k: options[k] for k in ("style", "cmap") if options.get(k) is not None})
+            found.update({k: options[k] for k in RECORDED if options.get(k) is not None})
     return found
 
 
-def resolve_style(folder: str | Path | None, style: str | None = None, cmap: str | None = None) -> FigureStyle:
-    """The figure style of a run folder: ``style`` / ``cmap`` when given (the plot command's
-    overrides), else what the run recorded, else the defaults. An unknown colour map is refused."""
+def resolve_style(folder: str | Path | None, style: str | None = None, cmap: str | None = None,
+                  formats: str | Sequence[str] | None = None) -> FigureStyle:
+    """The figure style of a run folder: ``style`` / ``cmap`` / ``formats`` when given (the plot
+    command's overrides; a given style brings its own formats), else what the run recorded, else the
+    defaults. An unknown colour map or format is refused."""
     recorded = recorded_options(folder) if folder is not None else {}
     name = style or recorded.get("style") or "default"
-    return FigureStyle(str(name), check_cmap(str(cmap or recorded.get("cmap") or DEFAULT_CMAP)))
+    chosen = formats or (None if style else recorded.get("formats"))
+    if chosen is not None and not isinstance(chosen, str):
+        chosen = ",".join(map(str, chosen))
+    return FigureStyle(str(name), check_cmap(str(cmap or recorded.get("cmap") or DEFAULT_CMAP)),
+                       format_list(chosen) if chosen else ())
 
 
 # --- captions and axes ---------------------------------------------------------------------------------

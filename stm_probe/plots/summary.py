@@ -33,8 +33,9 @@ def scale_columns(values: pd.DataFrame, better: dict[str, str | None]) -> pd.Dat
 
 
 def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
-                 formats: Sequence[str] = ("png", "pdf"), style: FigureStyle | None = None) -> list[Path]:
-    """Draw ``values`` (index: models, columns: metric keys) as the summary heat map ``stem.png/.pdf``.
+                 formats: Sequence[str] | None = None, style: FigureStyle | None = None) -> list[Path]:
+    """Draw ``values`` (index: models, columns: metric keys) as the summary heat map ``stem.png`` (and
+    the other formats of ``style``, or ``formats`` when given).
 
     ``better[key]``: "higher", "lower" or None; ``labels[key]``: the column header; ``style``: the
     figure style (paper: 7 in wide; default: the runs' own).
@@ -45,7 +46,7 @@ def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: di
 
 
 def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
-          formats: Sequence[str], style: FigureStyle) -> list[Path]:
+          formats: Sequence[str] | None, style: FigureStyle) -> list[Path]:
     import matplotlib
 
     scaled = scale_columns(values, better)

@@ -422,6 +422,7 @@ def run_probe(probe: Probe, session: Any) -> Any:
 
     from ..data import make_loader
     from ..runtime import distributed
+    from ..runtime.progress import step_done
     from ..runtime.store import RunFolder, unit_key
 
     variants = getattr(session.source, "variants", None)
@@ -466,6 +467,7 @@ def run_probe(probe: Probe, session: Any) -> Any:
                     results.append(UnitResult.from_arrays(unit, *store.load_unit(keys[unit])))
                 resumed += 1
             if not todo:
+                step_done(computed=False)
                 continue
             loaded: dict[str, Any] = {}
             distributed.collective(lambda: loaded.update(model=_prepare_model(probe, session, name)))
@@ -478,6 +480,7 @@ def run_probe(probe: Probe, session: Any) -> Any:
                 if main:
                     results.append(result)
             del model
+            step_done()  # compare's overall progress line (stm_probe.runtime.progress), if one is shown
 
         def finish(_: Any) -> Any:
             frame = pd.DataFrame(_rows(probe, results), columns=list(probe.columns))

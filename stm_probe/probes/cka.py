@@ -57,6 +57,7 @@ class CkaConfig:
 
 class CkaProbe(Probe):
     name = "cka"
+    uses_labels = False  # stage features only: no label is read
     help = "representation similarity: linear/RBF CKA between every layer of every model, within and across models"
     Config = CkaConfig
     setting_columns = ("layer", "other_model", "other_weights", "other_layer", "kernel", "estimator")
