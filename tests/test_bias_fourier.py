@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from stm_probe.data import Batch
+from stm_probe.errors import UsageError
 from stm_probe.plots.bias_fourier import frequency_class, grid_offsets, heat_map, plot_fourier, representatives
 from stm_probe.probes.bias import BiasConfig
 from stm_probe.probes.bias.fourier import FourierHeatMap, default_eps, fourier_basis, perturb
@@ -245,11 +246,11 @@ def test_low_pass_covering_the_whole_spectrum_is_the_identity() -> None:
 
 def test_frequency_filter_keys_and_metrics() -> None:
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6)).eval()
-    method = FrequencyFilter(BiasConfig(radii=(2.0, 12.0)), _session(16))
+    method = FrequencyFilter(BiasConfig(radii=(2.0, 11.3)), _session(16))
     values = method.measure(_model(net), _batch(torch.rand(3, 3, 16, 16), [1, -1, 4]), repeat=0)
-    assert {k[:3] for k in values} == {(f, r, None) for f in ("low-pass", "high-pass") for r in (2.0, 12.0)}
+    assert {k[:3] for k in values} == {(f, r, None) for f in ("low-pass", "high-pass") for r in (2.0, 11.3)}
     assert {k[3] for k in values} == {"top1", "top5", "consistency", "soft_ce", "kl"}
-    np.testing.assert_array_equal(values[("low-pass", 12.0, None, "consistency")], 100.0)  # 12 > 8 sqrt(2)
-    np.testing.assert_allclose(values[("low-pass", 12.0, None, "kl")], 0.0, atol=1e-9)
+    with pytest.raises(UsageError, match="beyond the spectrum"):  # 12 > 8 sqrt(2), the 16 px corner
+        FrequencyFilter(BiasConfig(radii=(2.0, 12.0)), _session(16))
     assert np.isnan(values[("low-pass", 2.0, None, "top1")][1])
     assert FrequencyFilter(BiasConfig(), _session(64)).radii == (1.143, 2.286, 4.571, 9.143, 18.286, 32.0)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import io
 import subprocess
 import sys
@@ -78,8 +79,10 @@ def test_train_make_data_and_plot_train_commands(tmp_path: Path, capsys) -> None
     capsys.readouterr()
     assert main(["erf", "--model", "unified_convnext_micro", "--checkpoint", str(out / "checkpoint.pth"),
                  "--input-size", "32", "--num-images", "1", "--stages", "1", "--quiet", "--out", str(tmp_path / "e")]) == 0
-    manifest = (tmp_path / "e" / "manifest.json").read_text()
-    assert '"weights": "checkpoint"' in manifest
+    manifest = json.loads((tmp_path / "e" / "manifest.json").read_text())
+    weights = {m["weights"] for m in manifest["models"]} if isinstance(manifest["models"], list) else \
+        {m["weights"] for m in manifest["models"].values()}
+    assert len(weights) == 1 and weights.pop().startswith("checkpoint (trained here: ")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -54,7 +54,7 @@ stm_probe.run("adversarial", model, out=f"{out}/adversarial", num_images=5, batc
 stm_probe.run("bias", model, out=f"{out}/bias", num_images=5, batch_size=2, grids=(1, 4), fractions=(0.0, 0.5),
               orders=("random", "salient"), fourier_grid=8, radii=(4, 8), attribution_images=3,
               probe=("patch-shuffle", "patch-drop", "fourier", "frequency-filter", "attribution"), **common)
-stm_probe.run("eval", model, out=f"{out}/eval", num_images=5, batch_size=2, **common)
+stm_probe.run("eval", model, out=f"{out}/eval", num_images=5, batch_size=2, labels_as_index=True, **common)
 stm_probe.run("corruption", model, out=f"{out}/corruption", num_images=5, batch_size=2,
               corruptions=("gaussian_noise", "contrast"), severities=(1, 5), **common)
 stm_probe.run("cka", model, out=f"{out}/cka", num_images=5, batch_size=2, kernel=("linear", "rbf"), **common)

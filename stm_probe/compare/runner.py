@@ -296,7 +296,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     plans = [plan for name in names if (plan := _plan(chosen[name], shared, settings[name], out, explicit))]
     distributed.barrier()
     done = []
-    steps = sum(len(models) for *_, models in plans)
+    steps = sum(len(plan[3]) for plan in plans)  # plan: (analysis, run values, action, models, identity)
     with overall_progress(steps, disable=options.quiet or not is_main()) as line:
         for analysis, run_values, action, models, identity in plans:
             name, tic = analysis.name, time.perf_counter()

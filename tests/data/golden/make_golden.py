@@ -3,7 +3,7 @@
 Run from the repository root to (re)write them, ONLY when a change of numbers is intended and
 understood (say why in the commit)::
 
-    python tests/data/golden/make_golden.py
+    python tests/data/golden/make_golden.py [CASE ...]     # every case, or only those named
 
 The weights are made here, independently of the models' own initialisation: every parameter of a
 micro model is drawn from a generator seeded by its name (norm weights and layer scales
@@ -124,7 +124,7 @@ def main() -> None:
         checkpoints = write_checkpoints(Path(tmp))
         if not LIST.exists():
             write_list(checkpoints)
-        for case in CASES:
+        for case in sys.argv[1:] or CASES:
             frame = run_case(case, checkpoints)
             frame.to_csv(HERE / f"{case}.csv", index=False, float_format="%.9g")
             print(f"{case}: {len(frame)} rows", file=sys.stderr)
