@@ -29,7 +29,7 @@ SMALL = {  # a quick setting of each probe
     "bias": dict(probe=("patch-shuffle", "attribution"), grids=(1, 4), attribution_images=2),
     "data-efficiency": dict(classes=2, fractions=(0.5, 1.0), train_images=8, steps=2, train_batch=4, seeds=1,
                             cue_conflict_images=3),
-    "eval": dict(),
+    "eval": dict(labels_as_index=True),  # the default synthetic:val labels are not the ImageNet-1k models' classes
     "corruption": dict(corruptions=("gaussian_noise", "contrast"), severities=(1, 5)),
     "cka": dict(kernel=("linear", "rbf")),
 }

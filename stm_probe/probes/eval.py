@@ -27,7 +27,8 @@ model: model, stm, size, weights, checkpoint, params_m, gmacs, throughput_img_s,
 interval, top5, nll, ece, published_top1, top1_gap, n_images and the measuring conditions.
 
 Eval needs labels. Without ``--data`` it runs on the synthetic validation split
-(``synthetic:val``: 8 shape classes, labelled), a smoke test; unlabelled data is refused.
+(``synthetic:val``: 8 shape classes, labelled), a smoke test for a model trained on it (an ImageNet-1k
+model is refused those labels unless ``--labels-as-index``); unlabelled data is refused.
 """
 from __future__ import annotations
 
