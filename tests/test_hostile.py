@@ -258,13 +258,16 @@ def test_fifos_are_skipped_not_opened(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
 def test_list_read_from_a_pipe_is_relative_to_the_cwd(tmp_path, monkeypatch):
     _png(tmp_path / "imgs" / "a.png")
-    pipe = tmp_path / "pipe"
-    os.mkfifo(pipe)  # as `--data <(ls imgs/*.png)` gives
-    writer = threading.Thread(target=lambda: pipe.write_text("imgs/a.png 2\n"), daemon=True)
+    read_end, write_end = os.pipe()  # as `--data <(ls imgs/*.png)` gives: /dev/fd/N
+    writer = threading.Thread(target=lambda: (os.write(write_end, b"imgs/a.png 2\n"), os.close(write_end)),
+                              daemon=True)
     monkeypatch.chdir(tmp_path)
     writer.start()
-    with _deadline(10):
-        src = resolve_source(pipe)
+    try:
+        with _deadline(10):
+            src = resolve_source(f"/dev/fd/{read_end}")
+    finally:
+        os.close(read_end)
     writer.join(5)
     assert src.paths == (str(tmp_path / "imgs" / "a.png"),) and src.labels == (2,)
 
