@@ -137,5 +137,5 @@ def test_every_analysis_runs_under_bf16_within_the_documented_bounds(tmp_path: P
     assert abs(_points(fp32, bf16, "concentration")) < 0.05
     fp32, bf16 = _pair("corruption", tmp_path, corruptions=("gaussian_noise", "contrast"), severities=(1, 5))
     assert _points(fp32, bf16, "flip_rate") <= MAX_POINTS
-    fp32, bf16 = _pair("eval", tmp_path)
+    fp32, bf16 = _pair("eval", tmp_path, labels_as_index=True)  # default synthetic labels
     assert _points(fp32, bf16, "top1") <= MAX_POINTS
