@@ -167,14 +167,19 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     rows = model_table(args.patterns or None, build=args.build)
     if args.format == "csv":
-        import csv
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        return 0
+        return _print_csv(rows)
     print(format_table(rows))
     print("Any timm architecture name works too (built without downloading weights).")
+    return 0
+
+
+def _print_csv(rows: list[dict[str, Any]]) -> int:
+    """``rows`` as CSV on standard output (header from the first row's keys); exit code 0."""
+    import csv
+
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
     return 0
 
 
@@ -187,12 +192,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
             fetch(row["model"], quiet=args.quiet)
     rows = weights_table(args.patterns or None)
     if args.format == "csv":
-        import csv
-
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        return 0
+        return _print_csv(rows)
     print(format_weights(rows))
     print(f"cache: {cache_dir()} (set STM_PROBE_CACHE to move it; STM_PROBE_RELEASE_URL for a mirror). "
           "Use them with --pretrained.")

@@ -140,6 +140,26 @@ def read_results(path: str | Path, required: Sequence[str] = ("model", "metric",
     return frame
 
 
+def load_npz(npz: str | Path, fields: Sequence[str]) -> dict[str, "np.ndarray"]:
+    """The arrays of a run's ``.npz`` file (never unpickled), checked against the manifest's sha256
+    first; UsageError naming the file when it is unreadable, changed since its run, or lacks one of
+    ``fields``."""
+    import numpy as np
+
+    from .errors import UsageError
+
+    verify_file(npz)
+    try:
+        with np.load(npz, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise UsageError(f"{npz} is not a readable example file ({type(exc).__name__}): rerun the probe") from None
+    missing = [k for k in fields if k not in arrays]
+    if missing:
+        raise UsageError(f"{npz} lacks {', '.join(missing)}: the file is damaged; rerun the probe")
+    return arrays
+
+
 def load_array(path: str | Path, ndim: int | None = None) -> "np.ndarray":
     """A finite, real, numeric .npy array (never unpickled) of ``ndim`` dimensions; UsageError naming
     the file otherwise (missing, changed since its run, object, complex, empty, wrong shape)."""

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, new_figure, save_figure, verify_file
+from ..report import lines_with_ci, model_palette, load_npz, new_figure, save_figure
 from . import folder_of, read_runs
 from .style import FigureStyle, annotate, log2_axis, resolve_style, short_name, wrap
 
@@ -131,16 +131,7 @@ def plot_heatmap(out_dir: Path, frame: pd.DataFrame, style: FigureStyle) -> list
 def load_examples(npz: Path) -> dict[str, np.ndarray]:
     """The arrays of one ``adversarial_examples/<model>.npz`` (never unpickled); UsageError naming
     the file when it is unreadable, changed since its run, or lacks a field."""
-    verify_file(npz)
-    try:
-        with np.load(npz, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise UsageError(f"{npz} is not a readable example file ({type(exc).__name__}): rerun the probe") from None
-    missing = [k for k in EXAMPLE_FIELDS if k not in arrays]
-    if missing:
-        raise UsageError(f"{npz} lacks {', '.join(missing)}: the file is damaged; rerun the probe")
-    return arrays
+    return load_npz(npz, EXAMPLE_FIELDS)
 
 
 def _show(ax, image: np.ndarray, title: str, colour: str = "black") -> None:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..corruption_metrics import family_of, imagenet_c_facts
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, save_figure, verify_file
+from ..report import lines_with_ci, load_npz, model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 
@@ -64,16 +64,9 @@ def load_examples(npz: Path) -> dict[str, np.ndarray]:
     """The arrays of ``corruption_examples.npz`` (never unpickled): ``clean`` (H, W, 3) uint8, ``images``
     (corruptions, severities, H, W, 3) uint8, ``corruptions``, ``severities``, ``path``; UsageError naming
     the file when it is unreadable, changed since its run, or inconsistent."""
-    verify_file(npz)
-    try:
-        with np.load(npz, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise UsageError(f"{npz} is not a readable example file ({type(exc).__name__}): rerun the probe") from None
-    missing = [k for k in EXAMPLE_FIELDS if k not in arrays]
-    shape = arrays.get("images", np.empty(0)).shape
-    if missing or shape[:2] != (len(arrays["corruptions"]), len(arrays["severities"])) \
-            or shape[2:] != arrays["clean"].shape:
+    arrays = load_npz(npz, EXAMPLE_FIELDS)
+    shape = arrays["images"].shape
+    if shape[:2] != (len(arrays["corruptions"]), len(arrays["severities"])) or shape[2:] != arrays["clean"].shape:
         raise UsageError(f"{npz} lacks fields or its arrays disagree in shape: the file is damaged; rerun the probe")
     return arrays
 
