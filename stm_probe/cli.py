@@ -96,7 +96,21 @@ def _add_field(group: Any, f: dataclasses.Field) -> None:
     else:
         kwargs["metavar"] = meta.get("metavar") or ("{" + ",".join(meta["choices"]) + "}" if meta.get("choices")
                                                     else None)
+        if "tuple" in str(f.type):  # a comma-separated list given twice would silently keep only the last
+            kwargs["action"] = _ListOnce
     group.add_argument(*names, **kwargs)
+
+
+class _ListOnce(argparse.Action):
+    """A comma-separated list option that may be given once: ``--kind scale --kind translation`` is
+    refused (argparse would keep only ``translation``) with the one-list form it means."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option_string: Any = None) -> None:
+        earlier = getattr(namespace, self.dest, None)
+        if earlier is not None:
+            raise UsageError(f"{option_string} given twice: give one comma-separated list, e.g. "
+                             f"{option_string} {earlier},{values}")
+        setattr(namespace, self.dest, values)
 
 
 def add_probe_arguments(parser: argparse.ArgumentParser, probe_cls: Any) -> None:

@@ -38,6 +38,8 @@ def _error_line(capsys: pytest.CaptureFixture) -> str:
     (["erf", "--model", "unified_micro_conv", "--checkpoint", "/nope.pth"], "does not exist"),
     (["erf", "--model", "unified_micro_conv", "--data", "/no/such/dir"], "no such file"),
     (["erf", "--model", "unified_micro_conv", "--thresholds", "0.2,x"], "'x' is not a number"),
+    (["invariance", "--model", "unified_micro_conv", "--kind", "scale", "--kind", "translation"],
+     "--kind given twice: give one comma-separated list, e.g. --kind scale,translation"),
     (["erf", "--model", "unified_micro_conv", "--device", "tpu"], "--device"),
     (["plot", "erf", "/no/such/run"], "is not a folder"),
     (["erf", "--model", "unified_micro_conv", "--subset-seed", "-3"], "--subset-seed -3"),
