@@ -448,8 +448,12 @@ def _one_line_error(capsys) -> str:
 
 
 def _probe_argv(probe: str, out: Path, *extra: str) -> list[str]:
+    """The probe's quick settings, with those that ``extra`` gives again left out (a list option may be
+    given only once)."""
+    quick, given = list(_QUICK[probe]), {a for a in extra if a.startswith("--")}
+    kept = [a for i, a in enumerate(quick) if a not in given and not (i and quick[i - 1] in given)]
     return [probe, "--model", _MICRO, "--input-size", "32", "--num-images", "2", "--bootstrap", "10", "--quiet",
-            "--out", str(out), *_QUICK[probe], *extra]
+            "--out", str(out), *kept, *extra]
 
 
 @pytest.mark.parametrize("probe", sorted(_QUICK))
