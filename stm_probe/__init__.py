@@ -4,10 +4,10 @@
 first use: ``run`` (a probe over models -> DataFrame), ``load_run`` (a finished run folder -> the same
 DataFrame), ``create_model`` (``pretrained=True`` for the released weights), ``list_models``, ``corrupt``
 (an ImageNet-C corruption of one image), ``PROBES``. The 20 unified backbones enter timm's model registry
-when `stm_probe.models.registry` is imported: by the first `create_model` or `run`, by
-``import stm_probe.models.registry``, and by ``import stm_probe`` itself when timm is already imported;
-so ``timm.create_model("unified_swin_tiny")`` works after ``import timm, stm_probe``. No import hook is
-installed.
+whenever timm is loaded: by ``import stm_probe`` (or the first `create_model` or `run`) when timm is
+already imported, by stm-probe itself when it needs timm, or by ``stm_probe.models.register_with_timm()``;
+so ``timm.create_model("unified_swin_tiny")`` works after ``import timm, stm_probe``. Building a unified
+model does not import timm. No import hook is installed.
 """
 from __future__ import annotations
 

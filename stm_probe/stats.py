@@ -88,8 +88,6 @@ def summarise_values(values: np.ndarray, statistic: Statistic, n_boot: int = 100
 
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """(mean, low, high) of a few repeat values with a Student-t interval; (v, nan, nan) for one."""
-    from scipy.stats import t as _t
-
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -97,5 +95,7 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, f
     mean = float(values.mean())
     if values.size < 2:
         return mean, float("nan"), float("nan")
+    from scipy.stats import t as _t  # only for repeats: scipy.stats costs ~0.6 s to import
+
     half = float(_t.ppf(0.5 + level / 2, values.size - 1) * values.std(ddof=1) / math.sqrt(values.size))
     return mean, mean - half, mean + half

@@ -277,3 +277,53 @@ def test_caches_built_under_inference_mode_serve_gradients(name: str) -> None:
     out = model(x)
     out[0, 0].backward()
     assert torch.allclose(out.detach(), reference, atol=1e-5) and x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_local_layers_equal_timms() -> None:
+    """DropPath, trunc_normal_, make_divisible and the ImageNet statistics kept in models/layers.py
+    (so that building a unified model does not import timm) draw and compute exactly as timm's."""
+    from timm.layers import DropPath as TimmDropPath
+    from timm.layers import make_divisible as timm_make_divisible
+    from timm.layers import trunc_normal_ as timm_trunc_normal_
+
+    from stm_probe.models.layers import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DropPath, make_divisible, trunc_normal_
+
+    assert (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) == (timm.data.IMAGENET_DEFAULT_MEAN, timm.data.IMAGENET_DEFAULT_STD)
+    for std, a, b in ((0.02, -2.0, 2.0), (1.0, -0.5, 1.5)):
+        ours, theirs = torch.empty(64, 33), torch.empty(64, 33)
+        torch.manual_seed(3)
+        trunc_normal_(ours, std=std, a=a, b=b)
+        torch.manual_seed(3)
+        timm_trunc_normal_(theirs, std=std, a=a, b=b)
+        assert torch.equal(ours, theirs)
+    x = torch.randn(16, 4, 5, 5)
+    for prob in (0.0, 0.3, 1.0):
+        mine, ref = DropPath(prob).train(), TimmDropPath(prob).train()
+        torch.manual_seed(5)
+        got = mine(x)
+        torch.manual_seed(5)
+        assert torch.equal(got, ref(x))
+        assert torch.equal(mine.eval()(x), x)
+    for value in (7, 8, 12, 13.6, 20, 37.5, 64 * 0.25, 96 * 0.75, 3):
+        assert make_divisible(value, divisor=8) == timm_make_divisible(value, divisor=8)
+
+
+def test_unified_models_build_without_timm_and_register_when_it_loads() -> None:
+    """A unified model is built without importing timm; timm, once loaded by stm-probe or by a
+    later `register_with_timm()`, knows the unified models."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from stm_probe.models import create_model, register_with_timm\n"
+        "create_model('unified_convnext_micro', num_classes=3)\n"
+        "assert 'timm' not in sys.modules and 'torchvision' not in sys.modules, 'timm loaded'\n"
+        "import timm\n"
+        "assert not timm.is_model('unified_convnext_micro')\n"
+        "register_with_timm()\n"
+        "print(timm.create_model('unified_convnext_micro', num_classes=3).head.out_features)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "3"

@@ -1,9 +1,8 @@
 """Models: the unified backbones, their STM blocks, and the one registry that builds every model.
 
 The names below load on first use, so light submodules (`names`, `facts`, `summary`) import
-without torch or timm. Importing `registry` (``import stm_probe.models.registry``, or the first
-`create_model`) registers the unified models with timm; importing this package does so at once
-when timm is already imported.
+without torch or timm. The unified models enter timm's registry whenever timm is loaded (see
+`registry`): importing this package does so at once when timm is already imported.
 """
 from __future__ import annotations
 

@@ -5,9 +5,9 @@ import contextlib
 from typing import Iterator, Sequence
 
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from .layers import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .unified import UnifiedNet
 
 

@@ -1,9 +1,71 @@
-"""Small layers shared by the unified backbone and its blocks."""
+"""Small layers shared by the unified backbone and its blocks.
+
+`DropPath`, `trunc_normal_` and `make_divisible` behave exactly as timm's (same random draws, same
+values; tests/test_models.py compares them), kept here so that building a unified model does not
+import timm (and with it torchvision and torch._dynamo: about 1.5 s of every command).
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+#: ImageNet mean and standard deviation per RGB channel, for pixels in [0, 1] (timm's IMAGENET_DEFAULT_*).
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+def drop_path(x: torch.Tensor, drop_prob: float = 0.0, training: bool = False) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of ``x`` (B, ...) with probability ``drop_prob`` while
+    training and scale the kept ones by 1 / (1 - drop_prob); the identity otherwise."""
+    if drop_prob == 0.0 or not training:
+        return x
+    keep = 1.0 - drop_prob
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+    if keep > 0.0:
+        mask.div_(keep)
+    return x * mask
+
+
+class DropPath(nn.Module):
+    """`drop_path` as a module (per-sample stochastic depth on a residual branch)."""
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={round(self.drop_prob, 3):0.3f}"
+
+
+def trunc_normal_(tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
+                  b: float = 2.0) -> torch.Tensor:
+    """Fill ``tensor`` in place from N(mean, std^2) truncated to [a, b], by the inverse CDF.
+
+    One uniform draw per element mapped through erfinv (timm's method; newer PyTorch's own
+    ``nn.init.trunc_normal_`` samples by rejection and would draw different weights).
+    """
+    def cdf(v: float) -> float:
+        return (1.0 + math.erf(v / math.sqrt(2.0))) / 2.0
+
+    with torch.no_grad():
+        low, high = cdf((a - mean) / std), cdf((b - mean) / std)
+        tensor.uniform_(2 * low - 1, 2 * high - 1).erfinv_()
+        tensor.mul_(std * math.sqrt(2.0)).add_(mean).clamp_(min=a, max=b)
+    return tensor
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """``value`` rounded to the nearest multiple of ``divisor`` (at least ``divisor``), rounded up
+    instead where rounding down would lose more than 10%."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 class LayerNorm2d(nn.LayerNorm):

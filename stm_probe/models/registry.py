@@ -1,9 +1,13 @@
 """One registry for every model stm-probe builds: the 20 unified backbones and any timm model.
 
 `create_model` is the single entry point. Names and aliases of the unified models live in
-`stm_probe.models.names` (plain Python); this module builds models, and registers the unified
-ones in timm's registry when imported, so ``timm.create_model("unified_swin_tiny", num_classes=10)``
-works. Imports go one way: registry -> checkpoint (which never imports the registry).
+`stm_probe.models.names` (plain Python); this module builds models. Building a unified model does
+not import timm (about 1.5 s with torchvision); timm is loaded only for a timm architecture, a
+misspelt name's suggestions or a glob, and whenever it is loaded (here, or already by the caller
+when this module is imported) the unified models enter its registry, so
+``timm.create_model("unified_swin_tiny", num_classes=10)`` works. A caller who imports timm only
+later calls `register_with_timm()`. Imports go one way: registry -> checkpoint (which never imports
+the registry).
 """
 from __future__ import annotations
 
@@ -14,9 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import timm
 import torch
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from ..checkpoint import checkpoint_num_classes, is_computed_buffer, load_checkpoint, read_checkpoint
@@ -24,6 +26,7 @@ from ..errors import UsageError
 from ..label_spaces import checkpoint_class_names, trained_summary, weights_label
 from .configs import model_settings
 from .input_size import check_input_size
+from .layers import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .names import (
     ALIAS_TO_NAME,
     STM_ALIASES,
@@ -63,7 +66,7 @@ def resolve_name(name: str) -> ModelSpec:
     spec = unified_spec(name)
     if spec is not None:
         return spec
-    if timm.is_model(name):
+    if _timm().is_model(name):
         return ModelSpec(name, "timm", "-")
     close = suggest_names(name)
     hint = f"did you mean {', '.join(close)}?" if close else "run `stm-probe models` for the list"
@@ -77,7 +80,7 @@ def suggest_names(name: str, limit: int = 3) -> list[str]:
     alias is what the name resembles most; close timm architectures are ranked with them.
     """
     entries = [(score, 0, text) for score, text in unified_suggestions(name)]
-    timm_names = [n for n in timm.list_models() if n not in UNIFIED_SPECS]
+    timm_names = [n for n in _timm().list_models() if n not in UNIFIED_SPECS]
     key = name.strip().lower()
     for match in difflib.get_close_matches(key, timm_names, n=limit, cutoff=SUGGEST_CUTOFF):
         entries.append((difflib.SequenceMatcher(None, key, match).ratio(), 1, match))
@@ -93,7 +96,7 @@ def expand_model_patterns(patterns: list[str]) -> list[str]:
     names: list[str] = []
     for pattern in patterns:
         if is_glob(pattern):
-            resolved = match_unified(pattern) or timm.list_models(pattern)
+            resolved = match_unified(pattern) or _timm().list_models(pattern)
             if not resolved:
                 raise UsageError(f"model pattern '{pattern}' matches no model: run `stm-probe models` for the list")
         else:
@@ -146,14 +149,28 @@ def _timm_entrypoint(name: str) -> Callable[..., nn.Module]:
 
 
 def register_with_timm() -> None:
-    """Add the 20 unified models to timm's registry (idempotent)."""
-    module = sys.modules[__name__]
-    for name in UNIFIED_MODELS:
-        if timm.is_model(name):
-            continue
-        fn = _timm_entrypoint(name)
-        setattr(module, name, fn)
-        timm.models.register_model(fn)
+    """Add the 20 unified models to timm's registry (idempotent); imports timm."""
+    _timm()
+
+
+def _timm() -> Any:
+    """The timm module, imported on first use; the unified models are in its registry from then on."""
+    import timm
+
+    global _REGISTERED
+    if not _REGISTERED:
+        _REGISTERED = True
+        module = sys.modules[__name__]
+        for name in UNIFIED_MODELS:
+            if timm.is_model(name):
+                continue
+            fn = _timm_entrypoint(name)
+            setattr(module, name, fn)
+            timm.models.register_model(fn)
+    return timm
+
+
+_REGISTERED = False
 
 
 @functools.lru_cache(maxsize=None)
@@ -181,7 +198,7 @@ def _create_timm(name: str, input_size: int | None, **kwargs: Any) -> nn.Module:
     """A timm model, random init; built for ``input_size`` when its constructor takes ``img_size``."""
     if input_size is not None and "img_size" not in kwargs:
         try:
-            return timm.create_model(name, pretrained=False, img_size=input_size, **kwargs)
+            return _timm().create_model(name, pretrained=False, img_size=input_size, **kwargs)
         except TypeError as exc:  # the constructor has no img_size: the size is checked by a probe instead
             if "img_size" not in str(exc):
                 raise
@@ -189,7 +206,7 @@ def _create_timm(name: str, input_size: int | None, **kwargs: Any) -> nn.Module:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
             raise UsageError(f"{name} cannot be built for {input_size}x{input_size} images ({reason}): "
                              "use another --input-size") from None
-    return timm.create_model(name, pretrained=False, **kwargs)
+    return _timm().create_model(name, pretrained=False, **kwargs)
 
 
 def classifier_names(spec: ModelSpec) -> tuple[str, ...]:
@@ -197,7 +214,7 @@ def classifier_names(spec: ModelSpec) -> tuple[str, ...]:
     models, e.g. ``('fc',)`` or ``('head.fc',)`` for timm ones; () when timm has no config for it."""
     if spec.is_unified:
         return ("head",)
-    cfg = timm.models.get_pretrained_cfg(spec.name)
+    cfg = _timm().models.get_pretrained_cfg(spec.name)
     classifier = getattr(cfg, "classifier", None) if cfg is not None else None
     if isinstance(classifier, str):
         return (classifier,)
@@ -281,4 +298,5 @@ def list_specs() -> list[ModelSpec]:
     return [UNIFIED_SPECS[n] for n in UNIFIED_MODELS]
 
 
-register_with_timm()  # importing the registry puts the unified models into timm's registry
+if "timm" in sys.modules:  # the caller has timm loaded: the unified models enter its registry now
+    register_with_timm()

@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
-from timm.layers import trunc_normal_
 from torch import nn
 
-from .layers import LayerNorm2d
+from .layers import LayerNorm2d, trunc_normal_
 
 
 def _stage_value(value: Any, stage: int) -> Any:

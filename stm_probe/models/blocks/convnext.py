@@ -7,10 +7,9 @@ branch, each with its own residual and layer scale.
 from __future__ import annotations
 
 import torch
-from timm.layers import DropPath
 from torch import nn
 
-from ..layers import LayerNorm2d, layer_scale
+from ..layers import DropPath, LayerNorm2d, layer_scale
 
 
 class ConvNeXtBlock(nn.Module):

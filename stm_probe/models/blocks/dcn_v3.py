@@ -20,11 +20,10 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from torch import nn
 
 from ...ops.dcnv3 import dcnv3_base_grid, dcnv3_core, dcnv3_reference_points, dcnv3_sampling_locations
-from ..layers import Mlp, layer_scale
+from ..layers import DropPath, Mlp, layer_scale
 
 
 def _autocast_enabled(device_type: str) -> bool:

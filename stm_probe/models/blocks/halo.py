@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, make_divisible
 from torch import nn
 
-from ..layers import Mlp, layer_scale
+from ..layers import DropPath, Mlp, layer_scale, make_divisible
 
 
 def _round_up(size: int, multiple: int) -> int:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from ..layers import Mlp, layer_scale
+from ..layers import DropPath, Mlp, layer_scale, trunc_normal_
 
 
 class SpatialReductionAttention(nn.Module):

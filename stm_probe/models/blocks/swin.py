@@ -34,11 +34,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from ...checkpoint import resize_bias_table
-from ..layers import LayerNorm2d, Mlp, layer_scale
+from ..layers import DropPath, LayerNorm2d, Mlp, layer_scale, trunc_normal_
 
 MASK_VALUE = -100.0
 _MAX_CACHED = 8
