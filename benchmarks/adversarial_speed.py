@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from stm_probe.adversarial import check_perturbation, image_outcomes, make_spec, run_attack, targets_for
+from stm_probe.core.adversarial import check_perturbation, image_outcomes, make_spec, run_attack, targets_for
 from stm_probe.models.features import frozen_parameters
 from stm_probe.runtime.session import resolve_device
 from stm_probe.models import create_model

@@ -8,7 +8,7 @@ Two measurements on the embedded sample images:
    a dependency, for its frost textures; with the clipping to 8 bits the probe applied to it) timed
    alternately with ours, and the ratio ours / theirs.
 2. the share: for every corruption x severity of ``--corruptions`` (default the 15 of the
-   benchmark), the time to make the corrupted batches (`stm_probe.corruptions.Corruptor`, in
+   benchmark), the time to make the corrupted batches (`stm_probe.core.corruptions.Corruptor`, in
    ``--workers`` processes, 0 = in this process) and the time of the model's forward on them, as
    the probe runs them for its first model; the share is corrupting / (corrupting + forward).
    With workers the corrupting overlaps the forward: the pipelined wall time (what a run sees) is
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stm_probe.corruptions import Corruptor, all_corruptions, corrupt_image, corruption_list, seed_words
+from stm_probe.core.corruptions import Corruptor, all_corruptions, corrupt_image, corruption_list, seed_words
 from stm_probe.data import eval_transform, make_loader
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized

@@ -23,7 +23,7 @@ import time
 import torch
 
 from stm_probe.runtime.session import resolve_device
-from stm_probe.erf import MapMaker, contribution_maps, flush_denormals
+from stm_probe.core.erf import MapMaker, contribution_maps, flush_denormals
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized, frozen_parameters, stage_outputs
 

@@ -4,7 +4,7 @@ The baseline is the original pipeline rebuilt: one run per kind (translation, pr
 post-rotation, scale), each decoding every image and, in the collate function, applying the
 standard transform and one PIL/torchvision transform per level to every image, then running the
 model on the standard batch and on each level's batch. stm-probe decodes each image once and makes
-every view on the device (`stm_probe.invariance`). Same model, device, images, batch size, levels
+every view on the device (`stm_probe.core.invariance`). Same model, device, images, batch size, levels
 and metrics; both run without loader workers. Run on demand, e.g.
 
     python benchmarks/invariance_speed.py --model unified_convnext_micro --num-images 8 --input-size 224
@@ -24,8 +24,16 @@ from PIL import Image
 
 from stm_probe.runtime.session import resolve_device
 from stm_probe.data import ShortSideResize, make_loader, resize_size, resolve_source
-from stm_probe.invariance import (DIRECTIONS, SweepPlan, Views, default_levels, group_images, iter_views,
-                                  prediction_metrics, run_sweep)
+from stm_probe.core.invariance import (
+    DIRECTIONS,
+    SweepPlan,
+    Views,
+    default_levels,
+    group_images,
+    iter_views,
+    prediction_metrics,
+    run_sweep,
+)
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized
 

@@ -21,7 +21,7 @@ _LAZY = {
     "run": "stm_probe.api", "create_model": "stm_probe.models", "list_specs": "stm_probe.models",
     "resolve_name": "stm_probe.models", "UNIFIED_MODELS": "stm_probe.models", "PROBES": "stm_probe.probes",
     "load_run": "stm_probe.api", "list_models": "stm_probe.api", "UsageError": "stm_probe.errors",
-    "corrupt": "stm_probe.corruptions",
+    "corrupt": "stm_probe.core.corruptions",
 }
 
 

@@ -107,7 +107,7 @@ def prepare(probe_name: str | type, values: dict[str, Any], call: dict[str, Any]
     if options.data is None and cls.default_data(config) is not None:
         options = dataclasses.replace(options, data=cls.default_data(config))
     light_checks(options)
-    from .runtime.session import open_session  # torch and timm load from here on
+    from .runtime.session import open_session
 
     session = open_session(probe_name, options, call, write_files=write_files)
     return cls(config, session), session
@@ -127,7 +127,7 @@ def load_run(folder: str | Path) -> Any:
     """
     import json
 
-    from .report import read_results
+    from .runtime.results import read_results
 
     folder = Path(folder).expanduser()
     if not folder.is_dir():

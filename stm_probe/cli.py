@@ -158,7 +158,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .tools.train import run_training
+    from .training.train import run_training
 
     values = {k: v for k, v in vars(args).items() if k not in ("handler", "command", "argv") and v is not None}
     run_training(values, {"argv": ["stm-probe", *args.argv]})
@@ -300,7 +300,7 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=probe.help, description=probe.help)
         add_probe_arguments(p, probe)
         p.set_defaults(handler=cmd_probe, probe_name=name)
-    from .tools.train import TrainConfig
+    from .training.train import TrainConfig
 
     p = sub.add_parser("train", help="train a model (new head of the data's class count) on an ImageFolder or a "
                        "synthetic split; checkpoint.pth loads in every probe",

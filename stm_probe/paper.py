@@ -24,7 +24,7 @@ def published_numbers() -> Any:
     """The authors' published numbers (stm, size, model, imagenet1k_top1, coco_maskrcnn_1x_box_ap, ...)."""
     from importlib.resources import files
 
-    from .report import read_table
+    from .runtime.results import read_table
 
     return read_table(Path(str(files("stm_probe") / "resources" / PUBLISHED_CSV)),
                       ("stm", "size", "model", "imagenet1k_top1"), "the package (reinstall stm-probe)")
@@ -70,7 +70,7 @@ def _mixer_setting(stm: str, block: dict[str, Any]) -> str:
 
 def write_architecture(out: Path) -> list[Path]:
     """``arch.csv`` and ``arch.md`` (a Markdown table) in ``out``."""
-    from .report import write_frame
+    from .runtime.results import write_frame
 
     frame = architecture_frame()
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +85,7 @@ def write_teaser(out: Path) -> list[Path]:
     """F1: ``teaser.csv`` (published top-1, parameters, GMACs per unified model) and the bubble
     figure drawn from it (top-1 vs parameters, bubble area ~ GMACs, one colour per STM)."""
     from .models.facts import MODEL_FACTS
-    from .report import write_frame
+    from .runtime.results import write_frame
 
     frame = published_numbers()
     frame = frame.assign(params_m=[MODEL_FACTS[m].params / 1e6 for m in frame["model"]],
@@ -101,7 +101,8 @@ def write_teaser(out: Path) -> list[Path]:
 
 def draw_teaser(csv_path: Path) -> list[Path]:
     """The teaser figure from ``teaser.csv`` alone."""
-    from .report import new_figure, read_table, save_figure
+    from .plots.figures import new_figure, save_figure
+    from .runtime.results import read_table
 
     frame = read_table(csv_path, ("stm", "size", "model", "imagenet1k_top1", "params_m", "gmacs_224"),
                        "stm-probe paper teaser")
@@ -122,7 +123,7 @@ def draw_teaser(csv_path: Path) -> list[Path]:
 
 
 def _stm_colours(stms: list[str]) -> dict[str, Any]:
-    from .plots.style import STM_COLOURS  # the fixed colour of each STM in every figure
+    from .plots.style import STM_COLOURS
 
     return {s: STM_COLOURS[s] for s in stms}
 
@@ -135,7 +136,7 @@ def measure_speed(models: Sequence[str], device: str = "auto", batch_size: int =
 
     from .models import create_model, expand_model_patterns
     from .runtime.precision import Precision, numeric_flags
-    from .runtime.seeds import seeded
+    from .core.seeds import seeded
     from .runtime.session import resolve_device
     from .speed import measure_throughput
 
@@ -163,7 +164,7 @@ def measure_speed(models: Sequence[str], device: str = "auto", batch_size: int =
 def write_speed(out: Path, models: Sequence[str], device: str = "auto", batch_size: int = 128, input_size: int = 224,
                 warmup: int = 10, iterations: int = 100, quiet: bool = False) -> list[Path]:
     """``speed.csv`` and ``speed.md`` in ``out`` (see `measure_speed`)."""
-    from .report import write_frame
+    from .runtime.results import write_frame
 
     if min(batch_size, input_size, iterations) < 1 or warmup < 0:
         raise UsageError("paper speed: --batch-size, --input-size and --iterations must be positive, --warmup >= 0")
@@ -194,7 +195,7 @@ def _cpu_count() -> int:
 
 
 def _write_markdown(path: Path, frame: Any, title: str) -> Path:
-    from .runs import atomic_path
+    from .runtime.manifest import atomic_path
 
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -206,8 +207,8 @@ def _write_markdown(path: Path, frame: Any, title: str) -> Path:
 
 def _write_manifest(out: Path, artefact: str, source: str, paths: Sequence[Path], **extra: Any) -> Path:
     from . import __version__
-    from .report import file_checksums
-    from .runs import atomic_path
+    from .runtime.results import file_checksums
+    from .runtime.manifest import atomic_path
 
     record = {"artefact": artefact, "source": source, "tool": f"stm-probe {__version__}",
               "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,

@@ -18,7 +18,7 @@ from torch import nn
 
 from scipy.stats import binomtest
 
-from stm_probe.adversarial import (
+from stm_probe.core.adversarial import (
     L2,
     LINF,
     METRIC_STATISTICS,
@@ -378,7 +378,7 @@ def test_cli_results_do_not_depend_on_the_batch_size(tmp_path: Path) -> None:
 def test_autoattack_target_classes_reach_torchattacks() -> None:
     """torchattacks attacks n_classes - 1 target classes: the original's 9 by default, capped by
     the model's class count, and settable (--target-classes)."""
-    from stm_probe.adversarial import attack_kwargs, make_spec
+    from stm_probe.core.adversarial import attack_kwargs, make_spec
 
     assert attack_kwargs(make_spec("autoattack", "Linf", 4), num_classes=1000, seed=0)["n_classes"] == 10
     assert attack_kwargs(make_spec("apgdt", "Linf", 4, target_classes=3), num_classes=1000, seed=0)["n_classes"] == 4

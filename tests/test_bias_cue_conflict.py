@@ -17,7 +17,13 @@ from stm_probe.data import Batch
 from stm_probe.errors import UsageError
 from stm_probe.probes.bias import BiasConfig
 from stm_probe.probes.bias.cue_conflict import (
-    CueConflict, categories, category_matrix, category_probabilities, imagenet_categories, shape_bias_interval)
+    CueConflict,
+    categories,
+    category_matrix,
+    category_probabilities,
+    imagenet_categories,
+    shape_bias_interval,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "data" / "cue-conflict"
@@ -190,7 +196,7 @@ def test_end_to_end_on_the_shipped_sample_and_the_figure_redraws(tmp_path) -> No
     from stm_probe.data import eval_transform
     from stm_probe.models import create_model
     from stm_probe.models.features import Normalized
-    from stm_probe.runtime.seeds import seeded
+    from stm_probe.core.seeds import seeded
     from PIL import Image
 
     out = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""CKA (`stm_probe.cka`, `stm-probe cka`) against independent expectations: Kornblith et al.'s properties
+"""CKA (`stm_probe.core.cka`, `stm-probe cka`) against independent expectations: Kornblith et al.'s properties
 (CKA(X, X) = 1; invariance to orthogonal maps and isotropic scaling, not to other invertible maps), a
 4 x 2 case worked by hand, the unbiased HSIC as the U-statistic it is, the minibatch estimator
 approaching the full one as minibatches grow, and the probe's numbers equal to a plain numpy CKA of
@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 import stm_probe
-from stm_probe import cka
+from stm_probe.core import cka
 from stm_probe.cli import main
 from stm_probe.compare.similarity import cross_model_tables
 from stm_probe.errors import UsageError

@@ -62,7 +62,7 @@ def test_headline_numbers_equal_the_csvs(compared: tuple[Path, float]) -> None:
 def test_level_average_interval_is_a_bootstrap_over_images(compared: tuple[Path, float]) -> None:
     from stm_probe.compare.folders import load_compare
     from stm_probe.compare.headline import _seed, headline_table
-    from stm_probe.stats import bootstrap_ci
+    from stm_probe.core.stats import bootstrap_ci
 
     out, _ = compared
     _, runs = load_compare(out)
@@ -245,7 +245,7 @@ def test_report_refuses_folders_outside_and_names_missing_files(compared, tmp_pa
 
 
 def test_report_md_escapes_html_in_names(tmp_path) -> None:
-    from stm_probe.compare.document import Block, to_markdown
+    from stm_probe.compare.report import Block, to_markdown
 
     text = to_markdown([Block("h2", "<img src=x onerror=alert(1)>"), Block("list", ["model <b>x</b>"]),
                         Block("table", [["<script>", "1"]], ["model", "value"])], tmp_path)

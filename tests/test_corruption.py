@@ -13,10 +13,23 @@ import torch
 from PIL import Image
 
 import stm_probe
-from stm_probe.corruption_metrics import (alexnet_clean_error, alexnet_error, benchmark_corruptions,
-                                          corruption_error, extra_corruptions, mean_corruption_error,
-                                          relative_corruption_error)
-from stm_probe.corruptions import RANDOM_CORRUPTIONS, Corruptor, all_corruptions, corrupt, corruption_list, seed_words
+from stm_probe.core.corruption_metrics import (
+    alexnet_clean_error,
+    alexnet_error,
+    benchmark_corruptions,
+    corruption_error,
+    extra_corruptions,
+    mean_corruption_error,
+    relative_corruption_error,
+)
+from stm_probe.core.corruptions import (
+    RANDOM_CORRUPTIONS,
+    Corruptor,
+    all_corruptions,
+    corrupt,
+    corruption_list,
+    seed_words,
+)
 from stm_probe.data import eval_transform, make_loader, resolve_source
 from stm_probe.data.imagenet_c import ImageNetCSource, imagenet_c_source, is_imagenet_c
 from stm_probe.errors import UsageError
@@ -183,7 +196,7 @@ def test_worker_processes_and_the_cache_give_the_same_images(sample, tmp_path: P
 # --- end to end ------------------------------------------------------------------------------------------
 def _model(name: str, size: int) -> torch.nn.Module:
     from stm_probe.models.features import Normalized
-    from stm_probe.runtime.seeds import seeded
+    from stm_probe.core.seeds import seeded
 
     with seeded(0):
         return Normalized(stm_probe.create_model(name, input_size=size)).eval()
@@ -283,7 +296,7 @@ def test_refusals(tmp_path: Path) -> None:
 
 def test_other_probes_and_training_refuse_an_imagenet_c_tree(tmp_path: Path) -> None:
     """Measuring one corrupted variant as if it were the data would be a silent wrong result."""
-    from stm_probe.tools.train import TrainConfig, resolve_splits
+    from stm_probe.training.train import TrainConfig, resolve_splits
 
     _write_tree(tmp_path / "ic", [("contrast", 1), ("contrast", 2)])
     with pytest.raises(UsageError, match="is an ImageNet-C tree .*stm-probe corruption"):
@@ -377,7 +390,7 @@ def test_severities_are_distinct_and_grow_where_the_benchmarks_do(measured) -> N
 def test_motion_blur_is_imagemagicks_one_sided_gaussian() -> None:
     """A single white pixel spreads along a ray of 2 radius + 1 taps from it, weighted by a one-sided
     Gaussian of the severity's sigma (ImageMagick's kernel), in the direction the angle gives."""
-    from stm_probe.corruptions import _motion_kernel
+    from stm_probe.core.corruptions import _motion_kernel
 
     for radius, sigma in ((10, 3), (20, 15)):
         kernel = _motion_kernel(radius, sigma, 0.0)  # angle 0: taps at x offsets 0, 1, ..., 2 radius
@@ -391,7 +404,7 @@ def test_motion_blur_is_imagemagicks_one_sided_gaussian() -> None:
 
 def test_glass_blur_copies_one_way_as_the_benchmarks_loop() -> None:
     """The vectorised pass equals the authors' pixel loop (whose swap of numpy views copies one way)."""
-    from stm_probe.corruptions import _glass_pass
+    from stm_probe.core.corruptions import _glass_pass
 
     pixels = np.random.default_rng(0).integers(0, 256, (20, 23, 3), dtype=np.uint8)
     for delta in (1, 2, 4):

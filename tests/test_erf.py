@@ -11,14 +11,7 @@ import torch
 from torch import nn
 
 from stm_probe.cli import main
-from stm_probe.erf import (
-    MapMaker,
-    area_ratio,
-    area_ratios,
-    bootstrap_area_ci,
-    contribution_maps,
-    log_normalize,
-)
+from stm_probe.core.erf import MapMaker, area_ratio, area_ratios, bootstrap_area_ci, contribution_maps, log_normalize
 from stm_probe.models.features import Normalized
 
 
@@ -243,7 +236,7 @@ def test_compare_init_with_checkpoint(tmp_path: Path) -> None:
 def _init_copy_map(name: str, layer_scales, images: torch.Tensor) -> np.ndarray:
     """Stage-4 mean map of the erf probe's init copy, rebuilt here: seeded as the probe documents."""
     from stm_probe.models import create_model
-    from stm_probe.runtime.seeds import seeded, stream_seed
+    from stm_probe.core.seeds import seeded, stream_seed
 
     with seeded(stream_seed(0, "erf-init-copy", name)):
         fresh = create_model(name, input_size=64)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import stm_probe
 from stm_probe.checkpoint import file_sha256
-from stm_probe.classification import classification_values, ece_summary, expected_calibration_error
+from stm_probe.core.classification import classification_values, ece_summary, expected_calibration_error
 from stm_probe.data import eval_transform, make_loader, resolve_source
 from stm_probe.errors import UsageError
 from stm_probe.models import create_model

@@ -21,13 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from stm_probe.data import (
-    EvalTransform,
-    ShortSideResize,
-    make_loader,
-    resolve_source,
-    to_rgb_tensor,
-)
+from stm_probe.data import EvalTransform, ShortSideResize, make_loader, resolve_source, to_rgb_tensor
 from stm_probe.errors import UsageError
 
 
@@ -434,7 +428,7 @@ import pandas as _pd  # noqa: E402
 import torch as _torch  # noqa: E402
 
 import stm_probe as _stm_probe  # noqa: E402
-from stm_probe.cli import main as _main  # noqa: E402
+from stm_probe.cli import main as _main
 
 _MICRO = "unified_convnext_micro"
 _QUICK = {"erf": ["--stages", "1", "--thresholds", "0.5"], "invariance": ["--kind", "translation", "--levels", "0,8"],

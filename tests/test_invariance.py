@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 from stm_probe.data import ShortSideResize, default_data_dir, make_loader, resize_size
-from stm_probe.invariance import (
+from stm_probe.core.invariance import (
     DIRECTIONS,
     KINDS,
     METRIC_STATISTICS,
@@ -32,7 +32,7 @@ from stm_probe.invariance import (
 )
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized
-from stm_probe.runtime.seeds import per_image_integers, stream_id
+from stm_probe.core.seeds import per_image_integers, stream_id
 
 S = 64  # input size of the sweeps on toy models
 BIC = T.InterpolationMode.BICUBIC

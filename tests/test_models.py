@@ -286,7 +286,13 @@ def test_local_layers_equal_timms() -> None:
     from timm.layers import make_divisible as timm_make_divisible
     from timm.layers import trunc_normal_ as timm_trunc_normal_
 
-    from stm_probe.models.layers import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, DropPath, make_divisible, trunc_normal_
+    from stm_probe.models.layers import (
+        IMAGENET_DEFAULT_MEAN,
+        IMAGENET_DEFAULT_STD,
+        DropPath,
+        make_divisible,
+        trunc_normal_,
+    )
 
     assert (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) == (timm.data.IMAGENET_DEFAULT_MEAN, timm.data.IMAGENET_DEFAULT_STD)
     for std, a, b in ((0.02, -2.0, 2.0), (1.0, -0.5, 1.5)):

@@ -10,7 +10,7 @@ import pytest
 from stm_probe.compare.folders import AnalysisRun
 from stm_probe.compare.headline import HeadlineSpec, headline_table
 from stm_probe.compare.pairwise import holm, mcnemar, paired_bootstrap, pairwise_table
-from stm_probe.stats import bootstrap_ci
+from stm_probe.core.stats import bootstrap_ci
 
 
 def _outcomes(both: int, only_a: int, only_b: int, neither: int) -> tuple[np.ndarray, np.ndarray]:

@@ -12,9 +12,17 @@ from matplotlib.colors import to_hex
 
 from stm_probe.cli import main
 from stm_probe.errors import UsageError
-from stm_probe.plots.style import (OTHER_COLOURS, STM_COLOURS, FigureStyle, annotate, doubling, model_look,
-                                   resolve_style, run_caption)
-from stm_probe.report import lines_with_ci, model_palette, overlap_note, save_figure
+from stm_probe.plots.style import (
+    OTHER_COLOURS,
+    STM_COLOURS,
+    FigureStyle,
+    annotate,
+    doubling,
+    model_look,
+    resolve_style,
+    run_caption,
+)
+from stm_probe.plots.figures import lines_with_ci, model_palette, overlap_note, save_figure
 
 PVT, SWIN, CONV = "unified_pvt_tiny", "unified_swin_tiny", "unified_convnext_micro"
 

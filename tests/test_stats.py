@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from stm_probe.runtime.seeds import image_seeds, per_image_integers, per_image_uniform, stream_id
-from stm_probe.stats import bootstrap_ci, summarise_values, t_interval, wilson_interval
+from stm_probe.core.seeds import image_seeds, per_image_integers, per_image_uniform, stream_id
+from stm_probe.core.stats import bootstrap_ci, summarise_values, t_interval, wilson_interval
 
 
 def _coverage(p: float, n: int, interval, trials: int = 4000, seed: int = 0) -> float:

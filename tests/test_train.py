@@ -1,4 +1,4 @@
-"""`stm_probe.tools.train`: learning an easy split, resume equal to an uninterrupted run, a NaN
+"""`stm_probe.training.train`: learning an easy split, resume equal to an uninterrupted run, a NaN
 loss caught with the last good checkpoint kept, the checkpoint round trip into the analyses, and
 class counts read from checkpoints.
 
@@ -24,8 +24,14 @@ from stm_probe.data import eval_transform, make_loader, resolve_source
 from stm_probe.errors import UsageError
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized
-from stm_probe.tools.train import (LOG_COLUMNS, TrainConfig, WarmupCosine, default_val_data, resolve_splits,
-                                   run_training)
+from stm_probe.training.train import (
+    LOG_COLUMNS,
+    TrainConfig,
+    WarmupCosine,
+    default_val_data,
+    resolve_splits,
+    run_training,
+)
 
 MODEL = "test_resnet"
 SIZE = 32

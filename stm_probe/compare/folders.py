@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import read_results, read_table, verify_file
+from ..runtime.results import read_results, read_table, verify_file
 
 COMPARE_FILE = "compare.json"
 #: files compare itself writes into DIR (anything else there that is not an analysis folder is refused)

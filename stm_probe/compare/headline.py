@@ -266,7 +266,7 @@ def cell(run: AnalysisRun, spec: HeadlineSpec, model: str, n_boot: int = 1000) -
     per_image = per_image_vector(run, spec, model)
     low = high = float("nan")
     if per_image is not None and len(per_image) == n and np.isclose(per_image.mean(), value, atol=1e-9, rtol=1e-9):
-        from ..stats import bootstrap_ci
+        from ..core.stats import bootstrap_ci
 
         low, high = bootstrap_ci(per_image.to_numpy(), n_boot=n_boot, seed=_seed(spec.key, model))
     return Cell(value, low, high, n)

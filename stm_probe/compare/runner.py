@@ -263,7 +263,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     """
     from ..api import execute, light_checks
     from ..options import coerce
-    from ..runs import default_out_dir
+    from ..runtime.manifest import default_out_dir
     from ..runtime.distributed import is_main
     from ..runtime.progress import overall_progress
 
@@ -319,7 +319,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     if not is_main():
         return out
     from .. import __version__
-    from ..runs import package_versions, write_json
+    from ..runtime.manifest import package_versions, write_json
     from .folders import COMPARE_FILE
 
     write_json(out / COMPARE_FILE, {"tool": "stm-probe", "version": __version__, "call": call,
@@ -339,7 +339,7 @@ def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int |
     Refuses (UsageError) an unfinished or damaged analysis. Imports no torch.
     """
     from ..plots.summary import plot_summary
-    from .document import build_blocks, write_report
+    from .report import build_blocks, write_report
     from .folders import load_compare
     from .headline import headline_table
     from .pairwise import pairwise_table

@@ -26,7 +26,7 @@ _SYNSET = re.compile(r"^n\d{8}$")
 
 
 def _corruption_names() -> tuple[str, ...]:
-    from ..corruption_metrics import benchmark_corruptions, extra_corruptions
+    from ..core.corruption_metrics import benchmark_corruptions, extra_corruptions
 
     return benchmark_corruptions() + extra_corruptions()
 

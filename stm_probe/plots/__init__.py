@@ -70,7 +70,7 @@ def read_runs(folders: Sequence[str | Path], name: str, probe: str, required: Se
     """The rows of ``<folder>/<name>`` of every folder (each checked by `report.read_results`),
     concatenated with a ``run_folder`` column; refused when the folders' runs are not comparable
     (`check_runs`) or a model (with the same weights) appears in two of them."""
-    from ..report import read_results
+    from ..runtime.results import read_results
 
     folders = [Path(f) for f in folders]
     if len(folders) > 1:

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import lines_with_ci, model_palette, load_npz, new_figure, save_figure
+from .figures import lines_with_ci, model_palette, new_figure, save_figure
+from ..runtime.results import load_npz
 from . import folder_of, read_runs
 from .style import FigureStyle, annotate, log2_axis, resolve_style, short_name, wrap
 

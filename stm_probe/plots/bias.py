@@ -9,7 +9,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from ..report import lines_with_ci, model_palette, save_figure
+from .figures import lines_with_ci, model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, log2_axis, resolve_style
 

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import new_figure, save_figure, verify_file
+from .figures import new_figure, save_figure
+from ..runtime.results import verify_file
 from . import folder_of
 from .style import FigureStyle, annotate, short_name
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..report import model_palette, save_figure
+from .figures import model_palette, save_figure
 from .style import FigureStyle, annotate, model_look
 
 OVERALL = "all"

@@ -18,7 +18,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..report import save_figure
+from .figures import save_figure
 from .style import FigureStyle, annotate, short_name
 
 #: the heat map's metric, first choice first: error rate with labels, flip rate without

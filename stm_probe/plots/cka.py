@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import save_figure
+from .figures import save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 

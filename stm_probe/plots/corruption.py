@@ -17,9 +17,10 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..corruption_metrics import family_of, imagenet_c_facts
+from ..core.corruption_metrics import family_of, imagenet_c_facts
 from ..errors import UsageError
-from ..report import lines_with_ci, load_npz, model_palette, save_figure
+from .figures import lines_with_ci, model_palette, save_figure
+from ..runtime.results import load_npz
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 

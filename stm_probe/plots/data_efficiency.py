@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import model_palette, save_figure
+from .figures import model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, model_look, resolve_style
 

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import lines_with_ci, load_array, model_palette, save_figure
+from .figures import lines_with_ci, model_palette, save_figure
+from ..runtime.results import load_array
 from . import folder_of, read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 

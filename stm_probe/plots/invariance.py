@@ -10,7 +10,7 @@ import pandas as pd
 
 from ..errors import UsageError
 from ..probes.invariance import KINDS
-from ..report import lines_with_ci, model_palette, save_figure
+from .figures import lines_with_ci, model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, log2_axis, mark_standard_view, model_look, resolve_style, short_name
 

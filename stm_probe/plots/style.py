@@ -159,10 +159,10 @@ class FigureStyle:
         return min(3.2 * columns + 1.6, 18.0)
 
     def subplots(self, nrows: int, ncols: int, aspect: float = 0.8, extra_height: float = 0.9, **kwargs: Any):
-        """A figure (`stm_probe.report.new_figure`: no pyplot) at this style's width: each panel ``aspect``
+        """A figure (`stm_probe.plots.figures.new_figure`: no pyplot) at this style's width: each panel ``aspect``
         times as high as wide (plus ``extra_height`` inches for titles, footnote and legend). Returns
         (fig, axes (nrows, ncols))."""
-        from ..report import new_figure
+        from .figures import new_figure
 
         width = kwargs.pop("width", None) or self.width(ncols)
         margin = 0.5 if self.paper else min(1.6, 0.3 * width)  # labels, colour bar or legend beside the panels

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..report import model_palette, new_figure, save_figure
+from .figures import model_palette, new_figure, save_figure
 from .style import FigureStyle, wrap
 
 ARROWS = {"higher": "\u2191", "lower": "\u2193", None: "(size)"}

@@ -12,7 +12,8 @@ from typing import Sequence
 import pandas as pd
 
 from ..errors import UsageError
-from ..report import read_table, save_figure
+from ..runtime.results import read_table
+from .figures import save_figure
 from .style import FigureStyle, resolve_style
 
 LOG_NAME = "train_log.csv"

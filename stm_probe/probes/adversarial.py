@@ -20,7 +20,7 @@ NORMS = ("Linf", "L2")
 
 def magnitude_list(text: str) -> tuple[str, ...]:
     """'1,2,4/255' -> ('1', '2', '4/255'), each checked to be a number or fraction (never eval'd)."""
-    from ..adversarial import parse_magnitude
+    from ..core.adversarial import parse_magnitude
 
     items = tuple(item.strip() for item in str(text).split(",") if item.strip())
     for item in items:
@@ -63,7 +63,7 @@ class AdversarialConfig:
 
     def specs(self) -> list[Any]:
         """Validated settings of every attack x eps (UsageError on a bad combination)."""
-        from ..adversarial import DEFAULT_EPS, make_specs
+        from ..core.adversarial import DEFAULT_EPS, make_specs
 
         eps = list(self.eps) if self.eps is not None else list(DEFAULT_EPS[self.norm])
         return make_specs(list(self.attack), self.norm, eps, self.alpha, self.steps, self.random_start,
@@ -97,7 +97,7 @@ class AdversarialProbe(Probe):
 
     @property
     def statistics(self) -> dict[str, str]:  # type: ignore[override]
-        from ..adversarial import METRIC_STATISTICS
+        from ..core.adversarial import METRIC_STATISTICS
 
         return METRIC_STATISTICS
 
@@ -110,8 +110,8 @@ class AdversarialProbe(Probe):
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
         import torch
 
-        from ..adversarial import check_perturbation, image_outcomes, per_image_metrics, run_attack, targets_for
-        from ..runtime.seeds import image_seeds, stream_id
+        from ..core.adversarial import check_perturbation, image_outcomes, per_image_metrics, run_attack, targets_for
+        from ..core.seeds import image_seeds, stream_id
 
         spec = self.specs[unit.parts[0]]
         images, labels, clean_logits = clean_forward(model, batch, self.session.device)
@@ -139,7 +139,7 @@ class AdversarialProbe(Probe):
     def artefacts(self, out_dir: Path, results: list[UnitResult]) -> list[Path]:
         """``adversarial_examples/<model>.npz``: the first K clean / adversarial images of the shown setting."""
         from ..plots.adversarial import examples_path
-        from ..runs import atomic_path
+        from ..runtime.manifest import atomic_path
 
         written = []
         for result in results:

@@ -160,7 +160,7 @@ class Probe:
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
         """Per-image values -> {key: (value, ci_low, ci_high, n_images, n_skipped)}."""
-        from ..stats import summarise_values
+        from ..core.stats import summarise_values
 
         n_boot = self.session.options.bootstrap
         out = {}
@@ -204,7 +204,7 @@ class Probe:
 
 
 def _key_seed(seed: int, key: Key) -> int:
-    from ..runtime.seeds import stream_seed
+    from ..core.seeds import stream_seed
 
     return stream_seed(seed, "bootstrap", *key)
 
@@ -362,7 +362,7 @@ def _assemble(probe: Probe, columns: dict[str, str], unit: Unit, shards: Sequenc
 
 def _rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
     """Tidy rows: repeat 0 gives value/CI/n; the repeats give repeat_mean/low/high."""
-    from ..stats import t_interval
+    from ..core.stats import t_interval
 
     opts = probe.session.options
     summaries: dict[tuple, dict[int, tuple]] = {}
@@ -439,7 +439,7 @@ def run_probe(probe: Probe, session: Any) -> Any:
     session.record.update(probe={"name": probe.name, "settings": settings_dict(probe.config),
                                  "class": f"{type(probe).__module__}.{type(probe).__name__}"},
                           seeding="every draw from stream (seed, probe, setting, repeat) x image index "
-                                  "(stm_probe.runtime.seeds); random-init weights: torch seeded with seed before each model")
+                                  "(stm_probe.core.seeds); random-init weights: torch seeded with seed before each model")
     try:
         distributed.collective(lambda: _open_store(store, probe, session), name_rank=False)
         if session.out_dir is not None:  # rank 0's folder on every rank (default names carry a timestamp)
@@ -582,7 +582,7 @@ def _write_outputs(probe: Probe, session: Any, store: Any, frame: Any, results: 
                    seconds: float) -> None:
     """Data files, then the manifest with their sha256 (the figures check them), then the figures
     and the manifest again, last; then the run is marked complete."""
-    from ..report import file_checksums, write_frame
+    from ..runtime.results import file_checksums, write_frame
 
     out = store.path
     record = session.record

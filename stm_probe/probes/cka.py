@@ -1,5 +1,5 @@
 """`cka`: centred kernel alignment between the layers of every model and across models
-(docs/protocols.md, "Representation similarity (CKA)"; maths in `stm_probe.cka`).
+(docs/protocols.md, "Representation similarity (CKA)"; maths in `stm_probe.core.cka`).
 
 Per model (and, with ``--compare-init``, its freshly initialised copy) the probe keeps only Gram
 matrices over images: ``full`` reads all images as one loader batch and returns, per layer, the
@@ -20,7 +20,7 @@ from ..errors import UsageError
 from ..options import name_list, option, positive_int
 from .base import Key, Probe, Unit, UnitResult
 
-# kept in step with stm_probe.cka (which imports torch); checked by a test
+# kept in step with stm_probe.core.cka (which imports torch); checked by a test
 LAYERS = ("stages", "blocks")
 KERNELS = ("linear", "rbf")
 ESTIMATORS = ("auto", "full", "minibatch")
@@ -72,10 +72,10 @@ class CkaProbe(Probe):
 
     # --- settings ----------------------------------------------------------------------------------
     def check(self) -> None:
-        from .. import cka
+        from ..core import cka
 
         assert (LAYERS, KERNELS, ESTIMATORS[1:]) == (cka.LAYERS, cka.KERNELS, cka.ESTIMATORS), \
-            "probes.cka constants out of step with stm_probe.cka"
+            "probes.cka constants out of step with stm_probe.core.cka"
         if self.session.options.repeats > 1:
             raise UsageError("--repeats: cka draws nothing at random; drop --repeats")
         n = len(self.session.source)
@@ -131,7 +131,7 @@ class CkaProbe(Probe):
         """A newly initialised copy of ``model`` (as built, seeded by the run's seed and the model's name)."""
         from ..models import create_model
         from ..models.features import Normalized
-        from ..runtime.seeds import seeded, stream_seed
+        from ..core.seeds import seeded, stream_seed
 
         with seeded(stream_seed(self.session.seed, "cka-init-copy", model.name), self.session.device):
             fresh = create_model(model.name, num_classes=model.num_classes or 1000,
@@ -145,7 +145,7 @@ class CkaProbe(Probe):
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
         """Per layer, the rows (B, width) of the batch's centred linear Gram matrix; width: B (full) or the
         minibatch size (minibatch; padded with NaN)."""
-        from ..cka import batch_grams, layer_names
+        from ..core.cka import batch_grams, layer_names
 
         net = self._net(model, unit)
         names = layer_names(net.model, self.config.layers)
@@ -167,8 +167,8 @@ class CkaProbe(Probe):
         """CKA between every pair of (model, layer) over all results, both orders, with bootstrap intervals."""
         import torch
 
-        from .. import cka
-        from ..runtime.seeds import stream_seed
+        from ..core import cka
+        from ..core.seeds import stream_seed
 
         if not results:
             return []
@@ -207,7 +207,7 @@ class CkaProbe(Probe):
         """Per minibatch of at least 4 images, the (P, m, m) kernel Gram matrices of every entry."""
         import torch
 
-        from .. import cka
+        from ..core import cka
 
         groups = indices // self.config.minibatch_size
         blocks = []

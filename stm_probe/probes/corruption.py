@@ -6,7 +6,7 @@ Two modes, chosen by the data:
   `stm_probe.data.imagenet_c`): each unit reads its own variant's files for the batch's images;
   the clean images (clean error, flip rates, relative mCE) come from ``--clean-data``.
 * **on the fly** (any other data, the embedded images included): each unit corrupts the loader's
-  clean view (`stm_probe.corruptions`), seeded per image, in ``--workers`` processes, cached for
+  clean view (`stm_probe.core.corruptions`), seeded per image, in ``--workers`` processes, cached for
   the next model.
 
 Units per model: ``clean`` (severity 0), one per (corruption, severity), and ``summary`` (the
@@ -29,8 +29,15 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..corruption_metrics import (SEVERITIES, alexnet_error, benchmark_corruptions, corruption_error,
-                                  extra_corruptions, mean_corruption_error, relative_corruption_error)
+from ..core.corruption_metrics import (
+    SEVERITIES,
+    alexnet_error,
+    benchmark_corruptions,
+    corruption_error,
+    extra_corruptions,
+    mean_corruption_error,
+    relative_corruption_error,
+)
 from ..errors import UsageError
 from ..options import int_list, option
 from .base import Key, Probe, Unit, require_finite
@@ -43,7 +50,7 @@ _BOOT_CHUNK = 4_000_000
 
 
 def _corruption_list(text: str) -> tuple[str, ...]:
-    from ..corruptions import corruption_list
+    from ..core.corruptions import corruption_list
 
     return corruption_list(text)
 
@@ -130,7 +137,7 @@ class CorruptionProbe(Probe):
 
     @property
     def randomised(self) -> bool:  # type: ignore[override]
-        from ..corruptions import RANDOM_CORRUPTIONS
+        from ..core.corruptions import RANDOM_CORRUPTIONS
 
         return not self.on_disk and any(c in RANDOM_CORRUPTIONS for c in self.names)
 
@@ -141,7 +148,7 @@ class CorruptionProbe(Probe):
             if self.config.clean_data is not None:
                 raise UsageError("--clean-data is for ImageNet-C folders; on other --data the clean images are the "
                                  "data itself: drop --clean-data")
-            from ..corruptions import MIN_SIDE, check_assets
+            from ..core.corruptions import MIN_SIDE, check_assets
 
             if self.session.options.input_size < MIN_SIDE:
                 raise UsageError(f"--input-size {self.session.options.input_size}: the corruptions need at least "
@@ -220,7 +227,7 @@ class CorruptionProbe(Probe):
         return units + [Unit("summary", (OVERALL,))]
 
     def _repeats_of(self, corruption: str) -> int:
-        from ..corruptions import RANDOM_CORRUPTIONS
+        from ..core.corruptions import RANDOM_CORRUPTIONS
 
         random = corruption in RANDOM_CORRUPTIONS or (corruption == OVERALL and self.randomised)
         return self.session.options.repeats if random and not self.on_disk else 1
@@ -270,7 +277,7 @@ class CorruptionProbe(Probe):
 
     def _corruptor(self) -> Any:
         if self.corruptor is None:
-            from ..corruptions import Corruptor, worker_count
+            from ..core.corruptions import Corruptor, worker_count
 
             session = self.session
             opts = session.options
@@ -396,7 +403,7 @@ class CorruptionProbe(Probe):
     def _aggregate(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
         """Overall rows of one model from the summary unit's per-image values, each with a percentile
         bootstrap that resamples the same images in every unit."""
-        from ..runtime.seeds import stream_seed
+        from ..core.seeds import stream_seed
 
         variants = [(k[0], k[1]) for k in values if k[-1] == "_flip" and k[0] != CLEAN]
         flips = np.stack([values[(c, s, "_flip")] for c, s in variants], axis=1)
@@ -435,7 +442,7 @@ class CorruptionProbe(Probe):
     def constants(self) -> dict[str, Any]:
         if self.on_disk:
             return {"corruption_source": "imagenet-c files"}
-        from ..corruptions import GENERATOR
+        from ..core.corruptions import GENERATOR
 
         return {"corruption_source": GENERATOR}
 
@@ -453,10 +460,10 @@ class CorruptionProbe(Probe):
     def _write_examples(self, out_dir: Any) -> Any:
         from pathlib import Path
 
-        from ..corruptions import all_corruptions, corrupt_image, seed_words, to_uint8
+        from ..core.corruptions import all_corruptions, corrupt_image, seed_words, to_uint8
         from ..data import ImageDataset
         from ..plots.corruption import EXAMPLES_FILE
-        from ..runs import atomic_path
+        from ..runtime.manifest import atomic_path
 
         opts = self.session.options
         dataset = ImageDataset(self.session.source, self.transform())

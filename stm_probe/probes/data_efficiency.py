@@ -96,7 +96,7 @@ def train_count(fraction: float, train_images: int) -> int:
 def epochs_for(steps: int, num_images: int, batch: int) -> int:
     """Passes needed for ``steps`` optimiser steps of full batches (`steps_per_epoch`) over ``num_images``:
     ``ceil(steps / max(1, num_images // batch))``, i.e. ceil(steps * batch / n) when batch divides n."""
-    from ..tools.train import steps_per_epoch
+    from ..training.train import steps_per_epoch
 
     return math.ceil(steps / steps_per_epoch(num_images, batch))
 
@@ -172,7 +172,7 @@ class DataEfficiencyProbe(Probe):
         return spec
 
     def train_seed(self, unit: Unit) -> int:
-        from ..runtime.seeds import stream_seed
+        from ..core.seeds import stream_seed
 
         return stream_seed(self.session.seed, self.name, unit.parts[0], unit.repeat)
 
@@ -187,7 +187,7 @@ class DataEfficiencyProbe(Probe):
     def _cue_conflict(self) -> Any:
         if self._cue is None:
             from ..data.synthetic import synthetic_source
-            from ..tools.train import decode
+            from ..training.train import decode
 
             spec = replace(self._spec(), split="cue-conflict", num_images=self.config.cue_conflict_images)
             images = decode(synthetic_source(spec), self.session.options.input_size, 0, self.session.device, True,
@@ -232,7 +232,7 @@ class DataEfficiencyProbe(Probe):
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
         """val_acc as a rate; shape_bias from the cue-conflict decisions with a bootstrap interval."""
-        from ..runtime.seeds import stream_seed
+        from ..core.seeds import stream_seed
         from .bias.cue_conflict import shape_bias, shape_bias_interval
 
         out = super().summarise(values, seed)
@@ -276,8 +276,8 @@ def train_steps(name: str, source: Any, num_classes: int, config: DataEfficiency
     """Train a fresh ``name`` (seeded with ``seed``) on ``source`` for exactly ``config.steps`` steps of
     ``config.train_batch`` images; epoch e's order is drawn from (seed, 'train', e) as in `stm-probe train`.
     Returns the wrapped net in eval mode."""
-    from ..runtime.seeds import seeded
-    from ..tools.train import TrainConfig, build_trainer, decode, steps_per_epoch
+    from ..core.seeds import seeded
+    from ..training.train import TrainConfig, build_trainer, decode, steps_per_epoch
 
     data = decode(source, input_size, 0, device, True, "training")
     per_epoch = steps_per_epoch(len(data), config.train_batch)
@@ -298,7 +298,7 @@ def run_steps(trainer: Any, data: Any, steps: int, per_epoch: int) -> int:
     import torch
     import torch.nn.functional as F
 
-    from ..runtime.seeds import stream_seed
+    from ..core.seeds import stream_seed
 
     cfg = trainer.config
     trainer.net.train()

@@ -62,7 +62,7 @@ class ErfProbe(Probe):
         self._makers: dict[tuple[str, bool], Any] = {}
 
     def check(self) -> None:
-        from ..erf import flush_denormals
+        from ..core.erf import flush_denormals
 
         if self.session.options.repeats > 1:
             raise UsageError("--repeats: erf draws nothing at random; drop --repeats")
@@ -111,7 +111,7 @@ class ErfProbe(Probe):
         from ..models import create_model
         from ..models.features import Normalized
         from ..models.layers import copy_layer_scale_magnitudes, set_layer_scales
-        from ..runtime.seeds import seeded, stream_seed
+        from ..core.seeds import seeded, stream_seed
 
         with seeded(stream_seed(self.session.seed, "erf-init-copy", model.name), self.session.device):
             fresh = create_model(model.name, num_classes=model.num_classes or 1000,
@@ -128,7 +128,7 @@ class ErfProbe(Probe):
         return Normalized(fresh).eval()
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
-        from ..erf import MapMaker
+        from ..core.erf import MapMaker
 
         init = bool(unit.parts)
         key = (model.name, init)
@@ -139,7 +139,7 @@ class ErfProbe(Probe):
         return {(init, stage + 1, "map"): m for stage, m in maps.items()}
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
-        from ..erf import NORMALISATIONS, area_ratio, bootstrap_area_ci
+        from ..core.erf import NORMALISATIONS, area_ratio, bootstrap_area_ci
         from .base import _key_seed
 
         n_boot = self.session.options.bootstrap
@@ -166,7 +166,7 @@ class ErfProbe(Probe):
 
     def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
         """Each image's own area ratios (its map normalised alone: log and peak) at every threshold."""
-        from ..erf import NORMALISATIONS, area_ratios
+        from ..core.erf import NORMALISATIONS, area_ratios
 
         out = {}
         thresholds = self.config.thresholds
@@ -182,9 +182,9 @@ class ErfProbe(Probe):
 
     def artefacts(self, out_dir: Path, results: list[UnitResult]) -> list[Path]:
         """``erf/<model>[_init]_stage<k>.npy`` (mean map, float64) and ``..._norm.npy`` (log-normalised)."""
-        from ..erf import log_normalize
+        from ..core.erf import log_normalize
         from ..plots.erf import map_path
-        from ..runs import atomic_path
+        from ..runtime.manifest import atomic_path
 
         written = []
         for result in results:

@@ -7,7 +7,7 @@ Metrics (rows of ``eval.csv``; per-image values in ``per_image.csv``):
   (per image 100 or 0), Wilson 95% interval; no ``top5`` row for a model with 5 classes or fewer.
 * ``nll``: mean negative log-likelihood of the label (nats), seeded bootstrap interval.
 * ``ece``: expected calibration error in percent, 15 equal-width confidence bins
-  (`stm_probe.classification`), bootstrap interval over images recomputing the ECE.
+  (`stm_probe.core.classification`), bootstrap interval over images recomputing the ECE.
 * ``confidence``: mean top-1 softmax probability (a fraction in [0, 1]); beside top-1 it shows over-
   or under-confidence.
 * ``params_m`` (millions of parameters), ``gmacs`` (multiply-accumulates of conv / linear / matmul for
@@ -119,13 +119,13 @@ class EvalProbe(Probe):
             "published": f"resources/{PUBLISHED_CSV} (ImageNet-1k top-1 at {PUBLISHED_SIZE} px, the paper's tables)"})
 
     def constants(self) -> dict[str, Any]:
-        from ..classification import ECE_BINS
+        from ..core.classification import ECE_BINS
 
         return {"ece_bins": ECE_BINS}
 
     # --- measuring -----------------------------------------------------------------------------------
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
-        from ..classification import classification_values
+        from ..core.classification import classification_values
 
         if not self.session.source.has_labels:
             raise UsageError(f"eval needs labelled images, but {self.session.source.location} has none: pass an "
@@ -175,7 +175,7 @@ class EvalProbe(Probe):
         if not_val is not None:  # e.g. the train split, ImageNet-Sketch, a corrupted variant, a renamed copy
             return (f"the images are not the ILSVRC2012 validation files ({Path(not_val).name} is not named "
                     "ILSVRC2012_val_NNNNNNNN)")
-        from ..corruption_metrics import benchmark_corruptions, extra_corruptions
+        from ..core.corruption_metrics import benchmark_corruptions, extra_corruptions
 
         location = Path(str(source.location))
         if location.name in {"1", "2", "3", "4", "5"} and location.parent.name in (*benchmark_corruptions(),
@@ -188,7 +188,7 @@ class EvalProbe(Probe):
     # --- summaries -------------------------------------------------------------------------------------
     def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
         """Rates and means as the base class; ECE with its own bootstrap; the model facts without interval."""
-        from ..classification import ece_summary
+        from ..core.classification import ece_summary
 
         metrics = {k: v for k, v in values.items() if k[-1] in self.statistics}
         base = super().summarise(metrics, seed)
@@ -221,7 +221,7 @@ class EvalProbe(Probe):
         """``models.csv``: one row per model (see module docstring), from ``eval.csv`` and the throughput."""
         import pandas as pd
 
-        from ..report import write_frame
+        from ..runtime.results import write_frame
 
         frame = pd.read_csv(out_dir / f"{self.name}.csv")
         opts = self.session.options

@@ -1,6 +1,6 @@
 """`invariance`: how predictions change under translation, rotation, scale and shifts
 (docs/protocols.md, "Invariance"). The views are made on the device from each image decoded
-once (`stm_probe.invariance`); every random choice comes from the seed, the kind, the level,
+once (`stm_probe.core.invariance`); every random choice comes from the seed, the kind, the level,
 the repeat and the image index, so every model sees the same views.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..options import float_list, name_list, option
 from .base import Key, Probe, Unit
 
-# kept in step with stm_probe.invariance (which imports torch); checked by a test
+# kept in step with stm_probe.core.invariance (which imports torch); checked by a test
 KINDS = ("translation", "pre-rotation", "post-rotation", "scale", "shift-consistency", "circular-shift",
          "equivariance")
 PIXEL_KINDS = ("translation", "shift-consistency", "circular-shift", "equivariance")  # levels in whole pixels
@@ -63,9 +63,9 @@ class InvarianceProbe(Probe):
         self.levels: dict[str, tuple[float, ...]] = {}
 
     def check(self) -> None:
-        from ..invariance import KINDS as COMPUTED_KINDS, default_levels
+        from ..core.invariance import KINDS as COMPUTED_KINDS, default_levels
 
-        assert set(KINDS) == set(COMPUTED_KINDS), "probes.invariance.KINDS out of step with stm_probe.invariance"
+        assert set(KINDS) == set(COMPUTED_KINDS), "probes.invariance.KINDS out of step with stm_probe.core.invariance"
         size = self.session.options.input_size
         for kind in self.config.kind:
             given = self.config.levels
@@ -87,7 +87,7 @@ class InvarianceProbe(Probe):
                                           "views that far from the standard one say little about invariance")
 
     def _plan(self, kinds: tuple[str, ...], repeat: int = 0) -> Any:
-        from ..invariance import SweepPlan
+        from ..core.invariance import SweepPlan
 
         return SweepPlan(kinds, {k: self.levels[k] for k in kinds}, self.session.options.input_size,
                          seed=self.session.seed, translation_mode=self.config.translation_mode, repeat=repeat)
@@ -101,7 +101,7 @@ class InvarianceProbe(Probe):
         return 1  # images keep their own sizes; `batches` groups them on the device
 
     def batches(self, batches: Any) -> Any:
-        from ..invariance import group_images
+        from ..core.invariance import group_images
 
         return group_images(batches, self.session.options.batch_size, self.session.device)
 
@@ -119,7 +119,7 @@ class InvarianceProbe(Probe):
                                  "equivariance out of --kind")
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
-        from ..invariance import Views, measure_batch
+        from ..core.invariance import Views, measure_batch
 
         plan = self._plan(unit.parts, unit.repeat)
         values = measure_batch(model.net, plan, Views(batch, plan.input_size, plan.crop_pct))
@@ -131,7 +131,7 @@ class InvarianceProbe(Probe):
 
     @property
     def statistics(self) -> dict[str, str]:  # type: ignore[override]
-        from ..invariance import METRIC_STATISTICS
+        from ..core.invariance import METRIC_STATISTICS
 
         return METRIC_STATISTICS
 
@@ -139,7 +139,7 @@ class InvarianceProbe(Probe):
         return {"translation_mode": self.config.translation_mode}
 
     def headline(self, frame: Any) -> list[str]:
-        from ..invariance import UNITS
+        from ..core.invariance import UNITS
 
         lines = []
         for kind in self.config.kind:

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UsageError
 from ..options import RunOptions, settings_dict
-from ..runs import RunRecord, default_out_dir, device_description
+from .manifest import RunRecord, default_out_dir, device_description
 
 
 def resolve_device(text: str) -> torch.device:
@@ -128,7 +128,7 @@ class Session:
         weights depend on the seed only, never on model order."""
         from ..models import create_model
         from ..models.features import Normalized
-        from .seeds import seeded
+        from ..core.seeds import seeded
 
         opts = self.options
         with seeded(self.seed, self.device):

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ...models.features import frozen_parameters
-from ...stats import bootstrap_ci, summarise_values
+from ...core.stats import bootstrap_ci, summarise_values
 from ..base import clean_forward, require_finite
 from .base import BiasMethod, Key
 
@@ -147,7 +147,7 @@ class Attribution(BiasMethod):
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int, n_boot: int) -> dict[Key, tuple]:
         """concentration: mean and bootstrap CI; the mean map's centre distance from ``_com``."""
-        from ...runtime.seeds import stream_seed
+        from ...core.seeds import stream_seed
 
         out: dict[Key, tuple] = {}
         side = self.input_size
@@ -174,7 +174,7 @@ class Attribution(BiasMethod):
         """``attribution/<model>.npz``: image (K, 3, S, S) uint8, map (K, S, S) float32, label,
         prediction, target, index (K,) int64, method (text)."""
         from ...plots.bias_attribution import attribution_path
-        from ...runs import atomic_path
+        from ...runtime.manifest import atomic_path
 
         data = {k[-1].removeprefix("_example_"): v for k, v in values.items() if str(k[-1]).startswith("_example_")}
         if not data or not len(data["image"]):

@@ -6,7 +6,7 @@ A method gets the standard views of a batch (pixels (B, 3, S, S) in [0, 1], labe
 a category; "" if none), ``level`` and ``level2`` numbers (None if unused: keys must survive a
 JSON round trip for resume, which NaN does not). `BiasProbe` prefixes
 the method's name (the ``probe`` column of ``bias.csv``). Random draws come from
-``self.stream(*parts, repeat)`` and `stm_probe.runtime.seeds`, keyed by image index.
+``self.stream(*parts, repeat)`` and `stm_probe.core.seeds`, keyed by image index.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class BiasMethod:
 
     def stream(self, *parts: Any) -> int:
         """The seeds stream of this method for ``parts`` (e.g. a level and the repeat)."""
-        from ...runtime.seeds import stream_id
+        from ...core.seeds import stream_id
 
         return stream_id(self.session.seed, "bias", self.name, *parts)
 
@@ -52,7 +52,7 @@ class BiasMethod:
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int, n_boot: int) -> dict[Key, tuple] | None:
         """Optional: {key: (value, ci_low, ci_high, n_images, n_skipped)}; None = the generic summary
-        (stm_probe.stats.summarise_values by ``statistics[metric]``)."""
+        (stm_probe.core.stats.summarise_values by ``statistics[metric]``)."""
         return None
 
     def artefacts(self, out_dir: Path, model: str, values: dict[Key, np.ndarray]) -> list[Path]:

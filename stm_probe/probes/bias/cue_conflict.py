@@ -213,8 +213,8 @@ class CueConflict(BiasMethod):
                 (OVERALL, None, None, "_shape"): shape}
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int, n_boot: int) -> dict[Key, tuple]:
-        from ...runtime.seeds import stream_seed
-        from ...stats import summarise_values
+        from ...core.seeds import stream_seed
+        from ...core.stats import summarise_values
 
         shape_hit = values[(OVERALL, None, None, "shape_hit")]
         texture_hit = values[(OVERALL, None, None, "texture_hit")]

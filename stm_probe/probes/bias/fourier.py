@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ...errors import UsageError
-from ...runtime.seeds import per_image_bits
+from ...core.seeds import per_image_bits
 from ..base import require_finite
 from .base import BiasMethod, Key
 
@@ -141,7 +141,7 @@ class FourierHeatMap(BiasMethod):
     def artefacts(self, out_dir: Path, model: str, values: dict[Key, np.ndarray]) -> list[Path]:
         """``fourier/<model>.npy``: the heat map (rate in percent per cell, zero frequency centred)."""
         from ...plots.bias_fourier import MAP_METRICS, heat_map, map_path
-        from ...runs import atomic_path
+        from ...runtime.manifest import atomic_path
 
         rates: dict[str, dict[tuple[int, int], float]] = {}
         for (_, i, j, metric), per_image in values.items():

@@ -12,7 +12,7 @@ whole spectrum lies within d <= sqrt(2) * S / 2 (the corners), so a low pass is 
 for r above that; r = S / 2 keeps the disc inscribed in the spectrum. Default r = 4, 8, 16, 32,
 64, 112 at 224 px (Wang et al.'s 4, 8, 12, 16 at 32 px cover a similar range), scaled by S / 224.
 
-Keys ("low-pass" | "high-pass", r, None, metric) with `stm_probe.invariance.prediction_metrics`
+Keys ("low-pass" | "high-pass", r, None, metric) with `stm_probe.core.invariance.prediction_metrics`
 against the clean view: top1 / top5 (labelled images), consistency, soft_ce, kl.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ...errors import UsageError
-from ...invariance import METRIC_STATISTICS, prediction_metrics
+from ...core.invariance import METRIC_STATISTICS, prediction_metrics
 from ..base import require_finite
 from .base import BiasMethod, Key
 

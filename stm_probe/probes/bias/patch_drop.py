@@ -14,7 +14,7 @@ even), the first ones of a per-image order, so the dropped sets grow with f (a d
 [0, 1] pixels) or ``noise`` (uniform in [0, 1), one seeded noise image per image, shared by every
 f and order). f = 0 is the clean view (its values come from the clean pass).
 
-Metrics against the clean view (`stm_probe.invariance.prediction_metrics`) keyed (order, f), and
+Metrics against the clean view (`stm_probe.core.invariance.prediction_metrics`) keyed (order, f), and
 per order the area under each image's curve, ``auc_consistency`` (and ``auc_top1`` with labels):
 the trapezoid integral of that image's 0/100 values over the sorted distinct fractions divided by
 their span, i.e. the curve's mean height in percent (100 = never changed; needs two fractions),
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from ...errors import UsageError
-from ...invariance import METRIC_STATISTICS, prediction_metrics
-from ...runtime.seeds import per_image_uniform
+from ...core.invariance import METRIC_STATISTICS, prediction_metrics
+from ...core.seeds import per_image_uniform
 from ..base import require_finite
 from .attribution import attribution_maps, attribution_targets
 from .base import BiasMethod, Key

@@ -4,7 +4,7 @@ the standard view cut into a g x g grid of (S/g)-px patches put back in a random
 Each image gets its own permutation per g, seeded by (seed, g, repeat) and the image's index,
 so every model sees the same shuffles. g = 1 is the unshuffled reference (the clean pass's
 values; no second forward). Metrics against the unshuffled view, as the invariance probe
-(`stm_probe.invariance.prediction_metrics`): top1 / top5 with labels, consistency with the
+(`stm_probe.core.invariance.prediction_metrics`): top1 / top5 with labels, consistency with the
 unshuffled top-1, soft_ce and kl against the unshuffled softmax. The shuffled views of all grids
 share forward passes (`logits_of_views`).
 """
@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ...errors import UsageError
-from ...invariance import METRIC_STATISTICS, prediction_metrics
-from ...runtime.seeds import per_image_uniform
+from ...core.invariance import METRIC_STATISTICS, prediction_metrics
+from ...core.seeds import per_image_uniform
 from ..base import require_finite
 from .base import BiasMethod, Key
 
@@ -30,7 +30,7 @@ VIEWS_PER_BATCH = 4
 
 def draw_permutations(stream: int, indices: Any, count: int) -> torch.Tensor:
     """A uniform random permutation of ``count`` patches per image ``indices`` (B,): (B, count) int64,
-    the argsort of per-image seeded uniforms (`stm_probe.runtime.seeds`)."""
+    the argsort of per-image seeded uniforms (`stm_probe.core.seeds`)."""
     keys = per_image_uniform(stream, indices, count)
     return torch.from_numpy(np.argsort(keys, axis=1, kind="stable"))
 

@@ -1,5 +1,5 @@
 """Commands that make things for the probes to measure, rather than measure them.
 
-`train` (`stm_probe.tools.train`): trains a registered model on an ImageFolder tree or a
+`train` (`stm_probe.training.train`): trains a registered model on an ImageFolder tree or a
 synthetic split and writes a checkpoint every analysis loads with ``--checkpoint``.
 """

@@ -115,7 +115,7 @@ class RunRecord:
     """Collects what a run did and writes ``manifest.json`` into its output folder at the end."""
 
     def __init__(self, analysis: str, out_dir: Path, call: dict[str, Any] | None = None) -> None:
-        from . import __version__
+        from .. import __version__
 
         self.out_dir = out_dir
         self.started = time.perf_counter()

@@ -50,7 +50,7 @@ def all_corruptions() -> tuple[str, ...]:
 def corruption_list(text: str) -> tuple[str, ...]:
     """'--corruptions' text -> names in the canonical order: names and the groups 'benchmark' (the 15),
     'extra' (the 4 held-out ones) and 'all'; unknown names are kept for the choices check."""
-    from .options import name_list
+    from ..options import name_list
 
     names = name_list(text)
     groups = {"benchmark": benchmark_corruptions(), "extra": extra_corruptions(), "all": all_corruptions()}
@@ -479,7 +479,7 @@ _DEFINITIONS = {
 
 
 def _usage(message: str) -> None:
-    from .errors import UsageError
+    from ..errors import UsageError
 
     raise UsageError(f"corrupt: {message}")
 
@@ -529,7 +529,7 @@ def corrupt(image: np.ndarray, corruption: str, severity: int, seed: int | Seque
 def seed_words(seed: int, corruption: str, severity: int, repeat: int, indices: Any) -> np.ndarray:
     """(N, 4) uint32 seed words per image: a 128-bit key from the stream (seed, 'corruption',
     corruption, severity, repeat) and each image's index in the source."""
-    from .runtime.seeds import per_image_bits, stream_id
+    from .seeds import per_image_bits, stream_id
 
     stream = stream_id(seed, "corruption", corruption, int(severity), int(repeat))
     bits = per_image_bits(stream, np.asarray(indices, dtype=np.int64), draws=2)

@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import UsageError
-from .models.features import frozen_parameters
-from .runtime.seeds import stream_id
+from ..errors import UsageError
+from ..models.features import frozen_parameters
+from .seeds import stream_id
 from .stats import Statistic, summarise_values
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ metrics (`measure_batch`); loading, summaries and output belong to the caller.
 
 Each image is decoded once into a *base* tensor (see `SweepPlan.base_short_sides`); a batch of
 bases is a zero-padded canvas with the per-image sizes (`ImageBatch`). Every view is made from it
-on the analysis device with the batched primitives of `stm_probe.views`, which reproduce PIL's
+on the analysis device with the batched primitives of `stm_probe.core.views`, which reproduce PIL's
 8-bit resize and rotate bit for bit. So there is one pipeline for every view: the *resized*
 image (short side ``resize_size(S)``, PIL bicubic) and the *standard* view (its centre ``S x S``
 crop) are the same whatever kinds run, and equal torchvision's ``Resize + CenterCrop +
@@ -31,7 +31,7 @@ Kinds (levels in `UNITS`):
   and over its interior (cells at least the stage's margin away from the map borders and from
   the wrap seams, see `interior_mask`).
 
-Random choices come from `stm_probe.runtime.seeds`: image i's draw at (kind, level) is a function
+Random choices come from `stm_probe.core.seeds`: image i's draw at (kind, level) is a function
 of ``stream_id(seed, "invariance", kind, level, repeat)`` and i, computed per batch from
 ``batch.indices``, so it does not depend on the number of images, the batch size, the other
 levels or kinds, or the model order.
@@ -45,21 +45,12 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from .data import DEFAULT_CROP_PCT, Batch, resize_size
-from .errors import UsageError
-from .models.features import Normalized, num_stages
-from .runtime.seeds import per_image_integers, stream_id
+from ..data import DEFAULT_CROP_PCT, Batch, resize_size
+from ..errors import UsageError
+from ..models.features import Normalized, num_stages
+from .seeds import per_image_integers, stream_id
 from .stats import summarise_values
-from .views import (
-    centre_crop_start,
-    crop,
-    resample,
-    resize_weights,
-    roll,
-    rotate,
-    select,
-    short_side_sizes,
-)
+from .views import centre_crop_start, crop, resample, resize_weights, roll, rotate, select, short_side_sizes
 
 KINDS = ("translation", "pre-rotation", "post-rotation", "scale", "shift-consistency", "circular-shift",
          "equivariance")
@@ -76,7 +67,7 @@ _ZOOM_RATIO = 0.2
 DEFAULT_INTERIOR_MARGIN = 16
 _MAX_STAGES = 16
 
-#: how each per-image metric is summarised (`stm_probe.stats.summarise_values`): "rate" for 0/100
+#: how each per-image metric is summarised (`stm_probe.core.stats.summarise_values`): "rate" for 0/100
 #: outcomes, "mean" for continuous values
 METRIC_STATISTICS: dict[str, str] = {
     "top1": "rate", "top5": "rate", "consistency": "rate", "soft_ce": "mean", "kl": "mean",

@@ -25,8 +25,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .models.features import stage_outputs
-from .models.unified import UnifiedNet
+from ..models.features import stage_outputs
+from ..models.unified import UnifiedNet
 
 LAYERS = ("stages", "blocks")
 KERNELS = ("linear", "rbf")
@@ -38,7 +38,7 @@ _GRAM_ELEMENTS = 1 << 26
 # --- representations -----------------------------------------------------------------------------
 def layer_names(net: torch.nn.Module, layers: str) -> list[str]:
     """Names of the layers read: ``stage1..`` (stage outputs) or ``stage1.block1..`` (every block, unified only)."""
-    from .models.features import num_stages
+    from ..models.features import num_stages
 
     if layers == "stages":
         return [f"stage{i + 1}" for i in range(num_stages(net))]
@@ -54,7 +54,7 @@ def layer_outputs(net: torch.nn.Module, x: torch.Tensor, layers: str) -> list[to
     blocks: the output of every block of a unified model (before the stage norm).
     """
     if layers == "stages":
-        from .models.features import num_stages
+        from ..models.features import num_stages
 
         return stage_outputs(net, x, list(range(num_stages(net))))
     outputs = []

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .models.features import Normalized, frozen_parameters, stage_outputs
+from ..models.features import Normalized, frozen_parameters, stage_outputs
 
 
 # --- contribution maps -----------------------------------------------------------------------

@@ -185,7 +185,7 @@ def hold_out(source: Any, fraction: float, seed: int) -> tuple[Any, Any]:
     (at least 1 where n >= 2) go to val; both keep the source's order."""
     import numpy as np
 
-    from ..runtime.seeds import stream_seed
+    from ..core.seeds import stream_seed
 
     rng = np.random.default_rng(stream_seed(seed, "train", "hold-out"))
     by_label: dict[int, list[int]] = {}
@@ -416,7 +416,7 @@ class Trainer:
         import torch
         import torch.nn.functional as F
 
-        from ..runtime.seeds import stream_seed
+        from ..core.seeds import stream_seed
 
         cfg = self.config
         generator = torch.Generator().manual_seed(stream_seed(cfg.seed, "train", epoch))
@@ -526,7 +526,7 @@ def build_trainer(config: TrainConfig, name: str, num_classes: int, device: "tor
                   warmup_steps: int) -> Trainer:
     """Build the model with a ``num_classes`` head, and its optimiser, schedule and precision; under
     torchrun (several processes) the training forward goes through DistributedDataParallel. Call it
-    inside `stm_probe.runtime.seeds.seeded`: the initialisation draws from the global generators."""
+    inside `stm_probe.core.seeds.seeded`: the initialisation draws from the global generators."""
     import contextlib
 
     import torch
@@ -576,7 +576,7 @@ def save_checkpoint(path: Path, trainer: Trainer, state: dict[str, Any]) -> None
     ``torch.load(weights_only=True)``."""
     import torch
 
-    from ..runs import atomic_path
+    from ..runtime.manifest import atomic_path
 
     model = trainer.net.model
     payload = dict(state)
@@ -634,7 +634,7 @@ def write_log(path: Path, history: list[dict[str, float]]) -> None:
     """``train_log.csv``: one row per epoch, columns `LOG_COLUMNS` (accuracies in percent)."""
     import io
 
-    from ..runs import write_text
+    from ..runtime.manifest import write_text
 
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
@@ -657,9 +657,9 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
     None), ``num_train_images``, ``num_val_images``, ``skipped_files``.
     """
     from ..models import resolve_name
-    from ..runs import RunRecord, default_out_dir
+    from ..runtime.manifest import RunRecord, default_out_dir
     from ..runtime.precision import numeric_flags
-    from ..runtime.seeds import seeded
+    from ..core.seeds import seeded
     from ..runtime.session import check_out_dir, resolve_device
     from ..runtime.store import RunFolder
 
@@ -783,7 +783,7 @@ def _finish(out: Path, record: Any, config: TrainConfig, spec: Any, device: Any,
     """The learning-curve figure and manifest.json (last)."""
     from ..checkpoint import file_sha256
     from ..plots.train import plot_train
-    from ..runs import device_description
+    from ..runtime.manifest import device_description
 
     outputs = [out / LOG_NAME, out / CHECKPOINT_NAME] + plot_train(out)
     record.update(
