@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
-from .runtime.manifest import file_sha256
+from .files import file_sha256
 
 # keys looked for, in order, when the user names none
 DEFAULT_KEYS = ("model", "state_dict", "model_ema")

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
+from .models.facts import PUBLISHED_CSV
 
-PUBLISHED_CSV = "published_numbers.csv"  # in stm_probe/resources/, from the paper's tables
 #: the paper's throughput protocol (T-speed)
 SPEED_PROTOCOL = dict(batch_size=128, input_size=224, warmup=10, iterations=100)
 
@@ -195,7 +195,7 @@ def _cpu_count() -> int:
 
 
 def _write_markdown(path: Path, frame: Any, title: str) -> Path:
-    from .runtime.manifest import atomic_path
+    from .files import atomic_path
 
     header = "| " + " | ".join(frame.columns) + " |"
     rule = "|" + "|".join("---" for _ in frame.columns) + "|"
@@ -208,7 +208,7 @@ def _write_markdown(path: Path, frame: Any, title: str) -> Path:
 def _write_manifest(out: Path, artefact: str, source: str, paths: Sequence[Path], **extra: Any) -> Path:
     from . import __version__
     from .runtime.results import file_checksums
-    from .runtime.manifest import atomic_path
+    from .files import atomic_path
 
     record = {"artefact": artefact, "source": source, "tool": f"stm-probe {__version__}",
               "python": platform.python_version(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra,

@@ -66,7 +66,7 @@ def captured(monkeypatch):
     """{figure file stem: facts read off the figure just before it is saved} for the plot modules."""
     import importlib
 
-    import stm_probe.report as report
+    import stm_probe.plots.figures as report
 
     seen: dict[str, dict] = {}
 

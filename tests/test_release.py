@@ -271,8 +271,9 @@ def test_weights_and_models_commands_import_no_torch() -> None:
 def test_timm_create_model_pretrained_uses_the_release_file(server: Server) -> None:
     import timm
 
-    from stm_probe.models import build_unified
+    from stm_probe.models import build_unified, register_with_timm
 
+    register_with_timm()  # timm may have loaded after stm_probe.models here (README: Models)
     torch.manual_seed(9)
     state = build_unified(MODEL).state_dict()
     buffer = io.BytesIO()

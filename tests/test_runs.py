@@ -57,7 +57,7 @@ def test_a_dead_runs_lock_and_temp_files_are_cleaned_on_resume(tmp_path: Path) -
 
 
 def test_outputs_respect_the_umask_at_writing_time(tmp_path: Path) -> None:
-    import stm_probe.runtime.manifest as runs
+    import stm_probe.files as runs
 
     old = os.umask(0o022)
     try:
@@ -153,7 +153,7 @@ def test_the_summary_says_what_would_otherwise_surprise(tmp_path: Path, capsys) 
 def test_file_hash_is_cached_by_size_and_mtime_and_follows_changes(tmp_path: Path) -> None:
     import hashlib
 
-    from stm_probe.runtime.manifest import _sha256_of, file_sha256
+    from stm_probe.files import _sha256_of, file_sha256
 
     path = tmp_path / "data.csv"
     path.write_bytes(b"a,b\n1,2\n")

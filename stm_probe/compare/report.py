@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..runtime.manifest import write_text
+from ..files import write_text
 from .folders import AnalysisRun
 from .headline import HeadlineSpec
 from .pairwise import min_bootstrap_p

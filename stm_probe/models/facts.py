@@ -41,3 +41,16 @@ MODEL_FACTS: dict[str, ModelFacts] = {
     "unified_dcn_v3_small": ModelFacts(50_082_280, 8.1733),
     "unified_dcn_v3_base": ModelFacts(97_465_192, 15.9967),
 }
+
+
+PUBLISHED_CSV = "published_numbers.csv"  # in stm_probe/resources/: the paper's ImageNet-1k top-1 at 224 px
+
+
+def published_top1() -> dict[str, float]:
+    """{canonical model name: published ImageNet-1k top-1 (percent, 224 px)} from the packaged CSV."""
+    import csv
+    from importlib.resources import files
+
+    text = (files("stm_probe") / "resources" / PUBLISHED_CSV).read_text(encoding="utf-8")
+    return {row["model"]: float(row["imagenet1k_top1"]) for row in csv.DictReader(text.splitlines())
+            if row.get("imagenet1k_top1")}

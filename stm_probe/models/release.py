@@ -26,7 +26,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import sys
 import urllib.error
 import urllib.request
@@ -298,7 +297,7 @@ def known_sha256(path: Path, record: dict[str, dict[str, Any]] | None = None) ->
 def remember(path: Path, url: str) -> tuple[str, str | None]:
     """(sha256 of ``path``, the different sha256 remembered for its name before, or None); the record is
     updated (atomically), so a change is reported once."""
-    from ..runtime.manifest import write_json
+    from ..files import write_json
 
     record = read_record()
     sha = known_sha256(path, record)
@@ -320,7 +319,7 @@ def remember(path: Path, url: str) -> tuple[str, str | None]:
 def weights_table(patterns: list[str] | None = None) -> list[dict[str, Any]]:
     """One row per unified model matching ``patterns`` (all 20 for None): model, file, url, published_top1,
     cached (bool), path, size (bytes), sha256 (remembered, or computed for a file not seen before)."""
-    from ..probes.eval import published_top1
+    from .facts import published_top1
     from .names import select_unified
 
     top1 = published_top1()

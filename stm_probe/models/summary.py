@@ -33,7 +33,7 @@ def model_table(patterns: list[str] | None = None, build: bool = False) -> list[
     """
     specs = select_unified(patterns)
     counts = _recount([s.name for s in specs]) if build else {s.name: MODEL_FACTS[s.name] for s in specs}
-    from ..probes.eval import published_top1
+    from .facts import published_top1
 
     top1 = published_top1()
     return [dict(name=s.name, stm=s.stm, size=s.size, params=counts[s.name][0], gmacs_224=counts[s.name][1],

@@ -10,7 +10,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import numpy as np
 
-from ..runtime.manifest import atomic_path
+from ..files import atomic_path
 
 
 def new_figure(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] | None = None, squeeze: bool = False,

@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..models.facts import PUBLISHED_CSV, published_top1
 from .base import Key, Probe, Unit, UnitResult, _key_seed, clean_forward
 
 DEFAULT_DATA = "synthetic:val"
 SPEED_WARMUP = 2  # short throughput measurement inside eval (the paper's protocol: 10 + 100 at batch 128)
 SPEED_ITERATIONS = 5
-PUBLISHED_CSV = "published_numbers.csv"
 PUBLISHED_SIZE = 224  # the input size of the published numbers
 VAL_NAME = re.compile(r"ILSVRC2012_val_\d{8}")  # the validation files' names (the published top-1's images)
 #: label spaces of ImageNet-1k validation as users have it: synset folders or the devkit / Kaggle label files
@@ -62,16 +62,6 @@ MODELS_COLUMNS = ("model", "stm", "size", "weights", "checkpoint", "params_m", "
 @dataclass(frozen=True)
 class EvalConfig:
     """eval has no settings of its own: the shared options (data, models, input size) define it."""
-
-
-def published_top1() -> dict[str, float]:
-    """{canonical model name: published ImageNet-1k top-1 (percent, 224 px)} from the packaged CSV."""
-    import csv
-    from importlib.resources import files
-
-    text = (files("stm_probe") / "resources" / PUBLISHED_CSV).read_text(encoding="utf-8")
-    return {row["model"]: float(row["imagenet1k_top1"]) for row in csv.DictReader(text.splitlines())
-            if row.get("imagenet1k_top1")}
 
 
 def count_gmacs_at(net: Any, input_size: int, device: Any) -> float:

@@ -10,7 +10,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import numpy as np
 
-from .manifest import atomic_path
+from ..files import atomic_path
 
 def write_frame(path: str | Path, frame: pd.DataFrame) -> None:
     """Write a DataFrame as CSV (no index), atomically."""
@@ -30,7 +30,7 @@ DATA_SUFFIXES = (".csv", ".npy", ".npz")  # run outputs whose sha256 the manifes
 def file_checksums(out_dir: Path, paths: Sequence[Path]) -> dict[str, str]:
     """{path relative to out_dir: sha256} of the data files among ``paths`` (for manifest.json);
     hashes are cached by size and mtime, so the figures' `verify_file` does not read them again."""
-    from .manifest import file_sha256
+    from ..files import file_sha256
 
     sums = {}
     for path in paths:
@@ -48,7 +48,7 @@ def verify_file(path: str | Path) -> None:
     import json
 
     from ..errors import UsageError
-    from .manifest import file_sha256
+    from ..files import file_sha256
 
     path = Path(path)
     if path.is_dir():

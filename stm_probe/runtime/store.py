@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .manifest import TEMP_PATTERN, atomic_path, write_json
+from ..files import TEMP_PATTERN, atomic_path, write_json
 
 LOCK_NAME = ".lock"
 MARKER_NAME = "run.json"
