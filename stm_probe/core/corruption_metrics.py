@@ -1,8 +1,8 @@
 """ImageNet-C facts and the corruption-error arithmetic (Hendrycks & Dietterich, ICLR 2019).
 
-Facts (``stm_probe/resources/imagenet_c.json``): the 15 benchmark corruptions, the 4 extra
-(held-out) ones, the families (noise, blur, weather, digital) and AlexNet's top-1 error per
-corruption averaged over the 5 severities, plus AlexNet's clean error.
+Facts (``stm_probe/resources/imagenet_c.json``, loaded by :mod:`stm_probe.data.corruption_names`): the 15
+benchmark corruptions, the 4 extra (held-out) ones, the families (noise, blur, weather, digital) and
+AlexNet's top-1 error per corruption averaged over the 5 severities, plus AlexNet's clean error.
 
 Definitions, with E_{s,c} a model's top-1 error (fraction) at severity s of corruption c:
 
@@ -16,31 +16,18 @@ the functions refuse (ValueError) a table that lacks one, or a corruption withou
 """
 from __future__ import annotations
 
-import json
-from functools import lru_cache
-from importlib import resources
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..data.corruption_names import benchmark_corruptions, extra_corruptions, imagenet_c_facts
+
+# the ImageNet-C names live in stm_probe.data.corruption_names (layer 1) and are re-exported here
+__all__ = ["SEVERITIES", "alexnet_clean_error", "alexnet_error", "benchmark_corruptions", "corruption_error",
+           "extra_corruptions", "family_of", "imagenet_c_facts", "mean_corruption_error",
+           "relative_corruption_error"]
+
 SEVERITIES = (1, 2, 3, 4, 5)
-
-
-@lru_cache(maxsize=1)
-def imagenet_c_facts() -> dict[str, Any]:
-    """The shipped ImageNet-C facts (see the module docstring)."""
-    text = (resources.files("stm_probe") / "resources" / "imagenet_c.json").read_text(encoding="utf-8")
-    return json.loads(text)
-
-
-def benchmark_corruptions() -> tuple[str, ...]:
-    """The 15 benchmark corruptions, in the paper's order."""
-    return tuple(imagenet_c_facts()["corruptions"])
-
-
-def extra_corruptions() -> tuple[str, ...]:
-    """The 4 extra corruptions (speckle noise, Gaussian blur, spatter, saturate)."""
-    return tuple(imagenet_c_facts()["extra_corruptions"])
 
 
 def family_of(corruption: str) -> str:

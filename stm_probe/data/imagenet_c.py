@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UsageError
-from . import ImageSource, _folder_source, _printable
+from .folders import _folder_source
+from .labels import _printable
+from .source import ImageSource
 
 SEVERITY_NAMES = ("1", "2", "3", "4", "5")
 FAMILY_NAMES = ("noise", "blur", "weather", "digital", "extra")
@@ -26,7 +28,7 @@ _SYNSET = re.compile(r"^n\d{8}$")
 
 
 def _corruption_names() -> tuple[str, ...]:
-    from ..core.corruption_metrics import benchmark_corruptions, extra_corruptions
+    from .corruption_names import benchmark_corruptions, extra_corruptions
 
     return benchmark_corruptions() + extra_corruptions()
 
@@ -117,7 +119,7 @@ def _validate_shape(path: Path) -> None:
 
 def _image_ids(root: str) -> set[str]:
     """``<wnid>/<file>`` of every image under a variant folder (links followed)."""
-    from . import _is_image
+    from .folders import _is_image
 
     found: set[str] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -237,7 +239,7 @@ class StoredView:
         self.input_size = int(input_size)
 
     def __call__(self, img: Any) -> Any:
-        from . import to_rgb_tensor
+        from .pixels import to_rgb_tensor
 
         return to_rgb_tensor(img, (self.input_size, self.input_size))
 

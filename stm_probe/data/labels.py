@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from . import ImageSource
+    from .source import ImageSource
 
 __all__ = ["LabelTable", "apply_label_file", "ilsvrc2012_wnids", "imagenet_index", "read_label_file"]
 
@@ -101,7 +101,7 @@ class LabelTable:
 
 
 def _read_lines(path: Path, flag: str) -> list[str]:
-    from . import check_not_named_pipe
+    from .textfiles import check_not_named_pipe
 
     check_not_named_pipe(path, flag)
     try:
@@ -178,7 +178,7 @@ def _is_header(row: list[str]) -> bool:
 
 
 def _plain_csv(lines: list[str], flag: str) -> tuple[_Collector, str]:
-    from . import IMG_EXTENSIONS
+    from .folders import IMG_EXTENSIONS
 
     rows = list(csv.reader(io.StringIO("\n".join(lines))))
     start = 1 if rows and _is_header(rows[0]) else 0

@@ -31,7 +31,7 @@ from ..errors import UsageError
 from .labels import _printable, imagenet_index, load_resource
 
 if TYPE_CHECKING:
-    from . import ImageSource
+    from .source import ImageSource
 
 __all__ = ["SHIFT_SETS", "class_subset", "recognise", "shift_source", "split_prefix"]
 
@@ -90,7 +90,7 @@ def _subset_source(tree: ImageSource, name: str, note: str | None = None) -> Ima
 
 
 def _tree(name: str, path: str) -> ImageSource:
-    from . import _folder_source
+    from .folders import _folder_source
 
     title = SHIFT_SETS[name][0]
     root = Path(path).expanduser().absolute()
