@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
 from .files import file_sha256
+from .models import resize
 
 # keys looked for, in order, when the user names none
 DEFAULT_KEYS = ("model", "state_dict", "model_ema")
@@ -238,38 +238,30 @@ def is_computed_buffer(key: str) -> bool:
     return key.rsplit(".", 1)[-1] in COMPUTED_BUFFERS
 
 
-def resize_bias_table(table: torch.Tensor, side: int) -> torch.Tensor:
-    """Swin relative-position bias table ((2w-1)^2, heads) -> (side^2, heads), bicubic as the original loader.
-
-    The table is viewed as a (heads, 2w-1, 2w-1) grid of offsets and resized with
-    ``F.interpolate(mode='bicubic', align_corners=False)``; ``side`` is ``2 * window - 1``.
-    Differentiable; computed in float32 and returned in the table's dtype.
-    """
-    rows, heads = table.shape
-    side_in = math.isqrt(rows)
-    if side_in * side_in != rows:
-        raise ValueError(f"bias table with {rows} rows is not a square grid of offsets")
-    grid = table.permute(1, 0).reshape(1, heads, side_in, side_in).float()
-    grid = F.interpolate(grid, size=(side, side), mode="bicubic")
-    return grid.reshape(heads, side * side).permute(1, 0).to(table.dtype)
-
-
-def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]
-                     ) -> dict[str, torch.Tensor]:
+def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                     model: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Fit a checkpoint made at another input size, as the original loader does.
 
-    Drops computed buffers (relative_position_index, attn_mask: the model's own are kept),
-    resizes Swin relative-position bias tables (bicubic), halo relative tables (linear,
-    align_corners=True) and PVT position embeddings (bilinear, align_corners=True) whose shapes
-    differ from the model's. ``target``: the model's own state dict.
+    Drops computed buffers (relative_position_index, attn_mask: the model's own are kept) and
+    resizes the size-dependent tables whose shapes differ from the model's: a tensor owned by a
+    block whose class has ``resize_checkpoint_tensor(key, value, shape)`` is resized by it (Swin
+    bias tables bicubic, halo relative tables linear, PVT position embeddings bilinear; see
+    `stm_probe.models.resize`); other models' tables by the same rules, matched by key ending.
+    ``target``: the model's own state dict; ``model``: the model (for its blocks' resizers).
     """
+    resizers = _block_resizers(model)
     adapted: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         if is_computed_buffer(key):
             continue
         want = target.get(key)
         if want is not None and want.shape != value.shape and value.dim() == want.dim():
-            value = _resize_table(key, value, want.shape)
+            owner = max((p for p in resizers if key.startswith(p)), key=len, default=None)
+            if owner is None:
+                value = _resize_table(key, value, want.shape)
+            else:
+                resized = resizers[owner](key[len(owner):], value, want.shape)
+                value = value if resized is None else resized
         adapted[key] = value
     for key, value in target.items():
         if is_computed_buffer(key):
@@ -278,18 +270,21 @@ def adapt_state_dict(state_dict: Mapping[str, torch.Tensor], target: Mapping[str
 
 
 def _resize_table(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Resize one size-dependent table to ``shape``; other tensors are returned unchanged."""
-    if key.endswith("relative_position_bias_table") and value.shape[1] == shape[1]:
-        side_out = math.isqrt(shape[0])
-        if math.isqrt(value.shape[0]) ** 2 == value.shape[0] and side_out ** 2 == shape[0]:
-            return resize_bias_table(value, side_out)
-    if key.endswith(("height_rel", "width_rel")) and value.shape[1] == shape[1]:
-        table = value.permute(1, 0).unsqueeze(0).float()
-        table = F.interpolate(table, size=shape[0], mode="linear", align_corners=True)
-        return table.squeeze(0).permute(1, 0).to(value.dtype)
-    if key.endswith("pos_embed") and value.dim() == 4 and value.shape[:2] == shape[:2]:
-        return F.interpolate(value.float(), size=tuple(shape[-2:]), mode="bilinear", align_corners=True).to(value.dtype)
+    """Resize one size-dependent table of a model without block resizers (a timm Swin, say) by its
+    key's ending, with the unified blocks' rules; other tensors are returned unchanged."""
+    for rule in (resize.swin_bias_table, resize.halo_relative_table, resize.pvt_pos_embed):
+        resized = rule(key, value, shape)
+        if resized is not None:
+            return resized
     return value
+
+
+def _block_resizers(model: nn.Module | None) -> dict[str, Callable[..., Any]]:
+    """{module name + '.': its class's ``resize_checkpoint_tensor``} for the blocks of ``model`` that have one."""
+    if model is None:
+        return {}
+    return {f"{name}.": type(module).resize_checkpoint_tensor for name, module in model.named_modules()
+            if name and hasattr(type(module), "resize_checkpoint_tensor")}
 
 
 def check_fit(state_dict: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> list[str]:
@@ -367,7 +362,7 @@ def load_checkpoint(
     state_dict, used = select_state_dict(read_checkpoint(path) if contents is None else contents, path, key)
     name = getattr(getattr(model, "stm_probe_spec", None), "name", type(model).__name__)
     target = model.state_dict()
-    adapted = adapt_state_dict(state_dict, target)
+    adapted = adapt_state_dict(state_dict, target, model)
     problems = check_fit(adapted, target)
     if problems and strict:
         owner = guess(state_dict) if guess is not None else None

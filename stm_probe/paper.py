@@ -35,18 +35,21 @@ def architecture_frame() -> Any:
     spatial-reduction setting, drop path, parameters (millions) and GMACs at 224 (static facts)."""
     import pandas as pd
 
-    from .models.configs import SIZES, STMS, model_settings
+    from .models.configs import SIZES
     from .models.facts import MODEL_FACTS
+    from .models.stms import STM_RECORDS
 
     rows = []
     for size in SIZES:
-        for stm in STMS:
+        for stm, record in STM_RECORDS.items():
             name = f"unified_{stm}_{size}"
-            s = model_settings(stm, size)
+            if size not in record.sizes or name not in MODEL_FACTS:
+                continue  # a registered STM without counted facts: `stm-probe models --build` counts it
+            s = record.settings(size)
             block = s["block_kwargs"]
             rows.append({"model": name, "stm": stm, "size": size, "dims": _join(s["dims"]),
                          "depths": _join(s["depths"]), "heads_or_groups": _join(block.get("num_heads", ())) or "-",
-                         "mixer_setting": _mixer_setting(stm, block), "drop_path": s["drop_path_rate"],
+                         "mixer_setting": record.describe_mixer(size), "drop_path": s["drop_path_rate"],
                          "params_m": round(MODEL_FACTS[name].params / 1e6, 2),
                          "gmacs_224": MODEL_FACTS[name].gmacs_224})
     return pd.DataFrame(rows)
@@ -54,18 +57,6 @@ def architecture_frame() -> Any:
 
 def _join(values: Sequence[Any]) -> str:
     return "-".join(str(v) for v in values)
-
-
-def _mixer_setting(stm: str, block: dict[str, Any]) -> str:
-    if stm == "halo":
-        return f"block {block['block_size']}, halo {block['halo_size']}"
-    if stm == "swin":
-        return f"window {block['window_size']} (shifted every 2nd block)"
-    if stm == "pvt":
-        return f"sr {_join(block['sr_ratio'])}"
-    if stm == "convnext":
-        return "depth-wise 7x7"
-    return f"{block['kernel_size']}x{block['kernel_size']} deformable, {block['points']} points per group"
 
 
 def write_architecture(out: Path) -> list[Path]:

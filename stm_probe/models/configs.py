@@ -1,4 +1,5 @@
-"""Settings of the 20 released unified models (docs/protocols.md §1; factory calls of the original).
+"""Settings of the 20 released unified models (docs/protocols.md §1; factory calls of the original), read by
+the paper's five STM records (`stm_probe.models.stms`).
 
 Each entry: the STM family, the size, and the keyword arguments of `UnifiedNet` except the block
 class. List-valued block settings are per stage.
@@ -7,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-STMS = ("halo", "pvt", "swin", "convnext", "dcn_v3")
 SIZES = ("micro", "tiny", "small", "base")
 
 _SMALL_DIMS = (32, 64, 128, 256)

@@ -10,25 +10,22 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from .configs import SIZES, STMS
+from .configs import SIZES
 
-# STM family -> stem of its released checkpoint files (unified_<stem>_<size>.pth)
-RELEASE_STEMS: dict[str, str] = {
-    "halo": "halonet", "pvt": "pvt", "swin": "swin", "convnext": "convnext", "dcn_v3": "internimage",
-}
+if TYPE_CHECKING:
+    from .stms import StmRecord
 
-# short STM names accepted in `unified_<size>_<stm>` (and as `unified_<stm>_<size>`)
-STM_ALIASES: dict[str, str] = {
-    "halo": "halo", "halonet": "halo",
-    "attn": "pvt", "pvt": "pvt",
-    "swin": "swin", "window": "swin",
-    "conv": "convnext", "dwconv": "convnext", "convnext": "convnext",
-    "dcn": "dcn_v3", "dcnv3": "dcn_v3", "dcn_v3": "dcn_v3", "internimage": "dcn_v3",
-}
+# STM family -> stem of its released checkpoint files (unified_<stem>_<size>.pth); filled from the records
+RELEASE_STEMS: dict[str, str] = {}
 
-UNIFIED_MODELS: tuple[str, ...] = tuple(f"unified_{stm}_{size}" for stm in STMS for size in SIZES)
+# short STM names accepted in `unified_<size>_<stm>` (and as `unified_<stm>_<size>`) -> STM family
+STM_ALIASES: dict[str, str] = {}
+
+# canonical names of the unified models, STM-major in registration order (the paper's 20 first)
+UNIFIED_MODELS: list[str] = []
 
 SUGGEST_CUTOFF = 0.6  # difflib similarity from which a known name is suggested
 
@@ -60,12 +57,33 @@ def _aliases(stm: str, size: str) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-UNIFIED_SPECS: dict[str, ModelSpec] = {
-    f"unified_{stm}_{size}": ModelSpec(f"unified_{stm}_{size}", stm, size, _aliases(stm, size))
-    for stm in STMS for size in SIZES
-}
+UNIFIED_SPECS: dict[str, ModelSpec] = {}
 # every accepted spelling (canonical names included) -> canonical name
-ALIAS_TO_NAME: dict[str, str] = {a: s.name for s in UNIFIED_SPECS.values() for a in (s.name, *s.aliases)}
+ALIAS_TO_NAME: dict[str, str] = {}
+
+
+def add_family(record: "StmRecord") -> None:
+    """Enter one STM family's models and spellings in the tables above (`stms.register_stm` calls this)."""
+    RELEASE_STEMS[record.name] = record.release_stem
+    STM_ALIASES.update({alias: record.name for alias in (*record.aliases, record.name)})
+    for size in SIZES:
+        if size in record.sizes:
+            spec = ModelSpec(f"unified_{record.name}_{size}", record.name, size, _aliases(record.name, size))
+            UNIFIED_SPECS[spec.name] = spec
+            UNIFIED_MODELS.append(spec.name)
+            ALIAS_TO_NAME.update({alias: spec.name for alias in (spec.name, *spec.aliases)})
+
+
+def remove_family(record: "StmRecord") -> None:
+    """Undo `add_family`."""
+    gone = [name for name, spec in UNIFIED_SPECS.items() if spec.stm == record.name]
+    for name in gone:
+        del UNIFIED_SPECS[name]
+        UNIFIED_MODELS.remove(name)
+    for table in (STM_ALIASES, ALIAS_TO_NAME):
+        for key in [k for k, v in table.items() if v == record.name or v in gone]:
+            del table[key]
+    RELEASE_STEMS.pop(record.name, None)
 
 
 def normalise(name: str) -> str:
@@ -132,3 +150,13 @@ def select_unified(patterns: list[str] | None) -> list[ModelSpec]:
             raise UsageError(f"'{pattern}' matches none of the 20 unified models: {hint}")
         wanted.update(names)
     return [spec for name, spec in UNIFIED_SPECS.items() if name in wanted]
+
+
+def _enter_records() -> None:
+    from .stms import STM_RECORDS
+
+    for record in STM_RECORDS.values():
+        add_family(record)
+
+
+_enter_records()

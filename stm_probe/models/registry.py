@@ -24,7 +24,7 @@ from torch import nn
 from ..checkpoint import checkpoint_num_classes, is_computed_buffer, load_checkpoint, read_checkpoint
 from ..errors import UsageError
 from ..label_spaces import checkpoint_class_names, trained_summary, weights_label
-from .configs import model_settings
+from .stms import STM_RECORDS
 from .input_size import check_input_size
 from .layers import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from .names import (
@@ -47,16 +47,6 @@ __all__ = [
     "classifier_names", "create_model", "default_cfg", "expand_model_patterns", "guess_model", "list_specs",
     "register_with_timm", "release_stem", "resolve_name", "suggest_names",
 ]
-
-# STM family -> (module in stm_probe.models.blocks, block class)
-_BLOCKS: dict[str, tuple[str, str]] = {
-    "halo": ("halo", "HaloBlock"),
-    "pvt": ("pvt", "PvtBlock"),
-    "swin": ("swin", "SwinBlock"),
-    "convnext": ("convnext", "ConvNeXtBlock"),
-    "dcn_v3": ("dcn_v3", "DCNv3Block"),
-}
-
 
 def resolve_name(name: str) -> ModelSpec:
     """Canonical spec for a unified name or alias, or a timm architecture; UsageError if unknown.
@@ -106,10 +96,9 @@ def expand_model_patterns(patterns: list[str]) -> list[str]:
 
 
 def block_class(stm: str) -> type[nn.Module]:
-    """The block class of an STM family (imported lazily)."""
-    module_name, class_name = _BLOCKS[stm]
-    module = importlib.import_module(f"stm_probe.models.blocks.{module_name}")
-    return getattr(module, class_name)
+    """The block class of an STM family (imported lazily from its record's ``"module:Class"``)."""
+    module_name, class_name = STM_RECORDS[stm].block.split(":")
+    return getattr(importlib.import_module(module_name), class_name)
 
 
 def default_cfg(spec: ModelSpec, num_classes: int = 1000) -> dict[str, Any]:
@@ -125,7 +114,7 @@ def default_cfg(spec: ModelSpec, num_classes: int = 1000) -> dict[str, Any]:
 def build_unified(name: str, **kwargs: Any) -> UnifiedNet:
     """Build a unified model (random init) by canonical name or alias; kwargs go to `UnifiedNet`."""
     spec = resolve_name(name)
-    settings = model_settings(spec.stm, spec.size)
+    settings = STM_RECORDS[spec.stm].settings(spec.size)
     settings.update(kwargs)
     model = UnifiedNet(block=block_class(spec.stm), **settings)
     model.pretrained_cfg = default_cfg(spec, model.num_classes)
@@ -160,14 +149,24 @@ def _timm() -> Any:
     global _REGISTERED
     if not _REGISTERED:
         _REGISTERED = True
-        module = sys.modules[__name__]
-        for name in UNIFIED_MODELS:
-            if timm.is_model(name):
-                continue
-            fn = _timm_entrypoint(name)
-            setattr(module, name, fn)
-            timm.models.register_model(fn)
+        register_new_models()
     return timm
+
+
+def register_new_models() -> None:
+    """Enter the unified models timm does not know yet in its registry, once timm is loaded
+    (`stm_probe.models.stms.register_stm` calls this for a new STM)."""
+    if not _REGISTERED:
+        return
+    import timm
+
+    module = sys.modules[__name__]
+    for name in UNIFIED_MODELS:
+        if timm.is_model(name):
+            continue
+        fn = _timm_entrypoint(name)
+        setattr(module, name, fn)
+        timm.models.register_model(fn)
 
 
 _REGISTERED = False

@@ -32,7 +32,9 @@ def model_table(patterns: list[str] | None = None, build: bool = False) -> list[
     (about half a second per model). UsageError for a pattern matching no unified model.
     """
     specs = select_unified(patterns)
-    counts = _recount([s.name for s in specs]) if build else {s.name: MODEL_FACTS[s.name] for s in specs}
+    # a registered STM has no static facts: its models are counted as with build=True
+    counts = {s.name: MODEL_FACTS[s.name] for s in specs if not build and s.name in MODEL_FACTS}
+    counts.update(_recount([s.name for s in specs if s.name not in counts]))
     from .facts import published_top1
 
     top1 = published_top1()
@@ -42,6 +44,8 @@ def model_table(patterns: list[str] | None = None, build: bool = False) -> list[
 
 def _recount(names: list[str]) -> dict[str, tuple[int, float]]:
     """(params, GMACs at 224 rounded to 4 decimals) of each model, built on the meta device."""
+    if not names:
+        return {}
     import torch
 
     from .complexity import count_gmacs, count_parameters

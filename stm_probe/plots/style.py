@@ -19,9 +19,10 @@ import json
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from ..errors import UsageError
+from ..models.stms import STM_RECORDS
 from ..options import FIGURE_FORMATS
 
 STYLES = ("default", "paper")
@@ -32,8 +33,23 @@ DEFAULT_FORMATS = {"default": ("png",), "paper": ("png", "pdf")}
 _DRAWING_FORMATS: ContextVar[tuple[str, ...] | None] = ContextVar("stm_probe_figure_formats", default=None)
 #: sequential and colour-blind safe; RdYlGn (RepLKNet's ERF figures) via --cmap RdYlGn
 DEFAULT_CMAP = "viridis"
-#: Okabe & Ito (2008) colours, one per STM family
-STM_COLOURS = {"halo": "#E69F00", "pvt": "#0072B2", "swin": "#009E73", "convnext": "#D55E00", "dcn_v3": "#CC79A7"}
+
+
+class _StmColours(Mapping[str, str]):
+    """STM family -> hex colour, read live from the STM records (the paper's five take Okabe & Ito's
+    (2008) colours; a registered STM brings its own)."""
+
+    def __getitem__(self, stm: str) -> str:
+        return STM_RECORDS[stm].colour
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(STM_RECORDS)
+
+    def __len__(self) -> int:
+        return len(STM_RECORDS)
+
+
+STM_COLOURS: Mapping[str, str] = _StmColours()
 #: (marker, dash pattern) per size: micro dotted triangles ... base dash-dot diamonds
 SIZE_MARKS = {"micro": ("v", ":"), "tiny": ("o", "-"), "small": ("s", "--"), "base": ("D", "-.")}
 #: colours of other models (picked by name hash): the unused Okabe-Ito colours and Paul Tol's muted scheme

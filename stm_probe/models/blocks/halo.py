@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import DropPath, Mlp, layer_scale, make_divisible
+from ..resize import halo_relative_table
 
 
 def _round_up(size: int, multiple: int) -> int:
@@ -206,6 +207,11 @@ class HaloBlock(nn.Module):
         mlp_ratio: MLP expansion (4).
         pos_embed_type: only ``"query_related"`` (the released models) is implemented.
     """
+
+    @staticmethod
+    def resize_checkpoint_tensor(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+        """A checkpoint's relative tables at another window size, resized linearly (key relative to the block)."""
+        return halo_relative_table(key, value, shape)
 
     def __init__(
         self,

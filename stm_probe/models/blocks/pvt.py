@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import DropPath, Mlp, layer_scale, trunc_normal_
+from ..resize import pvt_pos_embed
 
 
 class SpatialReductionAttention(nn.Module):
@@ -70,6 +71,11 @@ class PvtBlock(nn.Module):
         index: block index within the stage; block 0 owns the position embedding.
         num_heads, mlp_ratio, sr_ratio, qkv_bias: this stage's PVT settings.
     """
+
+    @staticmethod
+    def resize_checkpoint_tensor(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+        """A checkpoint's position embedding at another map size, resized bilinearly (key relative to the block)."""
+        return pvt_pos_embed(key, value, shape)
 
     def __init__(
         self,

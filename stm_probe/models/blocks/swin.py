@@ -22,7 +22,7 @@ rule gives the original's windows and shifts at every size where the original, b
 size, runs (e.g. 224, 448, 224 x 448), so 224 is unchanged. A window smaller than the table's
 (e.g. 4 x 4 in stage 3 of a 64 px input, or a 6 x 10 last-stage map) uses the table resized
 bicubically to that window, exactly what the original's loader does to a 224 checkpoint for a
-model built at that size (`stm_probe.checkpoint.resize_bias_table`); so a model built at 224
+model built at that size (`stm_probe.models.resize.resize_bias_table`); so a model built at 224
 and run at 64 equals one built at 64 that loaded the same checkpoint.
 
 Maps that are not a multiple of the window are zero-padded on the bottom/right after the norm,
@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import resize_bias_table
 from ..layers import DropPath, LayerNorm2d, Mlp, layer_scale, trunc_normal_
+from ..resize import resize_bias_table, swin_bias_table
 
 MASK_VALUE = -100.0
 _MAX_CACHED = 8
@@ -207,6 +207,11 @@ class SwinBlock(nn.Module):
         mlp_ratio: MLP expansion (4).
         qkv_bias: bias of the qkv projection (True).
     """
+
+    @staticmethod
+    def resize_checkpoint_tensor(key: str, value: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+        """A checkpoint's bias table at another window size, resized bicubically (key relative to the block)."""
+        return swin_bias_table(key, value, shape)
 
     def __init__(
         self,
