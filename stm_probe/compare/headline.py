@@ -27,61 +27,15 @@ has no interval.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
+from ..probes.columns import HeadlineSpec, matches, numeric_values, select  # noqa: F401 (compare's names)
 from .folders import AnalysisRun
-
-
-@dataclass(frozen=True)
-class HeadlineSpec:
-    """One headline column: which rows of an analysis's CSV, aggregated how, and read which way."""
-
-    analysis: str
-    key: str  # unique column id
-    label: str  # column header
-    metric: str
-    where: dict[str, Any] = field(default_factory=dict)  # setting column -> value
-    average_over: tuple[str, ...] = ()  # setting columns averaged over (empty: exactly one row)
-    exclude: dict[str, tuple] = field(default_factory=dict)  # values left out of the average
-    better: str | None = "higher"  # "higher", "lower" or None (no better direction)
-    unit: str = "%"
-    test: str | None = "bootstrap"  # per-image test: "mcnemar" (0/1 outcomes), "bootstrap" or None
-    describe: str = ""  # one sentence for the report's legend
-    claim: str = "{a} scores higher than {b} on {label}"  # written where a pairwise test holds
-    test_note: str = ""  # what the per-image test compares, where it is not the headline number itself
-
-
-# --- selecting rows ------------------------------------------------------------------------------
-def matches(series: pd.Series, value: Any) -> pd.Series:
-    """Rows of ``series`` equal to ``value`` (numbers compared with a tolerance, booleans as text)."""
-    if isinstance(value, bool):
-        return series.astype(str).str.lower() == str(value).lower()
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        numbers = pd.to_numeric(series, errors="coerce")
-        return pd.Series(np.isclose(numbers.to_numpy(dtype=float), float(value)), index=series.index)
-    return series.astype(str) == str(value)
-
-
-def select(frame: pd.DataFrame, spec: HeadlineSpec) -> pd.DataFrame:
-    """The rows of ``frame`` (tidy or per-image) a column is made from, before averaging."""
-    keep = frame["metric"] == spec.metric
-    for column, value in spec.where.items():
-        if column not in frame.columns:
-            return frame.iloc[0:0]
-        keep &= matches(frame[column], value)
-    for column, values in spec.exclude.items():
-        for value in values:
-            keep &= ~matches(frame[column], value)
-    return frame[keep]
-
-
-def _numeric_values(frame: pd.DataFrame, column: str) -> list[float]:
-    return sorted(pd.to_numeric(frame[column], errors="coerce").dropna().unique().tolist())
 
 
 # --- the columns of each analysis ---------------------------------------------------------------
@@ -89,9 +43,9 @@ def _erf(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
     rows = frame[(frame["metric"] == "area_ratio") & matches(frame["init_copy"], False)]
     if not len(rows):
         return []
-    thresholds = _numeric_values(rows, "threshold")
+    thresholds = numeric_values(rows, "threshold")
     t = next((v for v in thresholds if np.isclose(v, 0.99)), thresholds[-1])
-    stage = int(max(_numeric_values(rows, "stage")))
+    stage = int(max(numeric_values(rows, "stage")))
     return [HeadlineSpec(name, f"{name}:area", f"ERF area ratio (t={t:g}, stage {stage})", "area_ratio",
                          {"init_copy": False, "stage": stage, "threshold": t}, better=None, unit="fraction",
                          describe=f"share of the input (0-1) covered by the smallest centred square holding {t:g} of "
@@ -211,10 +165,17 @@ def headline_specs(runs: list[AnalysisRun]) -> list[HeadlineSpec]:
     """Every headline column of these runs, in analysis order."""
     specs = []
     for run in runs:
-        builder = SPECS.get(run.probe)
+        builder = SPECS.get(run.probe) or _declared_columns(run.probe)
         if builder is not None:
             specs += builder(run.name, run.frame)
     return specs
+
+
+def _declared_columns(probe: str) -> Callable[[str, pd.DataFrame], list[HeadlineSpec]] | None:
+    """The ``compare_columns`` a registered probe declares (None for a probe without, or unknown)."""
+    from ..probes import PROBES, get_probe
+
+    return getattr(get_probe(probe), "compare_columns", None) if probe in PROBES else None
 
 
 # --- cells -----------------------------------------------------------------------------------------

@@ -24,6 +24,16 @@ PROBES: dict[str, str] = {
 }
 
 
+def register_probe(name: str, target: str) -> None:
+    """Register a probe class given as ``"module:Class"`` under ``name`` (the command, the API's probe
+    name, the run folder's analysis); the class is imported when first used. UsageError if taken."""
+    if name in PROBES and PROBES[name] != target:
+        raise UsageError(f"a probe named {name!r} is registered already ({PROBES[name]}): pick another name")
+    if target.count(":") != 1:
+        raise UsageError(f"probe target {target!r} is not 'module:Class'")
+    PROBES[name] = target
+
+
 def get_probe(name: str) -> type[Probe]:
     """The probe class registered as ``name`` (UsageError with a did-you-mean otherwise)."""
     if name not in PROBES:
@@ -32,4 +42,4 @@ def get_probe(name: str) -> type[Probe]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["PROBES", "Probe", "Unit", "get_probe", "run_probe"]
+__all__ = ["PROBES", "Probe", "Unit", "get_probe", "register_probe", "run_probe"]
