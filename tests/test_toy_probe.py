@@ -49,14 +49,15 @@ def test_compare_shows_its_headline_column_and_plot_redraws_it(contrast: str, tm
                  "--out", str(out)]) == 0
     csv = pd.read_csv(out / contrast / "contrast.csv")
     report = (out / "report.md").read_text()
-    header = next(line for line in report.splitlines() if line.startswith("| model |"))
-    assert "KL at contrast 0.5 (nats)" in header
+    header = [c.strip() for c in next(line for line in report.splitlines()
+                                      if line.startswith("| model |")).strip("|").split("|")]
+    column = header.index("KL at contrast 0.5 (nats)")
     for model in ("unified_convnext_micro", "unified_pvt_micro"):
         cells = [c.strip() for c in next(line for line in report.splitlines()
                                          if line.startswith(f"| {model} |")).strip("|").split("|")]
         row = csv[(csv["model"] == model) & (csv["metric"] == "kl") & (csv["contrast"] == 0.5)].iloc[0]
         # one row of the CSV: its value and bootstrap interval, 3 decimals (nats)
-        assert cells[1].startswith(f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"), cells
+        assert cells[column].startswith(f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"), cells
     for old in (out / contrast).glob("*.png"):
         old.unlink()
     assert main(["plot", contrast, str(out / contrast)]) == 0
