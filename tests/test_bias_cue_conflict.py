@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from stm_probe.cli import main
+from stm_probe.core.shape_bias import shape_bias_interval
 from stm_probe.data import Batch
 from stm_probe.errors import UsageError
 from stm_probe.probes.bias import BiasConfig
@@ -22,7 +23,6 @@ from stm_probe.probes.bias.cue_conflict import (
     category_matrix,
     category_probabilities,
     imagenet_categories,
-    shape_bias_interval,
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,8 @@ from torch import nn
 
 from stm_probe.data import Batch
 from stm_probe.errors import UsageError
-from stm_probe.plots.bias_fourier import frequency_class, grid_offsets, heat_map, plot_fourier, representatives
+from stm_probe.core.fourier import frequency_class, grid_offsets, heat_map, representatives
+from stm_probe.plots.bias_fourier import plot_fourier
 from stm_probe.probes.bias import BiasConfig
 from stm_probe.probes.bias.fourier import FourierHeatMap, default_eps, fourier_basis, perturb
 from stm_probe.probes.bias.frequency_filter import FrequencyFilter, radial_distance, split_frequencies

@@ -390,7 +390,7 @@ def test_severities_are_distinct_and_grow_where_the_benchmarks_do(measured) -> N
 def test_motion_blur_is_imagemagicks_one_sided_gaussian() -> None:
     """A single white pixel spreads along a ray of 2 radius + 1 taps from it, weighted by a one-sided
     Gaussian of the severity's sigma (ImageMagick's kernel), in the direction the angle gives."""
-    from stm_probe.core.corruptions import _motion_kernel
+    from stm_probe.core.corruptions.blur import _motion_kernel
 
     for radius, sigma in ((10, 3), (20, 15)):
         kernel = _motion_kernel(radius, sigma, 0.0)  # angle 0: taps at x offsets 0, 1, ..., 2 radius
@@ -404,7 +404,7 @@ def test_motion_blur_is_imagemagicks_one_sided_gaussian() -> None:
 
 def test_glass_blur_copies_one_way_as_the_benchmarks_loop() -> None:
     """The vectorised pass equals the authors' pixel loop (whose swap of numpy views copies one way)."""
-    from stm_probe.core.corruptions import _glass_pass
+    from stm_probe.core.corruptions.blur import _glass_pass
 
     pixels = np.random.default_rng(0).integers(0, 256, (20, 23, 3), dtype=np.uint8)
     for delta in (1, 2, 4):

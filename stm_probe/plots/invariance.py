@@ -8,13 +8,11 @@ from typing import Sequence
 
 import pandas as pd
 
+from ..core.invariance.kinds import KINDS, PREDICTION_METRICS
 from ..errors import UsageError
-from ..probes.invariance import KINDS
 from .figures import lines_with_ci, model_palette, save_figure
 from . import read_runs
 from .style import FigureStyle, annotate, log2_axis, mark_standard_view, model_look, resolve_style, short_name
-
-PREDICTION_METRICS = ("top1", "top5", "consistency", "soft_ce", "kl")
 
 AXIS_LABELS = {"translation": "jitter (px)", "pre-rotation": "rotation before the crop (degrees)",
                "post-rotation": "rotation after the crop (degrees)", "scale": "crop ratio",

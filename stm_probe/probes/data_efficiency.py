@@ -233,7 +233,7 @@ class DataEfficiencyProbe(Probe):
     def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
         """val_acc as a rate; shape_bias from the cue-conflict decisions with a bootstrap interval."""
         from ..core.seeds import stream_seed
-        from .bias.cue_conflict import shape_bias, shape_bias_interval
+        from ..core.shape_bias import shape_bias, shape_bias_interval
 
         out = super().summarise(values, seed)
         for key, cue in values.items():

@@ -10,15 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from ..core.invariance.kinds import KINDS, PIXEL_KINDS, TRANSLATION_MODES
 from ..errors import UsageError
 from ..options import float_list, name_list, option
 from .base import Key, Probe, Unit
-
-# kept in step with stm_probe.core.invariance (which imports torch); checked by a test
-KINDS = ("translation", "pre-rotation", "post-rotation", "scale", "shift-consistency", "circular-shift",
-         "equivariance")
-PIXEL_KINDS = ("translation", "shift-consistency", "circular-shift", "equivariance")  # levels in whole pixels
-TRANSLATION_MODES = ("pure", "official")
 
 
 def kind_list(text: str) -> tuple[str, ...]:
@@ -63,9 +58,8 @@ class InvarianceProbe(Probe):
         self.levels: dict[str, tuple[float, ...]] = {}
 
     def check(self) -> None:
-        from ..core.invariance import KINDS as COMPUTED_KINDS, default_levels
+        from ..core.invariance.plan import default_levels
 
-        assert set(KINDS) == set(COMPUTED_KINDS), "probes.invariance.KINDS out of step with stm_probe.core.invariance"
         size = self.session.options.input_size
         for kind in self.config.kind:
             given = self.config.levels
@@ -87,7 +81,7 @@ class InvarianceProbe(Probe):
                                           "views that far from the standard one say little about invariance")
 
     def _plan(self, kinds: tuple[str, ...], repeat: int = 0) -> Any:
-        from ..core.invariance import SweepPlan
+        from ..core.invariance.plan import SweepPlan
 
         return SweepPlan(kinds, {k: self.levels[k] for k in kinds}, self.session.options.input_size,
                          seed=self.session.seed, translation_mode=self.config.translation_mode, repeat=repeat)
@@ -101,7 +95,7 @@ class InvarianceProbe(Probe):
         return 1  # images keep their own sizes; `batches` groups them on the device
 
     def batches(self, batches: Any) -> Any:
-        from ..core.invariance import group_images
+        from ..core.invariance.geometry import group_images
 
         return group_images(batches, self.session.options.batch_size, self.session.device)
 
@@ -119,7 +113,8 @@ class InvarianceProbe(Probe):
                                  "equivariance out of --kind")
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
-        from ..core.invariance import Views, measure_batch
+        from ..core.invariance.geometry import Views
+        from ..core.invariance.sweep import measure_batch
 
         plan = self._plan(unit.parts, unit.repeat)
         values = measure_batch(model.net, plan, Views(batch, plan.input_size, plan.crop_pct))
@@ -131,7 +126,7 @@ class InvarianceProbe(Probe):
 
     @property
     def statistics(self) -> dict[str, str]:  # type: ignore[override]
-        from ..core.invariance import METRIC_STATISTICS
+        from ..core.invariance.kinds import METRIC_STATISTICS
 
         return METRIC_STATISTICS
 
@@ -139,7 +134,7 @@ class InvarianceProbe(Probe):
         return {"translation_mode": self.config.translation_mode}
 
     def headline(self, frame: Any) -> list[str]:
-        from ..core.invariance import UNITS
+        from ..core.invariance.kinds import UNITS
 
         lines = []
         for kind in self.config.kind:

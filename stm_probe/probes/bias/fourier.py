@@ -85,7 +85,7 @@ class FourierHeatMap(BiasMethod):
 
     def __init__(self, config: Any, session: Any) -> None:
         super().__init__(config, session)
-        from ...plots.bias_fourier import representatives
+        from ...core.fourier import representatives
 
         self.step = config.fourier_grid
         self.eps = config.fourier_eps if config.fourier_eps is not None else default_eps(self.input_size)
@@ -140,7 +140,7 @@ class FourierHeatMap(BiasMethod):
 
     def artefacts(self, out_dir: Path, model: str, values: dict[Key, np.ndarray]) -> list[Path]:
         """``fourier/<model>.npy``: the heat map (rate in percent per cell, zero frequency centred)."""
-        from ...plots.bias_fourier import MAP_METRICS, heat_map, map_path
+        from ...core.fourier import MAP_METRICS, heat_map, map_path
         from ...runtime.manifest import atomic_path
 
         rates: dict[str, dict[tuple[int, int], float]] = {}
