@@ -18,11 +18,10 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from ..probes.bias.files import MAP_METRICS
 from .figures import save_figure
 from .style import FigureStyle, annotate, short_name
 
-#: the heat map's metric, first choice first: error rate with labels, flip rate without
-MAP_METRICS = ("error", "flip")
 MAP_LABELS = {"error": "error rate (%): top-1 wrong", "flip": "flip rate (%): top-1 changed"}
 
 
@@ -54,11 +53,6 @@ def heat_map(cells: Mapping[tuple[int, int], float], size: int, step: int) -> np
     by_class = {frequency_class(int(i), int(j), size): float(v) for (i, j), v in cells.items()}
     offsets = grid_offsets(size, step).tolist()
     return np.array([[by_class.get(frequency_class(i, j, size), np.nan) for j in offsets] for i in offsets])
-
-
-def map_path(out_dir: str | Path, model: str) -> Path:
-    """Where the heat map of ``model`` is saved: ``fourier/<model>.npy``."""
-    return Path(out_dir) / "fourier" / f"{model}.npy"
 
 
 def _grid_step(rows: pd.DataFrame, size: int) -> int:
