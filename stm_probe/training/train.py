@@ -39,8 +39,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UsageError
 from ..options import coerce, settings_dict
-from .checkpoints import CHECKPOINT_NAME, LOG_COLUMNS, LOG_NAME, read_resume_checkpoint, restore, save_checkpoint, \
-    write_log
+from .checkpoints import (
+    CHECKPOINT_NAME,
+    LOG_COLUMNS,
+    LOG_NAME,
+    read_resume_checkpoint,
+    restore,
+    save_checkpoint,
+    write_log,
+)
 from .config import TrainConfig, numeric_settings
 from .images import check_memory, decode
 from .schedule import steps_per_epoch
