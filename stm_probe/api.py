@@ -70,15 +70,15 @@ def execute(probe_name: str | type, values: dict[str, Any], call: dict[str, Any]
     """Run the probe (a registered probe's name, or a `Probe` subclass) with ``values`` (`prepare`); the
     DataFrame carries the run's notes, manifest and folder in ``attrs``, and the caller's TF32 / denormal
     flags come back afterwards."""
-    from .probes import run_probe
-    from .probes.base import _random_init_note
+    from .runtime.loop import run_probe
+    from .runtime.outputs import random_init_note
     from .runtime.precision import numeric_flags
 
     probe, session = prepare(probe_name, values, call, write_files)
     with numeric_flags(session.precision):
         frame = run_probe(probe, session)
     notes = session.record.data.get("notes")
-    frame.attrs.update(notes=list(session.notes + _random_init_note(frame) if notes is None else notes),
+    frame.attrs.update(notes=list(session.notes + random_init_note(frame) if notes is None else notes),
                        manifest=session.record.data, folder=session.out_dir)
     return frame
 

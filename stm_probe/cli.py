@@ -300,7 +300,7 @@ def build_parser() -> Parser:
         p = sub.add_parser(name, help=probe.help, description=probe.help)
         add_probe_arguments(p, probe)
         p.set_defaults(handler=cmd_probe, probe_name=name)
-    from .training.train import TrainConfig
+    from .training.config import TrainConfig
 
     p = sub.add_parser("train", help="train a model (new head of the data's class count) on an ImageFolder or a "
                        "synthetic split; checkpoint.pth loads in every probe",

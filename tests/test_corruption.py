@@ -296,7 +296,8 @@ def test_refusals(tmp_path: Path) -> None:
 
 def test_other_probes_and_training_refuse_an_imagenet_c_tree(tmp_path: Path) -> None:
     """Measuring one corrupted variant as if it were the data would be a silent wrong result."""
-    from stm_probe.training.train import TrainConfig, resolve_splits
+    from stm_probe.training.config import TrainConfig
+    from stm_probe.training.splits import resolve_splits
 
     _write_tree(tmp_path / "ic", [("contrast", 1), ("contrast", 2)])
     with pytest.raises(UsageError, match="is an ImageNet-C tree .*stm-probe corruption"):

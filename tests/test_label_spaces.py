@@ -212,7 +212,8 @@ def test_old_train_checkpoints_are_read_from_their_config():
 
 # --- train: validation in the training space, and blame only what was given ---------------------------------
 def test_train_validation_must_share_the_training_space(tmp_path):
-    from stm_probe.training.train import TrainConfig, resolve_splits
+    from stm_probe.training.config import TrainConfig
+    from stm_probe.training.splits import resolve_splits
 
     train = _tree(tmp_path / "a", ["cat", "dog"], per_class=2)
     other = _tree(tmp_path / "b", ["dog", "fox"], per_class=2)
@@ -224,7 +225,8 @@ def test_train_validation_must_share_the_training_space(tmp_path):
 
 
 def test_train_does_not_blame_val_data_it_was_not_given(tmp_path):
-    from stm_probe.training.train import TrainConfig, resolve_splits
+    from stm_probe.training.config import TrainConfig
+    from stm_probe.training.splits import resolve_splits
 
     one_each = _tree(tmp_path / "a", ["cat", "dog"], per_class=1)
     with pytest.raises(UsageError) as info:

@@ -83,7 +83,7 @@ def test_refusals_and_notes() -> None:
     assert resolve_precision("fp32", False, False, CPU) == (Precision(), [])
     with pytest.raises(UsageError, match="fp16 needs a CUDA device"):
         stm_probe.run("erf", precision="fp16", **COMMON)
-    from stm_probe.training.train import TrainConfig
+    from stm_probe.training.config import TrainConfig
 
     with pytest.raises(UsageError, match="--amp and --precision"):
         TrainConfig(model="unified_convnext_micro", data="synthetic", amp=True, precision="bf16")

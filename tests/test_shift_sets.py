@@ -125,7 +125,8 @@ def test_session_restricts_the_model(tmp_path: Path) -> None:
 
 def test_training_on_a_200_class_test_set_is_refused(tmp_path: Path) -> None:
     """ImageNet-R labels are positions in its 200 classes: a head trained on them would not be an ImageNet head."""
-    from stm_probe.training.train import TrainConfig, resolve_splits
+    from stm_probe.training.config import TrainConfig
+    from stm_probe.training.splits import resolve_splits
 
     root = _tree(tmp_path / "r", class_wnids("imagenet-r")[:2], per_class=2)
     config = TrainConfig(model="unified_convnext_micro", data=f"imagenet-r:{root}", val_fraction=0.5)

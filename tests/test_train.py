@@ -24,14 +24,11 @@ from stm_probe.data import eval_transform, make_loader, resolve_source
 from stm_probe.errors import UsageError
 from stm_probe.models import create_model
 from stm_probe.models.features import Normalized
-from stm_probe.training.train import (
-    LOG_COLUMNS,
-    TrainConfig,
-    WarmupCosine,
-    default_val_data,
-    resolve_splits,
-    run_training,
-)
+from stm_probe.training.checkpoints import LOG_COLUMNS
+from stm_probe.training.config import TrainConfig
+from stm_probe.training.schedule import WarmupCosine
+from stm_probe.training.splits import default_val_data, resolve_splits
+from stm_probe.training.train import run_training
 
 MODEL = "test_resnet"
 SIZE = 32

@@ -7,7 +7,7 @@ with a did-you-mean). Before an analysis runs, the folder is looked at:
 
 * missing or empty: the analysis is computed;
 * a complete run whose identity (settings, models, checkpoints, images, input size, seed,
-  repeats, bootstrap: `stm_probe.probes.base._run_identity`) equals this call's: reused as it
+  repeats, bootstrap: `stm_probe.runtime.identity.run_identity`) equals this call's: reused as it
   is, nothing recomputed or rewritten;
 * an unfinished run with the same identity: continued (its finished units are kept);
 * a run with another identity: refused in one line naming what differs and the fix; results
@@ -193,10 +193,10 @@ def _short(value: Any, width: int = 40) -> str:
 def expected_identity(probe_name: str, values: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     """(run identity, session) the analysis would have, resolved by `api.prepare` as a run is."""
     from ..api import prepare
-    from ..probes.base import _run_identity
+    from ..runtime.identity import run_identity
 
     probe, session = prepare(probe_name, values, {"argv": []}, write_files=True)
-    return _run_identity(probe, session), session
+    return run_identity(probe, session), session
 
 
 def decide(folder: Path, probe_name: str, identity: dict[str, Any], analysis: str) -> str:
@@ -319,7 +319,8 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     if not is_main():
         return out
     from .. import __version__
-    from ..runtime.manifest import package_versions, write_json
+    from ..files import write_json
+    from ..runtime.manifest import package_versions
     from .folders import COMPARE_FILE
 
     write_json(out / COMPARE_FILE, {"tool": "stm-probe", "version": __version__, "call": call,

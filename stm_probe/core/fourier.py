@@ -5,19 +5,13 @@ The map is a square grid of frequency offsets (i, j) from the centre of the spec
 and j horizontal, in cycles per image side: every ``step``-th offset up to Nyquist (side // 2) on
 both sides, so the grid has 2m + 1 cells a side with the zero frequency in the middle. (i, j) and
 (-i, -j) (modulo the side) give the same real basis image, so the method measures one cell per
-class (`representatives`) and the map fills every cell from its class (`heat_map`), which a run
-keeps per model in `map_path`. No torch.
+class (`representatives`) and the map fills every cell from its class (`heat_map`). No torch.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-
-#: the heat map's metric, first choice first: error rate with labels, flip rate without
-MAP_METRICS = ("error", "flip")
-
 
 def grid_offsets(size: int, step: int) -> np.ndarray:
     """Signed offsets of one axis: every ``step``-th frequency up to Nyquist, (2m + 1,) int64."""
@@ -48,7 +42,3 @@ def heat_map(cells: Mapping[tuple[int, int], float], size: int, step: int) -> np
     offsets = grid_offsets(size, step).tolist()
     return np.array([[by_class.get(frequency_class(i, j, size), np.nan) for j in offsets] for i in offsets])
 
-
-def map_path(out_dir: str | Path, model: str) -> Path:
-    """Where the heat map of ``model`` is saved: ``fourier/<model>.npy``."""
-    return Path(out_dir) / "fourier" / f"{model}.npy"

@@ -14,6 +14,7 @@ import pandas as pd
 from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, new_figure, save_figure
 from ..runtime.results import load_npz
+from ..probes.adversarial import examples_path
 from . import folder_of, read_runs
 from .style import FigureStyle, annotate, log2_axis, resolve_style, short_name, wrap
 
@@ -21,11 +22,6 @@ EXAMPLE_FIELDS = ("clean", "adversarial", "label", "clean_pred", "adv_pred", "cl
                   "adv_name", "attack", "norm", "eps")
 #: colour map of the models x eps heat map (sequential, colour-blind safe; rates 0..100)
 HEATMAP_CMAP = "cividis"
-
-
-def examples_path(out_dir: Path, model: str) -> Path:
-    """Where the example tensors of a model are saved."""
-    return Path(out_dir) / "adversarial_examples" / f"{model}.npz"
 
 
 def _metric(frame: pd.DataFrame) -> str:

@@ -10,17 +10,13 @@ import pandas as pd
 from ..errors import UsageError
 from .figures import new_figure, save_figure
 from ..runtime.results import verify_file
+from ..probes.bias.files import attribution_path
 from . import folder_of
 from .style import FigureStyle, annotate, short_name
 
 EXAMPLE_FIELDS = ("image", "map", "label", "prediction", "index")
 #: each map is shown on [0, its DISPLAY_PERCENTILE-th percentile], so a few hot pixels do not hide the rest
 DISPLAY_PERCENTILE = 99.5
-
-
-def attribution_path(out_dir: Path, model: str) -> Path:
-    """Where the example images and maps of one model are saved."""
-    return Path(out_dir) / "attribution" / f"{model}.npz"
 
 
 def load_examples(path: Path) -> dict[str, np.ndarray]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.fourier import MAP_METRICS, grid_offsets, heat_map
+from ..core.fourier import grid_offsets, heat_map
+from ..probes.bias.files import MAP_METRICS
 from .figures import save_figure
 from .style import FigureStyle, annotate, short_name
 

@@ -21,12 +21,11 @@ from ..core.corruption_metrics import family_of, imagenet_c_facts
 from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, save_figure
 from ..runtime.results import load_npz
+from ..probes.corruption import EXAMPLES_FILE
 from . import read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 
 HEATMAP_CMAP = "cividis_r"  # bright = low error: better is brighter
-#: the example images a run corrupting on the fly writes (see `stm_probe.probes.corruption`)
-EXAMPLES_FILE = "corruption_examples.npz"
 EXAMPLE_FIELDS = ("clean", "images", "corruptions", "severities", "path")
 METRIC_LABELS = {"error": "top-1 error (%)", "flip_rate": "flip rate vs clean (%)", "ce": "CE (AlexNet = 100)",
                  "mean_error": "mean error over severities (%)", "mean_flip_rate": "mean flip rate over severities (%)"}

@@ -13,15 +13,11 @@ import pandas as pd
 from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, save_figure
 from ..runtime.results import load_array
+from ..probes.erf import map_path
 from . import folder_of, read_runs
 from .style import FigureStyle, annotate, resolve_style, short_name
 
 COLOURBAR_LABEL = "log-normalised contribution"
-
-
-def map_path(out_dir: Path, label: str, stage: int, normalised: bool = False) -> Path:
-    """Where the mean map of a model label (``<model>`` or ``<model>_init``) and stage is saved."""
-    return Path(out_dir) / "erf" / f"{label}_stage{stage + 1}{'_norm' if normalised else ''}.npy"
 
 
 def _is_init_copy(value) -> bool:

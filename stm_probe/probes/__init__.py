@@ -9,7 +9,8 @@ import importlib
 
 from ..errors import UsageError
 from ..options import did_you_mean
-from .base import Probe, Unit, run_probe
+from ..runtime.loop import run_probe
+from .base import Probe, Unit
 
 #: probe name -> "module:class"
 PROBES: dict[str, str] = {

@@ -138,8 +138,7 @@ class AdversarialProbe(Probe):
 
     def artefacts(self, out_dir: Path, results: list[UnitResult]) -> list[Path]:
         """``adversarial_examples/<model>.npz``: the first K clean / adversarial images of the shown setting."""
-        from ..plots.adversarial import examples_path
-        from ..runtime.manifest import atomic_path
+        from ..files import atomic_path
 
         written = []
         for result in results:
@@ -168,6 +167,11 @@ class AdversarialProbe(Probe):
             cells = "  ".join(f"{r.eps:g}{unit}: {r.value:.1f}" for r in rows.itertuples())
             lines.append(f"  {model} {attack} ({norm}): {cells}")
         return lines
+
+
+def examples_path(out_dir: Path, model: str) -> Path:
+    """Where the example tensors of a model are saved."""
+    return Path(out_dir) / "adversarial_examples" / f"{model}.npz"
 
 
 def class_names(num_classes: int) -> list[str]:

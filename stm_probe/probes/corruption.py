@@ -24,29 +24,21 @@ from __future__ import annotations
 import hashlib
 import weakref
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..core.corruption_metrics import (
-    SEVERITIES,
-    alexnet_error,
-    benchmark_corruptions,
-    corruption_error,
-    extra_corruptions,
-    mean_corruption_error,
-    relative_corruption_error,
-)
+from ..core.corruption_metrics import SEVERITIES, alexnet_error, benchmark_corruptions, extra_corruptions
 from ..errors import UsageError
 from ..options import int_list, option
 from .base import Key, Probe, Unit, require_finite
+from .corruption_files import StoredImages, int_array, match_clean_images
+from .corruption_summary import CLEAN, OVERALL, overall_summaries
 
-CLEAN = "clean"
-OVERALL = "all"
 NAMES = benchmark_corruptions() + extra_corruptions()
-#: images per bootstrap chunk x replicates held at once (the weights matrix)
-_BOOT_CHUNK = 4_000_000
+#: the example images a run corrupting on the fly writes (`stm_probe.plots.corruption` draws them)
+EXAMPLES_FILE = "corruption_examples.npz"
 
 
 def _corruption_list(text: str) -> tuple[str, ...]:
@@ -126,9 +118,7 @@ class CorruptionProbe(Probe):
         self.relative_ok = False
         self.corruptor: Any = None
         self.measured: _Measured | None = None
-        self._datasets: dict[tuple, Any] = {}
-        self._paths: dict[tuple, tuple[str, ...]] = {}
-        self._reader_pool: Any = None
+        self.stored = StoredImages(session.source, session.options.workers) if self.on_disk else None
 
     # --- settings against the data ---------------------------------------------------------------
     @property
@@ -177,7 +167,7 @@ class CorruptionProbe(Probe):
                                       f"folders (first: {missing[0][0]}/{missing[0][1]}): running the "
                                       f"{len(self.variants)} present")
         if self.config.clean_data is not None:
-            self.clean_paths = _match_clean_images(source, self.config.clean_data)
+            self.clean_paths = match_clean_images(source, self.config.clean_data)
         else:
             self.session.notes.append("no --clean-data: no clean error, flip rates or relative mCE (pass --clean-data "
                                       "with the ImageNet validation images)")
@@ -290,40 +280,14 @@ class CorruptionProbe(Probe):
         return self.corruptor
 
     def _files(self, batches: Iterable[Any], paths: tuple[str, ...], clean: bool = False) -> Iterator[Any]:
-        """The images ``paths[i]`` for the indices of each of ``batches`` (ImageNet-C mode), decoded by
-        ``--workers`` threads (the loop asks for one chunk of batches at a time, so a persistent pool
-        serves every call); a missing or unreadable file stops the run (one line)."""
-        from ..data import ImageDataset, _collate, eval_transform
+        """The images ``paths[i]`` for the indices of each of ``batches`` (ImageNet-C mode; `StoredImages`)."""
+        from ..data import eval_transform
 
-        key = (paths[0] if paths else "", len(paths), clean)
-        if key not in self._datasets:
-            transform = eval_transform(self.session.options.input_size) if clean else self.transform()
-            self._datasets[key] = ImageDataset(replace(self.session.source, paths=paths), transform)
-        dataset = self._datasets[key]
-        for batch in batches:
-            indices = [int(i) for i in _numpy(batch.indices)]
-            items = list(self._readers().map(dataset.__getitem__, indices)) if self.session.options.workers \
-                else [dataset[i] for i in indices]
-            loaded, failed = _collate(items)
-            if failed:
-                what = "--clean-data" if clean else "every ImageNet-C corruption/severity folder"
-                raise UsageError(f"{failed[0].path}: {failed[0].reason}; {what} must hold the same readable images "
-                                 f"as {self.session.source.paths[failed[0].index]}")
-            yield loaded
-
-    def _readers(self) -> Any:
-        if self._reader_pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self._reader_pool = ThreadPoolExecutor(self.session.options.workers, thread_name_prefix="imagenet-c")
-            weakref.finalize(self, self._reader_pool.shutdown, wait=False)
-        return self._reader_pool
+        size = self.session.options.input_size
+        return self.stored.read(batches, paths, (lambda: eval_transform(size)) if clean else self.transform, clean)
 
     def _variant_files(self, corruption: str, severity: int) -> tuple[str, ...]:
-        key = (corruption, int(severity))
-        if key not in self._paths:
-            self._paths[key] = tuple(self.session.source.variant_paths(corruption, severity))
-        return self._paths[key]
+        return self.stored.variant_files(corruption, severity)
 
     # --- measuring --------------------------------------------------------------------------------
     def _memory(self, model: Any) -> _Measured:
@@ -344,8 +308,8 @@ class CorruptionProbe(Probe):
         if kind == OVERALL:
             return self._gather(model, unit.repeat, batch)
         memory = self._memory(model)
-        indices = _numpy(batch.indices)
-        labels = _numpy(batch.labels)
+        indices = int_array(batch.indices)
+        labels = int_array(batch.labels)
         pred = self._predict(model, batch.images)
         error = np.where(labels >= 0, 100.0 * (pred != labels), np.nan)
         if kind == CLEAN:
@@ -375,7 +339,7 @@ class CorruptionProbe(Probe):
         """The summary unit: every unit's per-image error and flip for the batch's images (measured now
         where a resumed run did not keep them in memory)."""
         memory = self._memory(model)
-        indices = _numpy(batch.indices)
+        indices = int_array(batch.indices)
         out: dict[Key, np.ndarray] = {}
         if self.has_clean:
             if not memory.has((CLEAN, 0, 0), indices):
@@ -402,42 +366,12 @@ class CorruptionProbe(Probe):
 
     def _aggregate(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
         """Overall rows of one model from the summary unit's per-image values, each with a percentile
-        bootstrap that resamples the same images in every unit."""
+        bootstrap that resamples the same images in every unit (`overall_summaries`)."""
         from ..core.seeds import stream_seed
 
-        variants = [(k[0], k[1]) for k in values if k[-1] == "_flip" and k[0] != CLEAN]
-        flips = np.stack([values[(c, s, "_flip")] for c, s in variants], axis=1)
-        errors = np.stack([values[(c, s, "_error")] for c, s in variants], axis=1)
-        n_boot = self.session.options.bootstrap
         boot_seed = stream_seed(seed, "bootstrap", self.name, OVERALL)
-        out: dict[Key, tuple] = {}
-        kept = np.isfinite(flips).all(axis=1)
-        if kept.any():
-            stat = {(OVERALL, None, "mean_flip_rate"): lambda m: float(m.mean())}
-            out.update(_bootstrap(flips[kept], stat, n_boot, boot_seed))
-        labelled = np.isfinite(errors).all(axis=1)
-        if not labelled.any():
-            return out
-        clean = values.get((CLEAN, 0, "_error"))
-        columns = {v: i for i, v in enumerate(variants)}
-        matrix = errors[labelled] / 100.0
-        if clean is not None and self.relative_ok:
-            matrix = np.concatenate([matrix, clean[labelled, None] / 100.0], axis=1)
-        stats = {(OVERALL, None, "mean_error"): lambda m: 100.0 * float(m[:len(variants)].mean())}
-        for name in self.ce_names:
-            cols = [columns[(name, s)] for s in SEVERITIES]
-            stats[(name, None, "ce")] = lambda m, cols=cols, name=name: corruption_error(m[cols], name)
-            if matrix.shape[1] > len(variants):
-                stats[(name, None, "relative_ce")] = (lambda m, cols=cols, name=name:
-                                                      relative_corruption_error(m[cols], m[-1], name))
-        if self.mce_ok:
-            stats[(OVERALL, None, "mce")] = lambda m: mean_corruption_error(
-                {c: stats[(c, None, "ce")](m) for c in benchmark_corruptions()})
-            if matrix.shape[1] > len(variants):
-                stats[(OVERALL, None, "relative_mce")] = lambda m: mean_corruption_error(
-                    {c: stats[(c, None, "relative_ce")](m) for c in benchmark_corruptions()})
-        out.update(_bootstrap(matrix, stats, n_boot, boot_seed))
-        return out
+        return overall_summaries(values, self.session.options.bootstrap, boot_seed, self.ce_names, self.mce_ok,
+                                 self.relative_ok)
 
     def constants(self) -> dict[str, Any]:
         if self.on_disk:
@@ -452,9 +386,8 @@ class CorruptionProbe(Probe):
         the corrupting processes and drop their cache."""
         if self.corruptor is not None:
             self.corruptor.close()
-        if self._reader_pool is not None:
-            self._reader_pool.shutdown(wait=True)
-            self._reader_pool = None
+        if self.stored is not None:
+            self.stored.close()
         return [] if self.on_disk or not len(self.session.source) else [self._write_examples(out_dir)]
 
     def _write_examples(self, out_dir: Any) -> Any:
@@ -462,8 +395,7 @@ class CorruptionProbe(Probe):
 
         from ..core.corruptions import all_corruptions, corrupt_image, seed_words, to_uint8
         from ..data import ImageDataset
-        from ..plots.corruption import EXAMPLES_FILE
-        from ..runtime.manifest import atomic_path
+        from ..files import atomic_path
 
         opts = self.session.options
         dataset = ImageDataset(self.session.source, self.transform())
@@ -491,65 +423,3 @@ class CorruptionProbe(Probe):
                 parts = [f"{r.model} {r.value:.1f} [{r.ci_low:.1f}, {r.ci_high:.1f}]" for r in sel.itertuples()]
                 lines.append(f"  {label} (%): {', '.join(parts)}")
         return lines
-
-
-def _numpy(values: Any) -> np.ndarray:
-    return np.asarray(values.cpu() if hasattr(values, "cpu") else values, dtype=np.int64)
-
-
-def _bootstrap(matrix: np.ndarray, stats: dict[Key, Any], n_boot: int, seed: int) -> dict[Key, tuple]:
-    """{key: (value, ci_low, ci_high, n, 0)}: each statistic of the column means of ``matrix`` (N, K) and
-    its 95% percentile interval over ``n_boot`` resamplings of the N rows (the same rows for every
-    statistic, drawn as multinomial counts from a generator seeded with ``seed``)."""
-    n = matrix.shape[0]
-    means = matrix.mean(axis=0)
-    points = {k: f(means) for k, f in stats.items()}
-    if n < 2 or n_boot <= 0:
-        return {k: (v, v, v, n, 0) for k, v in points.items()}
-    rng = np.random.default_rng(seed)
-    samples: dict[Key, list[float]] = {k: [] for k in stats}
-    chunk = max(1, _BOOT_CHUNK // n)
-    for start in range(0, n_boot, chunk):
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=min(chunk, n_boot - start))
-        for row in counts @ matrix / n:
-            for k, f in stats.items():
-                samples[k].append(f(row))
-    out = {}
-    for k, v in points.items():
-        low, high = np.quantile(np.asarray(samples[k]), [0.025, 0.975])
-        out[k] = (v, float(low), float(high), n, 0)
-    return out
-
-
-def _match_clean_images(source: Any, clean_data: str) -> tuple[str, ...]:
-    """The clean file of every ImageNet-C image: the same ``<wnid>/<image>`` path under ``--clean-data``,
-    else the one file of that name there (a flat validation folder); UsageError naming the first missing."""
-    import os
-
-    from ..data import resolve_source
-
-    clean = resolve_source(clean_data)
-    root = os.path.abspath(clean.root)
-    by_rel = {os.path.relpath(p, root).replace(os.sep, "/"): i for i, p in enumerate(clean.paths)}
-    by_name: dict[str, list[int]] = {}
-    for i, p in enumerate(clean.paths):
-        by_name.setdefault(os.path.basename(p), []).append(i)
-    matched, missing = [], []
-    for position, rel in enumerate(source.relative_paths()):
-        rel = rel.replace(os.sep, "/")
-        found = by_rel.get(rel)
-        if found is None and len(by_name.get(os.path.basename(rel), [])) == 1:
-            found = by_name[os.path.basename(rel)][0]
-        if found is None:
-            missing.append(rel)
-            continue
-        label = clean.labels[found]
-        own = source.labels[position]
-        if label >= 0 and label != own:
-            raise UsageError(f"--clean-data {clean_data}: {clean.paths[found]} is labelled {label} but its ImageNet-C "
-                             f"copies lie in class {own}'s folder: point --clean-data at the matching validation set")
-        matched.append(clean.paths[found])
-    if missing:
-        raise UsageError(f"--clean-data {clean_data} lacks {len(missing)} of the {len(source)} images (first: "
-                         f"{missing[0]}): point it at the ImageNet validation images the ImageNet-C files were made from")
-    return tuple(matched)

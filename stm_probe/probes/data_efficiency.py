@@ -96,7 +96,7 @@ def train_count(fraction: float, train_images: int) -> int:
 def epochs_for(steps: int, num_images: int, batch: int) -> int:
     """Passes needed for ``steps`` optimiser steps of full batches (`steps_per_epoch`) over ``num_images``:
     ``ceil(steps / max(1, num_images // batch))``, i.e. ceil(steps * batch / n) when batch divides n."""
-    from ..training.train import steps_per_epoch
+    from ..training.schedule import steps_per_epoch
 
     return math.ceil(steps / steps_per_epoch(num_images, batch))
 
@@ -187,7 +187,7 @@ class DataEfficiencyProbe(Probe):
     def _cue_conflict(self) -> Any:
         if self._cue is None:
             from ..data.synthetic import synthetic_source
-            from ..training.train import decode
+            from ..training.images import decode
 
             spec = replace(self._spec(), split="cue-conflict", num_images=self.config.cue_conflict_images)
             images = decode(synthetic_source(spec), self.session.options.input_size, 0, self.session.device, True,
@@ -277,7 +277,10 @@ def train_steps(name: str, source: Any, num_classes: int, config: DataEfficiency
     ``config.train_batch`` images; epoch e's order is drawn from (seed, 'train', e) as in `stm-probe train`.
     Returns the wrapped net in eval mode."""
     from ..core.seeds import seeded
-    from ..training.train import TrainConfig, build_trainer, decode, steps_per_epoch
+    from ..training.config import TrainConfig
+    from ..training.images import decode
+    from ..training.schedule import steps_per_epoch
+    from ..training.trainer import build_trainer
 
     data = decode(source, input_size, 0, device, True, "training")
     per_epoch = steps_per_epoch(len(data), config.train_batch)

@@ -183,8 +183,7 @@ class ErfProbe(Probe):
     def artefacts(self, out_dir: Path, results: list[UnitResult]) -> list[Path]:
         """``erf/<model>[_init]_stage<k>.npy`` (mean map, float64) and ``..._norm.npy`` (log-normalised)."""
         from ..core.erf import log_normalize
-        from ..plots.erf import map_path
-        from ..runtime.manifest import atomic_path
+        from ..files import atomic_path
 
         written = []
         for result in results:
@@ -207,3 +206,8 @@ class ErfProbe(Probe):
         last = sel[sel["stage"] == sel["stage"].max()]
         parts = [f"{r.model}{' (init)' if r.init_copy else ''} {r.value:.3f}" for r in last.itertuples()]
         return [f"  area ratio at t={last_t:g}, stage {int(last['stage'].max())}: {', '.join(parts)}"]
+
+
+def map_path(out_dir: Path, label: str, stage: int, normalised: bool = False) -> Path:
+    """Where the mean map of a model label (``<model>`` or ``<model>_init``) and stage is saved."""
+    return Path(out_dir) / "erf" / f"{label}_stage{stage + 1}{'_norm' if normalised else ''}.npy"

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..files import TEMP_PATTERN, _sha256_of, atomic_path, file_sha256, write_json, write_text  # noqa: F401 (re-exported for older importers)
+from ..files import write_json
 
 if TYPE_CHECKING:
     import torch

@@ -21,7 +21,7 @@ per-image centres) and its distance from the image centre, in px (``com_distance
 fraction of the side (``com_distance_frac``), with a bootstrap CI over images. Images whose
 map is zero everywhere have neither and are counted as skipped. The first
 ``--attribution-images`` images of each model are saved to ``attribution/<model>.npz`` (image,
-map, label, prediction, target) for the figure (`stm_probe.plots.bias_attribution`).
+map, label, prediction, target; `files.attribution_path`) for the figure (`stm_probe.plots.bias_attribution`).
 """
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from ...models.features import frozen_parameters
 from ...core.stats import bootstrap_ci, summarise_values
 from ..base import clean_forward, require_finite
 from .base import BiasMethod, Key
+from .files import attribution_path
 
 #: fraction of pixels whose share of the total attribution is the concentration
 TOP_FRACTION = 0.1
@@ -173,8 +174,7 @@ class Attribution(BiasMethod):
     def artefacts(self, out_dir: Path, model: str, values: dict[Key, np.ndarray]) -> list[Path]:
         """``attribution/<model>.npz``: image (K, 3, S, S) uint8, map (K, S, S) float32, label,
         prediction, target, index (K,) int64, method (text)."""
-        from ...plots.bias_attribution import attribution_path
-        from ...runtime.manifest import atomic_path
+        from ...files import atomic_path
 
         data = {k[-1].removeprefix("_example_"): v for k, v in values.items() if str(k[-1]).startswith("_example_")}
         if not data or not len(data["image"]):

@@ -36,6 +36,7 @@ from ...errors import UsageError
 from ...core.seeds import per_image_bits
 from ..base import require_finite
 from .base import BiasMethod, Key
+from .files import MAP_METRICS, fourier_map_path
 
 #: Yin et al.'s ImageNet eps: L2 norm per channel on [0, 1] pixels at 224 px
 IMAGENET_EPS = 15.7
@@ -140,8 +141,8 @@ class FourierHeatMap(BiasMethod):
 
     def artefacts(self, out_dir: Path, model: str, values: dict[Key, np.ndarray]) -> list[Path]:
         """``fourier/<model>.npy``: the heat map (rate in percent per cell, zero frequency centred)."""
-        from ...core.fourier import MAP_METRICS, heat_map, map_path
-        from ...runtime.manifest import atomic_path
+        from ...core.fourier import heat_map
+        from ...files import atomic_path
 
         rates: dict[str, dict[tuple[int, int], float]] = {}
         for (_, i, j, metric), per_image in values.items():
@@ -151,7 +152,7 @@ class FourierHeatMap(BiasMethod):
         metric = next((m for m in MAP_METRICS if len(rates.get(m, {})) == len(self.cells)), None)
         if metric is None:
             return []
-        path = map_path(out_dir, model)
+        path = fourier_map_path(out_dir, model)
         with atomic_path(path) as tmp, open(tmp, "wb") as handle:
             np.save(handle, heat_map(rates[metric], self.input_size, self.step))
         return [path]

@@ -1,0 +1,54 @@
+"""What a probe run is made of: a `Unit` (one pass over the images for one model), the `UnitResult`
+it gathers (per-image values by key), and the columns of the tidy CSV every probe writes.
+
+Tidy CSV columns: ``model, stm, size, weights, <setting columns>, metric, value, ci_low, ci_high,
+n_images, n_skipped, repeats, repeat_mean, repeat_low, repeat_high, <probe constants>, seed,
+input_size``. ``value``/``ci_*``/``n_images`` describe repeat 0 (so a run with ``--repeats 1``
+gives the same numbers); ``repeat_*`` the mean and Student-t 95% interval over the repeats.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+ID_COLUMNS = ("model", "stm", "size", "weights")
+VALUE_COLUMNS = ("metric", "value", "ci_low", "ci_high", "n_images", "n_skipped", "repeats", "repeat_mean",
+                 "repeat_low", "repeat_high")
+RUN_COLUMNS = ("seed", "input_size")
+
+Key = tuple  # (*setting values, metric)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One pass over the images for one model: a setting group of the probe, and the repeat."""
+
+    label: str  # for progress bars, e.g. "translation" or "pgd Linf eps=4"
+    parts: tuple = ()  # what defines it (hashable, JSON-able), part of the cache key
+    repeat: int = 0
+
+
+@dataclass
+class UnitResult:
+    """Per-image values of one model x unit, gathered over batches."""
+
+    columns: dict[str, str]  # model, stm, size, weights
+    unit: Unit
+    indices: np.ndarray  # (N,) image positions in the session's source
+    values: dict[Key, np.ndarray]  # (N, ...) per key
+    skipped_files: list[str] = field(default_factory=list)
+
+    def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        arrays = {"indices": self.indices, **{f"v{i}": v for i, v in enumerate(self.values.values())}}
+        meta = {"columns": self.columns, "label": self.unit.label, "parts": list(self.unit.parts),
+                "repeat": self.unit.repeat, "keys": [list(k) for k in self.values],
+                "skipped_files": self.skipped_files}
+        return arrays, meta
+
+    @classmethod
+    def from_arrays(cls, unit: Unit, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "UnitResult":
+        keys = [tuple(k) for k in meta["keys"]]
+        values = {k: arrays[f"v{i}"] for i, k in enumerate(keys)}
+        return cls(meta["columns"], unit, arrays["indices"], values, list(meta.get("skipped_files", [])))
