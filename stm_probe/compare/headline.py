@@ -1,6 +1,7 @@
 """Which number of each analysis goes in the headline table, how it is aggregated, and which way is better.
 
-Each analysis contributes columns (`HeadlineSpec`), chosen from what its CSV holds:
+Each analysis contributes columns (`HeadlineSpec`), chosen from what its CSV holds by its probe's
+``compare_columns`` (declared in the probe's file):
 
 =============  ===========================================================================  ==========
 analysis       column                                                                       better
@@ -34,138 +35,16 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..probes.columns import HeadlineSpec, matches, numeric_values, select  # noqa: F401 (compare's names)
+from ..probes.columns import HeadlineSpec, select
 from .folders import AnalysisRun
 
 
-# --- the columns of each analysis ---------------------------------------------------------------
-def _erf(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
-    rows = frame[(frame["metric"] == "area_ratio") & matches(frame["init_copy"], False)]
-    if not len(rows):
-        return []
-    thresholds = numeric_values(rows, "threshold")
-    t = next((v for v in thresholds if np.isclose(v, 0.99)), thresholds[-1])
-    stage = int(max(numeric_values(rows, "stage")))
-    return [HeadlineSpec(name, f"{name}:area", f"ERF area ratio (t={t:g}, stage {stage})", "area_ratio",
-                         {"init_copy": False, "stage": stage, "threshold": t}, better=None, unit="fraction",
-                         describe=f"share of the input (0-1) covered by the smallest centred square holding {t:g} of "
-                                  f"the log-normalised mean contribution map of stage {stage}'s centre pixel; larger "
-                                  "= wider effective receptive field (not better or worse)",
-                         claim="{a}'s per-image ERF area ratios are larger than {b}'s (per-image maps, not the mean "
-                               "map of the headline)",
-                         test_note="the ERF test pairs each image's own area ratio (its map normalised alone), while "
-                                   "the headline value is the area ratio of the mean map over images")]
-
-
-_INVARIANCE = (("translation", ("translation",), (0.0,), "translation", "jitters > 0 px"),
-               ("rotation", ("pre-rotation", "post-rotation"), (0.0,), "rotation", "angles > 0 degrees"),
-               ("scale", ("scale",), (), "scale", "every crop ratio"))
-
-
-def _invariance(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
-    specs = []
-    for short, kinds, identity, what, levels in _INVARIANCE:
-        kind = next((k for k in kinds if ((frame["kind"] == k) & (frame["metric"] == "consistency")).any()), None)
-        if kind is None:
-            continue
-        specs.append(HeadlineSpec(
-            name, f"{name}:{short}", f"{short} consistency (%)", "consistency", {"kind": kind}, ("level",),
-            {"level": identity}, describe=f"share of images whose top-1 prediction under {kind} equals the standard "
-                                          f"view's, averaged over {levels}; higher = more invariant",
-            claim=f"{{a}} is more invariant to {what} than {{b}}"))
-    return specs
-
-
-def _adversarial(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
-    specs = []
-    settings = frame[["attack", "norm", "eps"]].drop_duplicates()
-    for attack, norm, eps in settings.itertuples(index=False):
-        where = {"attack": attack, "norm": norm, "eps": float(eps)}
-        eps_text = f"{eps:g}/255" if norm == "Linf" else f"{eps:g}"
-        rows = frame[matches(frame["attack"], attack) & matches(frame["norm"], norm) & matches(frame["eps"], eps)]
-        if (rows["metric"] == "robust_acc").any():
-            specs.append(HeadlineSpec(
-                name, f"{name}:{attack}:{norm}:{eps:g}", f"{attack} robust acc. @{eps_text} (%)", "robust_acc", where,
-                test="mcnemar", describe=f"share of images classified correctly both clean and under {attack} "
-                                         f"({norm}, eps {eps_text}); higher = more robust",
-                claim=f"{{a}} is more robust than {{b}} to {attack} at eps {eps_text}"))
-        elif (rows["metric"] == "flip_rate").any():
-            specs.append(HeadlineSpec(
-                name, f"{name}:{attack}:{norm}:{eps:g}", f"{attack} flip rate @{eps_text} (%)", "flip_rate", where,
-                better="lower", test="mcnemar",
-                describe=f"share of images whose top-1 prediction {attack} ({norm}, eps {eps_text}) changes "
-                         "(no labels: robustness of the prediction); lower = more robust",
-                claim=f"{{a}} is more robust than {{b}} to {attack} at eps {eps_text}"))
-    return specs
-
-
-def _bias(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
-    specs = []
-    methods = set(frame["probe"].astype(str))
-    if "cue-conflict" in methods:
-        specs.append(HeadlineSpec(
-            name, f"{name}:shape-bias", "shape bias", "shape_bias", {"probe": "cue-conflict", "variant": "all"},
-            better=None, unit="fraction", test=None,
-            describe="cue-conflict images decided by shape / (by shape + by texture), 0-1 (Geirhos et al. 2019); "
-                     "higher = more shape-biased (humans: about 0.96)",
-            claim="{a} is more shape-biased than {b}"))
-    if "patch-shuffle" in methods:
-        specs.append(HeadlineSpec(
-            name, f"{name}:patch-shuffle", "patch-shuffle consistency (%)", "consistency", {"probe": "patch-shuffle"},
-            ("level",), {"level": (1.0,)}, better=None,
-            describe="share of images whose top-1 prediction survives shuffling g x g patches, averaged over grids "
-                     "g > 1 (Naseer et al. 2021); higher = less reliant on global spatial structure (not better or "
-                     "worse)", claim="{a} keeps its prediction under patch shuffling more often than {b}"))
-    if "fourier" in methods:
-        rows = frame[frame["probe"] == "fourier"]
-        metric = "error" if (rows["metric"] == "error").any() else "flip"
-        specs.append(HeadlineSpec(
-            name, f"{name}:fourier", f"Fourier {'error' if metric == 'error' else 'flip'} rate (%)", metric,
-            {"probe": "fourier"}, ("level", "level2"), better="lower", test=None,
-            describe=f"{'error' if metric == 'error' else 'prediction flip'} rate under single Fourier-basis "
-                     "perturbations, averaged over the heat map's frequencies (Yin et al. 2019); lower = more robust",
-            claim="{a} is more robust to Fourier-basis noise than {b}"))
-    return specs
-
-
-def _eval(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
-    if not (frame["metric"] == "top1").any():
-        return []
-    return [HeadlineSpec(name, f"{name}:top1", "top-1 accuracy (%)", "top1", test="mcnemar",
-                         describe="share of images whose top-1 prediction is the label", 
-                         claim="{a} is more accurate than {b} (top-1)")]
-
-
-def _corruption(name: str, frame: pd.DataFrame) -> list[HeadlineSpec]:
-    if not (frame["metric"] == "mce").any():
-        if not (frame["metric"] == "mean_flip_rate").any():
-            return []
-        # the mean of the (corruption, severity) flip rates, i.e. the probe's mean_flip_rate, made from the
-        # per-unit rows so that per_image.csv pairs each image's mean flip between models
-        return [HeadlineSpec(name, f"{name}:flip", "corruption flip rate (%)", "flip_rate",
-                             average_over=("corruption", "severity"), better="lower",
-                             describe="share of images whose top-1 prediction a corruption changes, averaged "
-                                                 "over the corruptions and severities run (no mCE: it needs labels and "
-                                                 "all 15 corruptions at 5 severities); lower = more robust",
-                             claim="{a} is more robust to corruptions than {b}")]
-    return [HeadlineSpec(name, f"{name}:mce", "mCE", "mce", better="lower", unit="", test=None,
-                         describe="mean corruption error: each corruption's error summed over severities, divided "
-                                  "by the reference model's, averaged over corruptions (Hendrycks and Dietterich "
-                                  "2019); lower = more robust", claim="{a} is more robust to corruptions than {b}")]
-
-
-#: probe name -> function (analysis name, tidy frame) -> its headline columns
-SPECS: dict[str, Callable[[str, pd.DataFrame], list[HeadlineSpec]]] = {
-    "eval": _eval, "erf": _erf, "invariance": _invariance, "adversarial": _adversarial, "bias": _bias,
-    "corruption": _corruption,
-}
-
-
+# --- the columns of each analysis: declared by the probes -------------------------------------
 def headline_specs(runs: list[AnalysisRun]) -> list[HeadlineSpec]:
     """Every headline column of these runs, in analysis order."""
     specs = []
     for run in runs:
-        builder = SPECS.get(run.probe) or _declared_columns(run.probe)
+        builder = _declared_columns(run.probe)
         if builder is not None:
             specs += builder(run.name, run.frame)
     return specs
@@ -175,7 +54,7 @@ def _declared_columns(probe: str) -> Callable[[str, pd.DataFrame], list[Headline
     """The ``compare_columns`` a registered probe declares (None for a probe without, or unknown)."""
     from ..probes import PROBES, get_probe
 
-    return getattr(get_probe(probe), "compare_columns", None) if probe in PROBES else None
+    return get_probe(probe).compare_columns if probe in PROBES else None
 
 
 # --- cells -----------------------------------------------------------------------------------------

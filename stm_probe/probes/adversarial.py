@@ -101,6 +101,33 @@ class AdversarialProbe(Probe):
 
         return METRIC_STATISTICS
 
+    @staticmethod
+    def compare_columns(name: str, frame: Any) -> list[Any]:
+        """compare's headline columns (`stm_probe.probes.columns.HeadlineSpec`) from this analysis's tidy
+        CSV ``frame``; ``name``: the analysis's name in the comparison."""
+        from .columns import HeadlineSpec, matches
+
+        specs = []
+        settings = frame[["attack", "norm", "eps"]].drop_duplicates()
+        for attack, norm, eps in settings.itertuples(index=False):
+            where = {"attack": attack, "norm": norm, "eps": float(eps)}
+            eps_text = f"{eps:g}/255" if norm == "Linf" else f"{eps:g}"
+            rows = frame[matches(frame["attack"], attack) & matches(frame["norm"], norm) & matches(frame["eps"], eps)]
+            if (rows["metric"] == "robust_acc").any():
+                specs.append(HeadlineSpec(
+                    name, f"{name}:{attack}:{norm}:{eps:g}", f"{attack} robust acc. @{eps_text} (%)", "robust_acc", where,
+                    test="mcnemar", describe=f"share of images classified correctly both clean and under {attack} "
+                                             f"({norm}, eps {eps_text}); higher = more robust",
+                    claim=f"{{a}} is more robust than {{b}} to {attack} at eps {eps_text}"))
+            elif (rows["metric"] == "flip_rate").any():
+                specs.append(HeadlineSpec(
+                    name, f"{name}:{attack}:{norm}:{eps:g}", f"{attack} flip rate @{eps_text} (%)", "flip_rate", where,
+                    better="lower", test="mcnemar",
+                    describe=f"share of images whose top-1 prediction {attack} ({norm}, eps {eps_text}) changes "
+                             "(no labels: robustness of the prediction); lower = more robust",
+                    claim=f"{{a}} is more robust than {{b}} to {attack} at eps {eps_text}"))
+        return specs
+
     def units(self) -> list[Unit]:
         return [Unit(f"{s.name} {s.norm} eps={s.eps:g}", (key,)) for key, s in self.specs.items()]
 

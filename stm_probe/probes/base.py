@@ -140,6 +140,13 @@ class Probe:
         return []
 
     def headline(self, frame: Any) -> list[str]:
+        """Lines printed after a run (the key numbers of ``frame``, the tidy table)."""
+        return []
+
+    @staticmethod
+    def compare_columns(name: str, frame: Any) -> list[Any]:
+        """`stm-probe compare`'s headline columns (`stm_probe.probes.columns.HeadlineSpec`) from this probe's
+        tidy CSV ``frame``; ``name`` is the analysis's name in the comparison. None by default."""
         return []
 
     # --- derived -------------------------------------------------------------------------------

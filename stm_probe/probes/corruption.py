@@ -211,6 +211,28 @@ class CorruptionProbe(Probe):
             notes.append("no relative CE or mCE: they need the clean error (pass --clean-data)")
 
     # --- units and images -------------------------------------------------------------------------
+    @staticmethod
+    def compare_columns(name: str, frame: Any) -> list[Any]:
+        """compare's headline columns (`stm_probe.probes.columns.HeadlineSpec`) from this analysis's tidy
+        CSV ``frame``; ``name``: the analysis's name in the comparison."""
+        from .columns import HeadlineSpec
+
+        if not (frame["metric"] == "mce").any():
+            if not (frame["metric"] == "mean_flip_rate").any():
+                return []
+            # the mean of the (corruption, severity) flip rates, i.e. the probe's mean_flip_rate, made from the
+            # per-unit rows so that per_image.csv pairs each image's mean flip between models
+            return [HeadlineSpec(name, f"{name}:flip", "corruption flip rate (%)", "flip_rate",
+                                 average_over=("corruption", "severity"), better="lower",
+                                 describe="share of images whose top-1 prediction a corruption changes, averaged "
+                                                     "over the corruptions and severities run (no mCE: it needs labels and "
+                                                     "all 15 corruptions at 5 severities); lower = more robust",
+                                 claim="{a} is more robust to corruptions than {b}")]
+        return [HeadlineSpec(name, f"{name}:mce", "mCE", "mce", better="lower", unit="", test=None,
+                             describe="mean corruption error: each corruption's error summed over severities, divided "
+                                      "by the reference model's, averaged over corruptions (Hendrycks and Dietterich "
+                                      "2019); lower = more robust", claim="{a} is more robust to corruptions than {b}")]
+
     def units(self) -> list[Unit]:
         units = [Unit(CLEAN, (CLEAN, 0))] if self.has_clean else []
         units += [Unit(f"{c} {s}", (c, s)) for c, s in self.variants]

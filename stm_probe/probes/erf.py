@@ -77,6 +77,28 @@ class ErfProbe(Probe):
         mode = "warp" if self.config.resize == "warp" else "center"
         return eval_transform(self.session.options.input_size, mode)
 
+    @staticmethod
+    def compare_columns(name: str, frame: Any) -> list[Any]:
+        """compare's headline columns (`stm_probe.probes.columns.HeadlineSpec`) from this analysis's tidy
+        CSV ``frame``; ``name``: the analysis's name in the comparison."""
+        from .columns import HeadlineSpec, matches, numeric_values
+
+        rows = frame[(frame["metric"] == "area_ratio") & matches(frame["init_copy"], False)]
+        if not len(rows):
+            return []
+        thresholds = numeric_values(rows, "threshold")
+        t = next((v for v in thresholds if np.isclose(v, 0.99)), thresholds[-1])
+        stage = int(max(numeric_values(rows, "stage")))
+        return [HeadlineSpec(name, f"{name}:area", f"ERF area ratio (t={t:g}, stage {stage})", "area_ratio",
+                             {"init_copy": False, "stage": stage, "threshold": t}, better=None, unit="fraction",
+                             describe=f"share of the input (0-1) covered by the smallest centred square holding {t:g} of "
+                                      f"the log-normalised mean contribution map of stage {stage}'s centre pixel; larger "
+                                      "= wider effective receptive field (not better or worse)",
+                             claim="{a}'s per-image ERF area ratios are larger than {b}'s (per-image maps, not the mean "
+                                   "map of the headline)",
+                             test_note="the ERF test pairs each image's own area ratio (its map normalised alone), while "
+                                       "the headline value is the area ratio of the mean map over images")]
+
     def units(self) -> list[Unit]:
         units = [Unit("maps")]
         if self.config.compare_init and self.session.checkpoints:

@@ -96,6 +96,18 @@ class EvalProbe(Probe):
     def default_data(cls, config: EvalConfig) -> str:
         return DEFAULT_DATA
 
+    @staticmethod
+    def compare_columns(name: str, frame: Any) -> list[Any]:
+        """compare's headline columns (`stm_probe.probes.columns.HeadlineSpec`) from this analysis's tidy
+        CSV ``frame``; ``name``: the analysis's name in the comparison."""
+        from .columns import HeadlineSpec
+
+        if not (frame["metric"] == "top1").any():
+            return []
+        return [HeadlineSpec(name, f"{name}:top1", "top-1 accuracy (%)", "top1", test="mcnemar",
+                             describe="share of images whose top-1 prediction is the label", 
+                             claim="{a} is more accurate than {b} (top-1)")]
+
     def check(self) -> None:
         opts = self.session.options
         if opts.repeats > 1:

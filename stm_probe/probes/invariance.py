@@ -23,6 +23,12 @@ def kind_list(text: str) -> tuple[str, ...]:
         n for n in names if n not in KINDS)
 
 
+#: compare's invariance columns: (short name, kinds first choice first, identity levels left out, what, levels)
+_HEADLINE_KINDS = (("translation", ("translation",), (0.0,), "translation", "jitters > 0 px"),
+               ("rotation", ("pre-rotation", "post-rotation"), (0.0,), "rotation", "angles > 0 degrees"),
+               ("scale", ("scale",), (), "scale", "every crop ratio"))
+
+
 @dataclass(frozen=True)
 class InvarianceConfig:
     kind: tuple[str, ...] = option(KINDS, f"what to vary: {', '.join(KINDS)}, or all (default all)",
@@ -98,6 +104,24 @@ class InvarianceProbe(Probe):
         from ..core.invariance.geometry import group_images
 
         return group_images(batches, self.session.options.batch_size, self.session.device)
+
+    @staticmethod
+    def compare_columns(name: str, frame: Any) -> list[Any]:
+        """compare's headline columns (`stm_probe.probes.columns.HeadlineSpec`) from this analysis's tidy
+        CSV ``frame``; ``name``: the analysis's name in the comparison."""
+        from .columns import HeadlineSpec
+
+        specs = []
+        for short, kinds, identity, what, levels in _HEADLINE_KINDS:
+            kind = next((k for k in kinds if ((frame["kind"] == k) & (frame["metric"] == "consistency")).any()), None)
+            if kind is None:
+                continue
+            specs.append(HeadlineSpec(
+                name, f"{name}:{short}", f"{short} consistency (%)", "consistency", {"kind": kind}, ("level",),
+                {"level": identity}, describe=f"share of images whose top-1 prediction under {kind} equals the standard "
+                                              f"view's, averaged over {levels}; higher = more invariant",
+                claim=f"{{a}} is more invariant to {what} than {{b}}"))
+        return specs
 
     def units(self) -> list[Unit]:
         return [Unit(kind, (kind,)) for kind in self.config.kind]

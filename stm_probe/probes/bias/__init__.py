@@ -137,6 +137,39 @@ class BiasProbe(Probe):
         for method in self.methods.values():
             method.check()
 
+    @staticmethod
+    def compare_columns(name: str, frame: Any) -> list[Any]:
+        """compare's headline columns (`stm_probe.probes.columns.HeadlineSpec`) from this analysis's tidy
+        CSV ``frame``; ``name``: the analysis's name in the comparison."""
+        from ..columns import HeadlineSpec
+
+        specs = []
+        methods = set(frame["probe"].astype(str))
+        if "cue-conflict" in methods:
+            specs.append(HeadlineSpec(
+                name, f"{name}:shape-bias", "shape bias", "shape_bias", {"probe": "cue-conflict", "variant": "all"},
+                better=None, unit="fraction", test=None,
+                describe="cue-conflict images decided by shape / (by shape + by texture), 0-1 (Geirhos et al. 2019); "
+                         "higher = more shape-biased (humans: about 0.96)",
+                claim="{a} is more shape-biased than {b}"))
+        if "patch-shuffle" in methods:
+            specs.append(HeadlineSpec(
+                name, f"{name}:patch-shuffle", "patch-shuffle consistency (%)", "consistency", {"probe": "patch-shuffle"},
+                ("level",), {"level": (1.0,)}, better=None,
+                describe="share of images whose top-1 prediction survives shuffling g x g patches, averaged over grids "
+                         "g > 1 (Naseer et al. 2021); higher = less reliant on global spatial structure (not better or "
+                         "worse)", claim="{a} keeps its prediction under patch shuffling more often than {b}"))
+        if "fourier" in methods:
+            rows = frame[frame["probe"] == "fourier"]
+            metric = "error" if (rows["metric"] == "error").any() else "flip"
+            specs.append(HeadlineSpec(
+                name, f"{name}:fourier", f"Fourier {'error' if metric == 'error' else 'flip'} rate (%)", metric,
+                {"probe": "fourier"}, ("level", "level2"), better="lower", test=None,
+                describe=f"{'error' if metric == 'error' else 'prediction flip'} rate under single Fourier-basis "
+                         "perturbations, averaged over the heat map's frequencies (Yin et al. 2019); lower = more robust",
+                claim="{a} is more robust to Fourier-basis noise than {b}"))
+        return specs
+
     def units(self) -> list[Unit]:
         return [Unit(name, (name,)) for name in self.methods]
 
