@@ -127,6 +127,7 @@ def load_run(folder: str | Path) -> Any:
     """
     import json
 
+    from .probes import metric_ranges
     from .runtime.results import read_results
 
     folder = Path(folder).expanduser()
@@ -146,7 +147,7 @@ def load_run(folder: str | Path) -> Any:
         raise UsageError(f"{folder} holds no finished run (no manifest.json, or run.json says incomplete): finish it "
                          "with the same command and --resume")
     probe = manifest.get("analysis")
-    frame = read_results(folder / f"{probe}.csv")
+    frame = read_results(folder / f"{probe}.csv", ranges=metric_ranges(probe))
     frame.attrs.update(notes=list(manifest.get("notes", [])), manifest=manifest, folder=folder)
     return frame
 

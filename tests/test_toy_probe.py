@@ -62,3 +62,17 @@ def test_compare_shows_its_headline_column_and_plot_redraws_it(contrast: str, tm
         old.unlink()
     assert main(["plot", contrast, str(out / contrast)]) == 0
     assert list((out / contrast).glob("*.png"))
+
+
+def test_its_declared_metric_range_guards_files_read_back(contrast: str, tmp_path: Path) -> None:
+    from stm_probe.errors import UsageError
+    from stm_probe.probes import metric_ranges
+    from stm_probe.runtime.results import read_results
+
+    rows = pd.DataFrame({"model": ["m", "m"], "contrast": [0.5, 0.5], "metric": ["consistency", "kl"],
+                         "value": [50.0, 0.2]})
+    rows.to_csv(tmp_path / "contrast.csv", index=False)
+    assert len(read_results(tmp_path / "contrast.csv", ranges=metric_ranges(contrast))) == 2
+    rows.assign(value=[50.0, -0.2]).to_csv(tmp_path / "contrast.csv", index=False)
+    with pytest.raises(UsageError, match="out of its metric's range"):
+        read_results(tmp_path / "contrast.csv", ranges=metric_ranges(contrast))

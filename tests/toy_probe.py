@@ -29,6 +29,7 @@ class ContrastProbe(Probe):
     Config = ContrastConfig
     setting_columns = ("contrast",)
     statistics = {"consistency": "rate", "kl": "mean"}  # Wilson interval / bootstrap interval
+    metric_ranges = {"kl": (0.0, float("inf"))}  # a file read back with a negative KL is damaged
     randomised = False
 
     def units(self) -> list[Unit]:

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import UsageError
+from ..probes import metric_ranges
 from ..runtime.results import read_results, read_table, verify_file
 
 COMPARE_FILE = "compare.json"
@@ -93,7 +94,8 @@ def load_run(path: Path, name: str, probe: str) -> AnalysisRun:
         raise UsageError(f"the {name} run in {path} is unfinished (run.json says {marker.get('status')!r}): rerun "
                          "`stm-probe compare` with the same options to finish it")
     manifest = read_json(path / "manifest.json", "rerun `stm-probe compare`")
-    frame = read_results(path / f"{probe}.csv", ("model", "weights", "metric", "value", "ci_low", "ci_high"))
+    frame = read_results(path / f"{probe}.csv", ("model", "weights", "metric", "value", "ci_low", "ci_high"),
+                         ranges=metric_ranges(probe))
     return AnalysisRun(name, probe, path, frame, manifest, marker)
 
 

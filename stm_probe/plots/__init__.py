@@ -70,6 +70,7 @@ def read_runs(folders: Sequence[str | Path], name: str, probe: str, required: Se
     """The rows of ``<folder>/<name>`` of every folder (each checked by `report.read_results`),
     concatenated with a ``run_folder`` column; refused when the folders' runs are not comparable
     (`check_runs`) or a model (with the same weights) appears in two of them."""
+    from ..probes import metric_ranges
     from ..runtime.results import read_results
 
     folders = [Path(f) for f in folders]
@@ -78,7 +79,7 @@ def read_runs(folders: Sequence[str | Path], name: str, probe: str, required: Se
     frames = []
     seen: dict[tuple, Path] = {}
     for folder in folders:
-        frame = read_results(folder / name, required, numeric)
+        frame = read_results(folder / name, required, numeric, metric_ranges(probe))
         keys = ["model", "weights"] if "weights" in frame.columns else ["model"]
         for key in frame[keys].drop_duplicates().itertuples(index=False):
             if tuple(key) in seen:

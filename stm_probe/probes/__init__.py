@@ -43,4 +43,9 @@ def get_probe(name: str) -> type[Probe]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-__all__ = ["PROBES", "Probe", "Unit", "get_probe", "register_probe", "run_probe"]
+def metric_ranges(name: str) -> dict[str, tuple[float, float]]:
+    """The metric ranges a registered probe declares (none for an unknown name, e.g. ``train``)."""
+    return dict(get_probe(name).metric_ranges) if name in PROBES else {}
+
+
+__all__ = ["PROBES", "Probe", "Unit", "get_probe", "metric_ranges", "register_probe", "run_probe"]

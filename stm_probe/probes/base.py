@@ -42,6 +42,8 @@ class Probe:
     Config: ClassVar[type] = object
     setting_columns: ClassVar[tuple[str, ...]] = ()
     statistics: ClassVar[dict[str, str]] = {}  # metric -> "rate" | "mean" | "max"
+    #: metric -> (low, high): a value outside marks a damaged file when plots, compare or load_run read it
+    metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
     randomised: ClassVar[bool] = True  # draws at random (so --repeats means something)
     reads_corrupted_variants: ClassVar[bool] = False  # measures every variant of an ImageNet-C tree
     uses_labels: ClassVar[bool] = True  # scores the model's outputs against the data's labels

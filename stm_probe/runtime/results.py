@@ -3,7 +3,7 @@ plots, compare and the API."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import pandas as pd
 
@@ -94,11 +94,13 @@ def read_table(path: str | Path, required: Sequence[str], writer: str) -> pd.Dat
 
 
 def read_results(path: str | Path, required: Sequence[str] = ("model", "metric", "value"),
-                 numeric: Sequence[str] = ()) -> pd.DataFrame:
+                 numeric: Sequence[str] = (), ranges: Mapping[str, tuple[float, float]] | None = None) -> pd.DataFrame:
     """Read a run's tidy CSV for plotting, refusing (UsageError, one line naming the file) a file
     that is missing, changed since its run, empty, header-only, not text, lacks ``required``
     columns, holds duplicate rows, text or non-finite numbers where numbers belong (``numeric``
-    setting columns too), intervals that do not hold their value, or rates out of range."""
+    setting columns too), intervals that do not hold their value, or values out of their metric's range
+    (percent and fraction metrics of the paper's probes, and ``ranges``: metric -> (low, high) a probe
+    declares in its ``metric_ranges``)."""
     from ..errors import UsageError
 
     path = Path(path)
@@ -126,8 +128,11 @@ def read_results(path: str | Path, required: Sequence[str] = ("model", "metric",
     if "metric" in frame.columns:
         percent = frame["metric"].isin(PERCENT_METRICS) & ~frame["value"].between(0, 100)
         fraction = frame["metric"].isin(FRACTION_METRICS) & ~frame["value"].between(0, 1)
-        if (percent | fraction).any():
-            refuse("value", percent | fraction, "out of its metric's range")
+        declared = pd.Series(False, index=frame.index)
+        for metric, (low, high) in (ranges or {}).items():
+            declared |= (frame["metric"] == metric) & ~frame["value"].between(low, high)
+        if (percent | fraction | declared).any():
+            refuse("value", percent | fraction | declared, "out of its metric's range")
     if {"ci_low", "ci_high"} <= set(frame.columns):
         tol = 1e-9 * (1 + frame["value"].abs())
         outside = (frame["ci_low"] > frame["value"] + tol) | (frame["ci_high"] < frame["value"] - tol)
