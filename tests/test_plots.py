@@ -78,7 +78,11 @@ def captured(monkeypatch):
             "legend": legend_texts, "title": fig._suptitle.get_text() if fig._suptitle else "",
             "lines": [(to_hex(line.get_color()), line.get_marker(), tuple(line.get_xdata()))
                       for ax in axes for line in ax.get_lines()],
-            "texts": [t.get_text() for ax in axes for t in ax.texts]}
+            "texts": [t.get_text() for ax in axes for t in ax.texts],
+            "bands": sum(type(c).__name__ == "FillBetweenPolyCollection" or type(c).__name__ == "PolyCollection"
+                         for ax in axes for c in ax.collections),
+            "styles": [(to_hex(line.get_color()), tuple(line.get_xdata()), line.get_linestyle())
+                       for ax in axes for line in ax.get_lines()]}
         return report.save_figure(fig, stem, *args, **kwargs)
 
     for name in ("invariance", "adversarial", "erf", "generic"):
@@ -226,6 +230,36 @@ def test_eps_on_a_log2_axis_with_the_clean_point(tmp_path: Path, captured) -> No
     assert pvt == [(0.5, 1.0, 2.0, 4.0, 8.0)]  # clean at half the smallest eps, then 1..8
     assert "n = 50 images" in curves["title"] and "trained weights" in curves["title"]
     assert (folder / "adversarial_heatmap.png").is_file()
+
+
+def test_one_eps_is_drawn_as_points_with_error_bars_not_a_line(tmp_path: Path, captured) -> None:
+    folder = _adversarial_folder(tmp_path / "adv", eps=(4.0,))
+    assert main(["plot", "adversarial", str(folder)]) == 0
+    curves = captured["adversarial"]
+    pvt = [(xs, style) for colour, xs, style in curves["styles"] if colour == STM_COLOURS["pvt"].lower()]
+    assert ((0.0, 4.0), "None") in pvt  # the clean point and the one eps, not joined
+    assert curves["bands"] == 0
+    several = _adversarial_folder(tmp_path / "adv4")
+    assert main(["plot", "adversarial", str(several)]) == 0
+    assert captured["adversarial"]["bands"] == 2  # several eps: lines with bands, one per model
+
+
+def test_lines_with_ci_draws_points_without_a_band_or_a_joining_line() -> None:
+    import matplotlib
+
+    matplotlib.use("agg", force=False)
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    data = pd.DataFrame({"model": [PVT, PVT], "eps": [0.0, 4.0], "value": [80.0, 40.0], "ci_low": [70.0, 30.0],
+                         "ci_high": [88.0, 52.0]})
+    lines_with_ci(ax, data, "eps", model_palette([PVT]), points=True)
+    assert not ax.collections or all(type(c).__name__ == "LineCollection" for c in ax.collections)  # no band
+    data_lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 2]
+    assert data_lines and all(line.get_linestyle() == "None" for line in data_lines)
+    bars = [c for c in ax.collections if type(c).__name__ == "LineCollection"]
+    segments = bars[0].get_segments()
+    assert [tuple(seg[:, 1]) for seg in segments] == [(70.0, 88.0), (30.0, 52.0)]  # the CSV's intervals
 
 
 def test_the_scale_axis_marks_the_standard_view(tmp_path: Path, captured) -> None:

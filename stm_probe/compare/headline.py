@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from ..probes.columns import HeadlineSpec, select
+from ..probes.columns import HeadlineSpec, saturation, select
 from .folders import AnalysisRun
 
 
@@ -114,7 +114,10 @@ def cell(run: AnalysisRun, spec: HeadlineSpec, model: str, n_boot: int = 1000) -
 
 def headline_table(runs: list[AnalysisRun], models: list[str], n_boot: int = 1000) -> tuple[list[HeadlineSpec],
                                                                                               pd.DataFrame]:
-    """(columns, long table with column key, model, value, ci_low, ci_high, n_images, rank)."""
+    """(columns, long table with column key, model, value, ci_low, ci_high, n_images, rank, saturated).
+
+    ``saturated`` holds why a column cannot separate the models ("identical", "at its bound"; see
+    `stm_probe.probes.columns.saturation`), "" otherwise; a saturated column gets no ranks."""
     by_name = {run.name: run for run in runs}
     specs = headline_specs(runs)
     records = []
@@ -125,8 +128,12 @@ def headline_table(runs: list[AnalysisRun], models: list[str], n_boot: int = 100
                 records.append({"key": spec.key, "model": model, **found.__dict__})
     table = pd.DataFrame(records, columns=["key", "model", "value", "ci_low", "ci_high", "n_images"])
     table["rank"] = np.nan
+    table["saturated"] = ""
     for spec in specs:
         sel = table["key"] == spec.key
-        table.loc[sel, "rank"] = table.loc[sel, "value"].rank(ascending=spec.better == "lower", method="min")
+        why = saturation(table.loc[sel, "value"].astype(float).tolist(), spec)
+        table.loc[sel, "saturated"] = why
+        if not why:
+            table.loc[sel, "rank"] = table.loc[sel, "value"].rank(ascending=spec.better == "lower", method="min")
     specs = [s for s in specs if (table["key"] == s.key).any()]
     return specs, table

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Collection, Sequence
 
 import numpy as np
 
@@ -127,14 +127,15 @@ def min_bootstrap_p(n_boot: int) -> float:
 
 # --- every pair of models on every headline column ---------------------------------------------
 def pairwise_table(runs: Sequence, specs: Sequence, models: Sequence[str], alpha: float = 0.05,
-                   n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+                   n_boot: int = 10_000, seed: int = 0, saturated: Collection[str] = ()) -> pd.DataFrame:
     """One row per (headline column with a per-image test, pair of models): the test, images
     compared, difference A - B with its interval (bootstrap) or the discordant counts (McNemar:
     ``only_a`` images where A's outcome is 1 and B's 0, ``only_b`` the reverse), p,
     Holm-adjusted p over the whole family (every row), and the claim where adjusted p < alpha.
 
     Only images both models measured are compared (their per-image values are paired by image
-    index, repeat 0). Columns without per-image values (or a test) get no rows.
+    index, repeat 0). Columns without per-image values (or a test), and the ``saturated`` column keys
+    (every model the same or at the metric's bound), get no rows: they enter no family.
     """
     import pandas as pd
 
@@ -143,7 +144,7 @@ def pairwise_table(runs: Sequence, specs: Sequence, models: Sequence[str], alpha
     by_name = {run.name: run for run in runs}
     rows = []
     for spec in specs:
-        if spec.test is None:
+        if spec.test is None or spec.key in saturated:
             continue
         run = by_name[spec.analysis]
         vectors = {m: per_image_vector(run, spec, m) for m in models}
@@ -183,3 +184,21 @@ def _claim(spec, a: str, b: str, difference: float) -> str:
     first_is_a = difference > 0 if spec.better != "lower" else difference < 0
     winner, loser = (a, b) if first_is_a else (b, a)
     return spec.claim.format(a=winner, b=loser, label=spec.label)
+
+
+def tied_with_best(specs: Sequence, table: pd.DataFrame, pairs: pd.DataFrame) -> dict[str, set[str]]:
+    """{column key: models that no significant pairwise test separates from that column's best}.
+
+    The best are the models ranked 1 in ``table`` (`headline_table`); another model is separated from
+    them only where a test of the pair holds (``pairs.significant``); in a column without tests every
+    model is tied with the best. Saturated (unranked) columns get no entry."""
+    tied: dict[str, set[str]] = {}
+    for spec in specs:
+        column = table[table["key"] == spec.key]
+        best = set(column.loc[column["rank"] == 1, "model"])
+        if not best:
+            continue
+        held = pairs[(pairs["key"] == spec.key) & pairs["significant"]] if len(pairs) else pairs
+        separated = {r.b if r.a in best else r.a for r in held.itertuples() if (r.a in best) != (r.b in best)}
+        tied[spec.key] = {m for m in column["model"] if m not in best and m not in separated}
+    return tied

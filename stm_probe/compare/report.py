@@ -91,8 +91,11 @@ def build_blocks(record: dict[str, Any], runs: Sequence[AnalysisRun], specs: Seq
         blocks += [Block("h2", "Summary heat map"),
                    Block("figure", heatmap, "Models x headline metrics. Each column is scaled over the models so the "
                                             "brightest cell is the best model (for columns without a better "
-                                            "direction: the largest value); cells show the raw values.")]
-    blocks += _pairwise(specs, pairs, alpha, n_boot)
+                                            "direction: the largest value); cells show the raw values. Hatched "
+                                            "cells: no pairwise test (Holm-corrected) separates the model from its "
+                                            "column's best, so their colour is no evidence of a difference; a grey "
+                                            "column is saturated (not ranked or tested).")]
+    blocks += _pairwise(specs, pairs, alpha, n_boot, _saturated(specs, table))
     blocks += _similarity(runs)
     blocks += _analyses(runs, record)
     blocks += _provenance(runs, record, models)
@@ -129,12 +132,28 @@ def _headline(specs: Sequence[HeadlineSpec], table: pd.DataFrame, models: Sequen
             hit = table[(table["key"] == spec.key) & (table["model"] == model)]
             cells.append(_cell_text(hit.iloc[0] if len(hit) else None, spec))
         rows.append(cells)
-    return [Block("h2", "Headline table"),
-            Block("p", "One row per model; numbers are taken from each analysis's CSV (see its folder)."),
-            Block("table", rows, header)]
+    blocks = [Block("h2", "Headline table"),
+              Block("p", "One row per model; numbers are taken from each analysis's CSV (see its folder)."),
+              Block("table", rows, header)]
+    saturated = _saturated(specs, table)
+    if saturated:
+        blocks.append(Block("p", "Saturated, so neither ranked nor tested (the column cannot separate these models): "
+                                 + "; ".join(f"{label} ({why})" for label, why in saturated.items()) + "."))
+    return blocks
 
 
-def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, n_boot: int) -> list[Block]:
+def _saturated(specs: Sequence[HeadlineSpec], table: pd.DataFrame) -> dict[str, str]:
+    """{column label: why} of the saturated columns ("every model identical", "every model at its bound")."""
+    out = {}
+    for spec in specs:
+        why = table.loc[table["key"] == spec.key, "saturated"] if "saturated" in table.columns else pd.Series([], dtype=str)
+        if len(why) and why.iloc[0]:
+            out[spec.label] = f"every model {why.iloc[0]}" if why.iloc[0] == "at its bound" else f"{why.iloc[0]} for every model"
+    return out
+
+
+def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, n_boot: int,
+              saturated: dict[str, str] | None = None) -> list[Block]:
     blocks = [Block("h2", "Pairwise tests"),
               Block("p", "Every pair of models is compared on the same images for each column with per-image values: "
                          "McNemar's exact test for per-image 0/1 outcomes (correct, robust, flipped; only images "
@@ -145,9 +164,12 @@ def _pairwise(specs: Sequence[HeadlineSpec], pairs: pd.DataFrame, alpha: float, 
     notes = [s.test_note for s in specs if s.test_note and (pairs["key"] == s.key).any()]
     if notes:
         blocks.append(Block("p", "Note: " + "; ".join(notes) + "."))
-    untested = [s.label for s in specs if s.test is None or not (pairs["key"] == s.key).any()]
+    saturated = saturated or {}
+    untested = [s.label for s in specs if s.label not in saturated and (s.test is None or not (pairs["key"] == s.key).any())]
     if untested:
         blocks.append(Block("p", "Not tested (no per-image values to pair): " + "; ".join(untested) + "."))
+    if saturated:
+        blocks.append(Block("p", "Not tested (saturated): " + "; ".join(saturated) + "."))
     if not len(pairs):
         return blocks + [Block("p", "No pairwise test could be run.")]
     claims = [f"{r.claim} (difference {r.difference:+.3g}, {r.test}, n = {r.n}, Holm p = {_p(r.p_holm)})"

@@ -343,7 +343,7 @@ def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int |
     from .report import build_blocks, write_report
     from .folders import load_compare
     from .headline import headline_table
-    from .pairwise import pairwise_table
+    from .pairwise import pairwise_table, tied_with_best
 
     out_dir = Path(out_dir)
     record, runs = load_compare(out_dir)
@@ -354,7 +354,8 @@ def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int |
     n_ci = int(runs[0].marker.get("bootstrap", 1000) or 1000)
     specs, table = headline_table(runs, models, n_boot=n_ci)
     seed = int(runs[0].manifest.get("seed", 0) or 0)
-    pairs = pairwise_table(runs, specs, models, alpha=alpha, n_boot=n_boot, seed=seed)
+    saturated = set(table.loc[table["saturated"] != "", "key"])
+    pairs = pairwise_table(runs, specs, models, alpha=alpha, n_boot=n_boot, seed=seed, saturated=saturated)
     heatmap = None
     if specs:
         wide = table.pivot(index="model", columns="key", values="value").reindex(index=models,
@@ -362,7 +363,8 @@ def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int |
         from ..plots.style import resolve_style
 
         paths = plot_summary(wide.astype(float), {s.key: s.better for s in specs}, {s.key: s.label for s in specs},
-                             out_dir / "summary_heatmap", style=resolve_style(runs[0].path))
+                             out_dir / "summary_heatmap", style=resolve_style(runs[0].path), saturated=saturated,
+                             tied=tied_with_best(specs, table, pairs))
         heatmap = paths[0]
     blocks = build_blocks(record, runs, specs, table, pairs, models, alpha, heatmap, n_boot)
     return write_report(out_dir, blocks)

@@ -56,7 +56,8 @@ def _panel_title(attack: str, norm: str, rows: pd.DataFrame) -> str:
 
 def plot_curves(out_dir: Path, frame: pd.DataFrame, style: FigureStyle | None = None) -> list[Path]:
     """``adversarial.png/.pdf``: one panel per attack (and norm), one line per model with its
-    95% CI band (Wilson); robust accuracy when the run had labels, else flip rate. Eps that
+    95% CI band (Wilson), or points with error bars where one eps was run; robust accuracy when the
+    run had labels, else flip rate. Eps that
     double are drawn on a log2 axis, the clean point (eps 0) half a step left of the smallest."""
     style = style or FigureStyle()
     metric = _metric(frame)
@@ -70,7 +71,8 @@ def plot_curves(out_dir: Path, frame: pd.DataFrame, style: FigureStyle | None = 
         log = log2_axis(ax, eps)
         clean_at = eps[0] / 2 if log else 0.0
         curves = pd.concat([_with_clean_point(r, metric, clean_at) for _, r in rows.groupby("model", sort=False)])
-        handles.update(lines_with_ci(ax, curves, "eps", colours))
+        # one eps: the clean point and that eps as points with error bars, no line between them
+        handles.update(lines_with_ci(ax, curves, "eps", colours, points=len(eps) == 1))
         if log:
             ax.set_xticks([clean_at, *eps], ["clean", *[f"{e:g}" for e in eps]])
         ax.set_title(_panel_title(attack, norm, rows), fontsize="medium")

@@ -90,9 +90,10 @@ def _curve_label(model: str, weights: str | None) -> str:
 
 
 def lines_with_ci(ax, data: pd.DataFrame, x: str, palette: dict[str, tuple], legend: bool = False,
-                  note_overlap: bool = True) -> list[tuple[str, object]]:
+                  note_overlap: bool = True, points: bool = False) -> list[tuple[str, object]]:
     """One line per model of ``value`` vs ``x`` with its ``ci_low``..``ci_high`` band (NaN bounds:
-    no band). Colour from ``palette``, marker and dashes by the model's size (fixed per model);
+    no band); with ``points`` (or where a model has one x only) markers with error bars and no line,
+    so nothing is drawn between values that were not measured. Colour from ``palette``, marker and dashes by the model's size (fixed per model);
     a model measured with several weights gets one line per weights (hollow markers for
     random-init). Identical curves stay visible: each later curve is drawn thinner with smaller
     markers on top of the earlier ones, and ``note_overlap`` writes which curves coincide (within
@@ -117,13 +118,26 @@ def lines_with_ci(ax, data: pd.DataFrame, x: str, palette: dict[str, tuple], leg
         shrink = 1.0 - 0.45 * k / max(len(groups) - 1, 1)
         hollow = weights == "random-init"
         label = _curve_label(str(model), weights)
-        ax.plot(line[x], line["value"], color=colour, marker=look.marker, linestyle=look.linestyle,
-                            markersize=base_ms * 1.5 * shrink, linewidth=base_lw * 1.6 * shrink, alpha=0.9,
-                            markerfacecolor="white" if hollow else colour, zorder=2 + k)
-        if {"ci_low", "ci_high"} <= set(line.columns):
+        as_points = points or len(line) == 1
+        if as_points:
+            values = line["value"].astype(float).to_numpy()
+            errors = None
+            if {"ci_low", "ci_high"} <= set(line.columns):
+                errors = np.vstack([values - line["ci_low"].astype(float).to_numpy(),
+                                    line["ci_high"].astype(float).to_numpy() - values])
+                errors = np.where(np.isfinite(errors), errors, 0.0)
+            ax.errorbar(line[x], values, yerr=errors, color=colour, marker=look.marker, linestyle="none",
+                        markersize=base_ms * 1.5 * shrink, elinewidth=base_lw * shrink, capsize=3, alpha=0.9,
+                        markerfacecolor="white" if hollow else colour, zorder=2 + k)
+        else:
+            ax.plot(line[x], line["value"], color=colour, marker=look.marker, linestyle=look.linestyle,
+                    markersize=base_ms * 1.5 * shrink, linewidth=base_lw * 1.6 * shrink, alpha=0.9,
+                    markerfacecolor="white" if hollow else colour, zorder=2 + k)
+        if not as_points and {"ci_low", "ci_high"} <= set(line.columns):
             ax.fill_between(line[x], line["ci_low"].astype(float), line["ci_high"].astype(float), color=colour,
                             alpha=0.15, linewidth=0, zorder=1)
-        handles.append((label, Line2D([], [], color=colour, marker=look.marker, linestyle=look.linestyle,
+        handles.append((label, Line2D([], [], color=colour, marker=look.marker,
+                                      linestyle="none" if as_points else look.linestyle,
                                       markerfacecolor="white" if hollow else colour)))
         curves.append((label, line[x].to_numpy(float), line["value"].to_numpy(float)))
     if legend and handles:

@@ -4,11 +4,14 @@ Each column is scaled to [0, 1] over the models (min-max of its values); a lower
 is flipped, so the brightest cell of every column is its best model. A column without a better
 direction (ERF size, shape bias) is drawn larger-is-brighter and marked with "(size)" in its label.
 A column whose models all score the same is drawn mid-grey-scale (0.5). Cells show the raw values.
+A saturated column (every model the same or at the metric's bound: `stm_probe.probes.columns.saturation`)
+is drawn grey and labelled so; a cell that no pairwise test separates from its column's best is hatched,
+so that a colour difference is not read as evidence the tests reject. The figure says both under it.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,26 +36,32 @@ def scale_columns(values: pd.DataFrame, better: dict[str, str | None]) -> pd.Dat
 
 
 def plot_summary(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
-                 formats: Sequence[str] | None = None, style: FigureStyle | None = None) -> list[Path]:
+                 formats: Sequence[str] | None = None, style: FigureStyle | None = None,
+                 saturated: Collection[str] = (), tied: Mapping[str, Collection[str]] | None = None) -> list[Path]:
     """Draw ``values`` (index: models, columns: metric keys) as the summary heat map ``stem.png`` (and
     the other formats of ``style``, or ``formats`` when given).
 
     ``better[key]``: "higher", "lower" or None; ``labels[key]``: the column header; ``style``: the
-    figure style (paper: 7 in wide; default: the runs' own).
+    figure style (paper: 7 in wide; default: the runs' own); ``saturated``: column keys drawn grey, not
+    scaled; ``tied[key]``: the models no test separates from that column's best (hatched).
     """
     style = style or FigureStyle()
     with style.context():
-        return _draw(values, better, labels, stem, formats, style)
+        return _draw(values, better, labels, stem, formats, style, set(saturated), dict(tied or {}))
 
 
 def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str, str], stem: str | Path,
-          formats: Sequence[str] | None, style: FigureStyle) -> list[Path]:
+          formats: Sequence[str] | None, style: FigureStyle, saturated: set[str],
+          tied: dict[str, Collection[str]]) -> list[Path]:
     import matplotlib
+    from matplotlib.patches import Rectangle
 
     scaled = scale_columns(values, better)
+    for column in saturated & set(scaled.columns):
+        scaled[column] = np.nan  # grey: not ranked
     n_models, n_cols = values.shape
     width = style.width(3) if style.paper else max(4.0, 0.9 * n_cols + 2.5)
-    fig, ax = new_figure(figsize=(width, max(2.0, 0.45 * n_models + 1.8)), squeeze=True)
+    fig, ax = new_figure(figsize=(width, max(2.6, 0.45 * n_models + 2.3)), squeeze=True)  # + the legend line
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
     image = ax.imshow(np.ma.masked_invalid(scaled.to_numpy(dtype=float)), cmap=cmap, vmin=0, vmax=1, aspect="auto")
     for i in range(n_models):
@@ -62,11 +71,14 @@ def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str,
                 text, colour = "n/a", "black"
             else:
                 text = f"{raw:.3g}" if 0 < abs(raw) < 1 else f"{raw:.1f}"
-                colour = "black" if scaled.iloc[i, j] > 0.6 else "white"
+                colour = "black" if not scaled.iloc[i, j] <= 0.6 else "white"  # NaN (grey) reads black
             ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
+            if values.index[i] in tied.get(values.columns[j], ()) and values.columns[j] not in saturated:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#9a9a9a",
+                                       linewidth=0))
     ax.set_xticks(range(n_cols))
-    ax.set_xticklabels([f"{labels.get(c, c)} {ARROWS[better.get(c)]}" for c in values.columns], rotation=40,
-                       ha="right", fontsize=7)
+    ax.set_xticklabels([f"{labels.get(c, c)} {'(saturated)' if c in saturated else ARROWS[better.get(c)]}"
+                        for c in values.columns], rotation=40, ha="right", fontsize=7)
     ax.set_yticks(range(n_models))
     ax.set_yticklabels(values.index, fontsize=8)
     for tick, colour in zip(ax.get_yticklabels(), model_palette(list(values.index)).values()):
@@ -76,4 +88,7 @@ def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str,
     bar.set_ticklabels(["worst", "best"], fontsize=7)
     ax.set_title(wrap("Summary: each column scaled over the models, brighter = better (\u2191 higher is better, "
                       "\u2193 lower is better, (size): larger, no better direction)", fig, fontsize=8), fontsize=8)
+    fig.supxlabel(wrap("Hatched: no pairwise test (Holm-corrected) separates the cell from its column's best. "
+                       "Grey column: saturated (every model the same or at the metric's bound), not ranked.",
+                       fig, fontsize=7), fontsize=7)  # in the layout, so never clipped
     return save_figure(fig, stem, formats=formats)

@@ -4,7 +4,7 @@ probe's tidy CSV, aggregated how, read which way), declared by each probe's ``co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,24 @@ class HeadlineSpec:
     describe: str = ""  # one sentence for the report's legend
     claim: str = "{a} scores higher than {b} on {label}"  # written where a pairwise test holds
     test_note: str = ""  # what the per-image test compares, where it is not the headline number itself
+    #: (lowest, highest) value the metric can reach in this run; every model at one of them = saturated
+    bounds: tuple[float, float] | None = None
+
+
+def saturation(values: Sequence[float], spec: HeadlineSpec) -> str:
+    """Why a column cannot separate models: "" when it can; otherwise "identical" (every model's value
+    the same, to 1e-9 relative) or "at its bound" (every model at the lowest or every model at the highest
+    value the metric can reach, ``spec.bounds``). Saturated columns are neither ranked nor tested."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) < 2:
+        return ""
+    if spec.bounds is not None:
+        low, high = spec.bounds
+        if (v <= low + 1e-9 * max(1.0, abs(low))).all() or (v >= high - 1e-9 * max(1.0, abs(high))).all():
+            return "at its bound"
+    if np.allclose(v, v[0], rtol=1e-9, atol=0.0):
+        return "identical"
+    return ""
 
 
 def matches(series: pd.Series, value: Any) -> pd.Series:

@@ -45,6 +45,13 @@ class ErfConfig:
             raise UsageError(f"--stages {','.join(map(str, self.stages))}: stages are numbered from 1")
 
 
+def area_ratio_bounds(side: int) -> tuple[float, float]:
+    """(smallest, largest) area ratio below 1 on a ``side`` x ``side`` input: the centred squares have odd
+    sides 3 .. 2 (side // 2 - 1) + 1 (`stm_probe.core.erf`), so at 64 px the largest is (63 / 64)^2 = 0.969."""
+    largest = 2 * (side // 2 - 1) + 1
+    return (3 / side) ** 2, (largest / side) ** 2
+
+
 class ErfProbe(Probe):
     name = "erf"
     help = "effective receptive field of every stage: mean contribution maps, heatmaps and area ratios"
@@ -86,14 +93,29 @@ class ErfProbe(Probe):
         rows = frame[(frame["metric"] == "area_ratio") & matches(frame["init_copy"], False)]
         if not len(rows):
             return []
+        sizes = numeric_values(rows, "input_size") if "input_size" in rows.columns else []
+        bounds = area_ratio_bounds(int(max(sizes))) if sizes else None
         thresholds = numeric_values(rows, "threshold")
-        t = next((v for v in thresholds if np.isclose(v, 0.99)), thresholds[-1])
-        stage = int(max(numeric_values(rows, "stage")))
+        preferred = next((v for v in thresholds if np.isclose(v, 0.99)), thresholds[-1])
+        stages = sorted(numeric_values(rows, "stage"), reverse=True)
+        # the deepest stage, at t = 0.99 where it varies, else at the largest lower threshold where it does:
+        # at 64 px every model's stage 4 reaches the largest square at t = 0.99 (RepLKNet measures at 1024)
+        candidates = [(preferred, stage) for stage in stages]
+        candidates += [(t, stage) for t in sorted(thresholds, reverse=True) if t < preferred for stage in stages]
+        t, stage = candidates[0]
+        for t_try, stage_try in candidates:
+            at = rows[matches(rows["threshold"], t_try) & matches(rows["stage"], stage_try)]["value"]
+            if bounds is None or not (at >= bounds[1] - 1e-9).all():
+                t, stage = t_try, stage_try
+                break
+        stage = int(stage)
         return [HeadlineSpec(name, f"{name}:area", f"ERF area ratio (t={t:g}, stage {stage})", "area_ratio",
                              {"init_copy": False, "stage": stage, "threshold": t}, better=None, unit="fraction",
+                             bounds=bounds,
                              describe=f"share of the input (0-1) covered by the smallest centred square holding {t:g} of "
                                       f"the log-normalised mean contribution map of stage {stage}'s centre pixel; larger "
-                                      "= wider effective receptive field (not better or worse)",
+                                      "= wider effective receptive field (not better or worse); the deepest stage and "
+                                      "largest threshold (0.99 first) at which not every model reaches the largest square",
                              claim="{a}'s per-image ERF area ratios are larger than {b}'s (per-image maps, not the mean "
                                    "map of the headline)",
                              test_note="the ERF test pairs each image's own area ratio (its map normalised alone), while "
