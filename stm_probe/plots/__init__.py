@@ -67,7 +67,7 @@ def check_runs(probe: str, folders: Sequence[Path]) -> None:
 
 def read_runs(folders: Sequence[str | Path], name: str, probe: str, required: Sequence[str],
               numeric: Sequence[str] = ()) -> pd.DataFrame:
-    """The rows of ``<folder>/<name>`` of every folder (each checked by `report.read_results`),
+    """The rows of ``<folder>/<name>`` of every folder (each checked by `stm_probe.runtime.results.read_results`),
     concatenated with a ``run_folder`` column; refused when the folders' runs are not comparable
     (`check_runs`) or a model (with the same weights) appears in two of them."""
     from ..probes import metric_ranges

@@ -29,7 +29,7 @@ STYLES = ("default", "paper")
 #: figure file formats; PNG alone unless asked (PDF costs a second drawing and ~0.3 s of imports)
 FORMATS = FIGURE_FORMATS
 DEFAULT_FORMATS = {"default": ("png",), "paper": ("png", "pdf")}
-#: the formats of the style being drawn in (set by `FigureStyle.context`, read by `report.save_figure`)
+#: the formats of the style being drawn in (set by `FigureStyle.context`, read by `figures.save_figure`)
 _DRAWING_FORMATS: ContextVar[tuple[str, ...] | None] = ContextVar("stm_probe_figure_formats", default=None)
 #: sequential and colour-blind safe; RdYlGn (RepLKNet's ERF figures) via --cmap RdYlGn
 DEFAULT_CMAP = "viridis"
