@@ -128,19 +128,17 @@ def test_shape_bias_of_given_decisions_checked_by_hand() -> None:
     assert {key[0] for key in rows} == {"all", "cat", "dog", "bird"}
 
 
-def test_shape_bias_interval_is_the_ratio_recomputed_on_each_resample() -> None:
+def test_shape_bias_interval_is_wilsons_over_the_decisions_and_never_a_point() -> None:
+    from scipy.stats import binomtest
+
     shape = np.array([1, 1, 0, 0, 1, 0, 0, 1, 0, 1], dtype=float)
-    texture = np.array([0, 0, 1, 0, 0, 1, 0, 0, 0, 0], dtype=float)
-    low, high = shape_bias_interval(shape, texture, n_boot=500, seed=7)
-    rng = np.random.default_rng(7)  # a plain loop over the same resamples
-    ratios = []
-    for idx in rng.integers(0, 10, size=(500, 10)):
-        s, t = shape[idx].sum(), texture[idx].sum()
-        if s + t:
-            ratios.append(s / (s + t))
-    assert (low, high) == pytest.approx(tuple(np.quantile(ratios, [0.025, 0.975])), abs=1e-12)
-    assert low < 5 / 7 < high
-    assert shape_bias_interval(shape, 1 - shape, n_boot=0, seed=0) == (0.5, 0.5)
+    texture = np.array([0, 0, 1, 0, 0, 1, 0, 0, 0, 0], dtype=float)  # 5 shape of 7 decisions
+    expected = binomtest(5, 7).proportion_ci(0.95, method="wilson")
+    assert shape_bias_interval(shape, texture) == pytest.approx((expected.low, expected.high), abs=1e-12)
+    none = shape_bias_interval(np.zeros(8), np.ones(8))  # 0 shape decisions of 8: not the point [0, 0]
+    assert none[0] == 0.0 and none[1] == pytest.approx(binomtest(0, 8).proportion_ci(method="wilson").high)
+    assert none[1] > 0.3
+    assert all(np.isnan(shape_bias_interval(np.zeros(3), np.zeros(3))))
 
 
 def test_images_whose_shape_and_texture_agree_are_left_out() -> None:

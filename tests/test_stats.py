@@ -72,3 +72,32 @@ def test_per_image_draws_are_uniform() -> None:
     assert stats.kstest(u, "uniform").pvalue > 0.001
     counts = np.bincount(per_image_integers(stream_id(2, "y"), np.arange(8000), 0, 7).ravel(), minlength=8)
     assert stats.chisquare(counts).pvalue > 0.001
+
+
+def _wilson_coverage(p: float, n: int) -> float:
+    """Exact coverage of the 95% Wilson interval at true rate p with n images: the binomial probability of
+    the counts whose interval holds p (a sum over every outcome, not a simulation)."""
+    from scipy.stats import binom
+
+    from stm_probe.core.stats import wilson_interval
+
+    ks = np.arange(n + 1)
+    holds = np.array([lo <= p <= hi for lo, hi in (wilson_interval(k, n) for k in ks)])
+    return float(binom.pmf(ks, n, p)[holds].sum())
+
+
+def test_wilson_coverage_is_what_the_protocols_say() -> None:
+    """docs/protocols.md §7: about 95% on average over rates, but 85% at a true rate of 99% with 16 images and
+    91% with 50; 94% at 97% with 50 images."""
+    assert _wilson_coverage(0.97, 50) == pytest.approx(0.937, abs=0.005)
+    assert _wilson_coverage(0.99, 16) == pytest.approx(0.851, abs=0.005)
+    assert _wilson_coverage(0.99, 50) == pytest.approx(0.911, abs=0.005)
+    grid = np.linspace(0.01, 0.99, 99)
+    assert np.mean([_wilson_coverage(p, 50) for p in grid]) == pytest.approx(0.95, abs=0.005)
+    # a Monte Carlo check of the exact sum at one point
+    rng = np.random.default_rng(0)
+    from stm_probe.core.stats import wilson_interval
+
+    counts = rng.binomial(16, 0.99, size=20_000)
+    simulated = np.mean([lo <= 0.99 <= hi for lo, hi in (wilson_interval(k, 16) for k in counts)])
+    assert simulated == pytest.approx(_wilson_coverage(0.99, 16), abs=0.01)

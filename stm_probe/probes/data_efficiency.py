@@ -231,8 +231,7 @@ class DataEfficiencyProbe(Probe):
         return {(fraction, "val_acc"): np.where(labels >= 0, correct, np.nan), (fraction, CUE): cue}
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
-        """val_acc as a rate; shape_bias from the cue-conflict decisions with a bootstrap interval."""
-        from ..core.seeds import stream_seed
+        """val_acc as a rate; shape_bias from the cue-conflict decisions with a Wilson interval over them."""
         from ..core.shape_bias import shape_bias, shape_bias_interval
 
         out = super().summarise(values, seed)
@@ -247,8 +246,7 @@ class DataEfficiencyProbe(Probe):
             bias = shape_bias(shape_hit, texture_hit)
             if np.isnan(bias):
                 continue  # no decision was the shape or the texture class: undefined
-            low, high = shape_bias_interval(shape_hit, texture_hit, self.session.options.bootstrap,
-                                            stream_seed(seed, "bootstrap", *key[:-1], "shape_bias"))
+            low, high = shape_bias_interval(shape_hit, texture_hit)
             out[(*key[:-1], "shape_bias")] = (bias, low, high, int(codes.size), 0)
         return out
 

@@ -9,9 +9,9 @@ the decision is the argmax. Images whose shape and texture categories agree are 
 Per image: ``shape_hit`` / ``texture_hit`` (1 if the decision is the shape / texture category).
 Per model, overall (variant ``all``) and per shape category (variant = the category):
 
-* ``shape_bias`` = shape hits / (shape hits + texture hits), a fraction in [0, 1], with a
-  percentile bootstrap interval over images (the ratio recomputed on each resample); no row when
-  no decision was the shape or the texture category (undefined);
+* ``shape_bias`` = shape hits / (shape hits + texture hits), a fraction in [0, 1], with the Wilson
+  score interval over the decisions (`stm_probe.core.shape_bias`; never a point, also at 0 or all
+  shape decisions); no row when no decision was the shape or the texture category (undefined);
 * ``shape_hits`` / ``texture_hits``: the shape and texture hit rates over the cue-conflict images,
   in percent, with Wilson intervals.
 
@@ -188,7 +188,6 @@ class CueConflict(BiasMethod):
                 (OVERALL, None, None, "_shape"): shape}
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int, n_boot: int) -> dict[Key, tuple]:
-        from ...core.seeds import stream_seed
         from ...core.stats import summarise_values
 
         shape_hit = values[(OVERALL, None, None, "shape_hit")]
@@ -202,7 +201,7 @@ class CueConflict(BiasMethod):
             s, t = shape_hit[mask], texture_hit[mask]
             bias = shape_bias(s, t)
             if not np.isnan(bias):
-                low, high = shape_bias_interval(s, t, n_boot, stream_seed(seed, "bootstrap", self.name, variant))
+                low, high = shape_bias_interval(s, t)
                 out[(variant, None, None, "shape_bias")] = (bias, low, high, int(mask.sum()), skipped)
             for metric, per_image in (("shape_hits", s), ("texture_hits", t)):
                 value, low, high, n = summarise_values(per_image, "rate")
