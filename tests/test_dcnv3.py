@@ -397,6 +397,7 @@ def test_auto_self_check_refuses_wrong_or_crashing_kernels(monkeypatch: pytest.M
     ops._triton_passes_self_check.cache_clear()
 
 
+@pytest.mark.slow  # Triton's interpreter: the full suite
 def test_triton_kernels_in_interpreter() -> None:
     """The "triton" cases of this file, run on CPU in Triton's interpreter (a subprocess, since
     the interpreter must be chosen before triton is imported)."""

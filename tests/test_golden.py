@@ -72,6 +72,7 @@ def test_golden_files_cover_every_case() -> None:
     assert {"eval", "erf", "invariance", "adversarial", "bias", "corruption", "data-efficiency"} <= probes
 
 
+@pytest.mark.slow  # every probe end to end on fixed weights: the full suite
 @pytest.mark.parametrize("case", list(make_golden.CASES))
 def test_numbers_unchanged(case: str, checkpoints: list[str]) -> None:
     got = _round_trip(make_golden.run_case(case, checkpoints))

@@ -21,6 +21,7 @@ def test_there_are_notebooks_and_they_hold_no_outputs() -> None:
                 assert not cell.outputs and cell.execution_count is None, f"{path.name}: strip its outputs"
 
 
+@pytest.mark.slow  # a kernel per notebook: the full suite
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nbformat = pytest.importorskip("nbformat")

@@ -121,6 +121,7 @@ def _points(a, b, metric: str) -> float:
     return float(np.abs(x - y).max())
 
 
+@pytest.mark.slow  # six analyses twice: the full suite
 def test_every_analysis_runs_under_bf16_within_the_documented_bounds(tmp_path: Path) -> None:
     fp32, bf16 = _pair("erf", tmp_path, stages=(1, 4), thresholds=(0.2, 0.5))
     for stage in (1, 4):

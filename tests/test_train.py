@@ -78,6 +78,7 @@ def trained(tmp_path_factory) -> dict:
 
 
 # --- learning -------------------------------------------------------------------------------------------
+@pytest.mark.slow  # uses the 8-epoch training run: the full suite
 def test_learns_an_easy_split_and_logs_it(trained) -> None:
     out = trained["out"]
     log = pd.read_csv(out / "train_log.csv")
@@ -103,6 +104,7 @@ def test_learns_an_easy_split_and_logs_it(trained) -> None:
     assert json.loads((out / "run.json").read_text())["status"] == "complete"
 
 
+@pytest.mark.slow  # uses the 8-epoch training run: the full suite
 def test_checkpoint_round_trip_gives_identical_logits(trained) -> None:
     saved = torch.load(trained["checkpoint"], weights_only=True)
     assert saved["num_classes"] == 2 and saved["epoch"] == 8 and saved["class_names"] == ["00-disc", "01-square"]
@@ -113,6 +115,7 @@ def test_checkpoint_round_trip_gives_identical_logits(trained) -> None:
         assert torch.equal(Normalized(loaded).eval()(images), Normalized(trained["model"]).eval()(images))
 
 
+@pytest.mark.slow  # uses the 8-epoch training run: the full suite
 def test_an_analysis_loads_the_checkpoint_without_flags(trained) -> None:
     frame = stm_probe.run("adversarial", models=MODEL, checkpoint=[str(trained["checkpoint"])], data=SYNTHETIC_VAL,
                           attack=["fgsm"], eps=["1"], input_size=SIZE, num_images=VAL_IMAGES, quiet=True)
