@@ -98,6 +98,7 @@ def test_truncated_file_gives_one_line_error(trained_sd, tmp_path: Path) -> None
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow  # builds a dozen models: the full suite
 def test_wrong_model_names_the_likely_owner(trained_sd, tmp_path: Path) -> None:
     path = tmp_path / "convnext.pth"
     torch.save({"model": trained_sd}, path)

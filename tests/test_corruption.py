@@ -307,6 +307,7 @@ def test_other_probes_and_training_refuse_an_imagenet_c_tree(tmp_path: Path) -> 
         resolve_splits(TrainConfig(model="unified_convnext_micro", data=str(tmp_path / "ic"), val_fraction=0.5))
 
 
+@pytest.mark.slow  # worker processes: the full suite
 def test_worker_processes_overlap_and_give_the_same_csv(tmp_path: Path) -> None:
     """Corrupting in a worker process, streamed across the loop's chunks (batches in flight while the
     model runs), gives byte-identical results to corrupting in the main process."""

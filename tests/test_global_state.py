@@ -98,6 +98,7 @@ def test_create_model_draws_from_the_callers_generator_and_leaves_the_rest(tmp_p
     _assert_same(out["before"], out["after"], "stm_probe.create_model")
 
 
+@pytest.mark.slow  # a fresh interpreter: the full suite
 def test_timm_registration_without_an_import_hook() -> None:
     """``import timm, stm_probe`` registers the unified models at once; ``import stm_probe`` first loads
     neither torch nor timm and hooks nothing, and ``import stm_probe.models.registry`` registers them."""

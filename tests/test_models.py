@@ -34,7 +34,8 @@ def test_state_dict_matches_original(name: str, manifest: dict) -> None:
     assert count_parameters(model) == ref["param_count"]
 
 
-@pytest.mark.parametrize("name", UNIFIED_MODELS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[] if n.endswith("_micro") else pytest.mark.slow)
+                                  for n in UNIFIED_MODELS])  # the quick tier counts the micro models
 def test_static_facts_match_built_models(name: str, manifest: dict) -> None:
     """The table's static facts equal counts on the model built on the meta device, and the reference."""
     model = _meta_model(name)
@@ -314,6 +315,7 @@ def test_local_layers_equal_timms() -> None:
         assert make_divisible(value, divisor=8) == timm_make_divisible(value, divisor=8)
 
 
+@pytest.mark.slow  # a fresh interpreter: the full suite
 def test_unified_models_build_without_timm_and_register_when_it_loads() -> None:
     """A unified model is built without importing timm; timm, once loaded by stm-probe or by a
     later `register_with_timm()`, knows the unified models."""
