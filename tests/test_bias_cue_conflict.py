@@ -236,3 +236,42 @@ def test_end_to_end_on_the_shipped_sample_and_the_figure_redraws(tmp_path) -> No
         figure.unlink()
         assert main(["plot", "bias", str(out)]) == 0
         assert figure.read_bytes() == before
+
+
+def test_synthetic_cue_conflict_uses_the_shape_classes_and_equals_a_direct_count(tmp_path) -> None:
+    """On synthetic:cue-conflict the decision is the model's argmax over the K shape classes; shape and
+    texture come from the set's own labels (the same method as on the 16 ImageNet categories)."""
+    import stm_probe
+    from stm_probe.core.shape_bias import shape_bias
+    from stm_probe.data import eval_transform, make_loader, resolve_source
+
+    data = "synthetic:cue-conflict?classes=4&n=24"
+    torch.manual_seed(5)
+    model = stm_probe.create_model("unified_convnext_micro", num_classes=4)
+    from stm_probe.models.layers import set_layer_scales
+
+    set_layer_scales(model, 0.5)  # so the 4-way decisions vary between images
+    ckpt = tmp_path / "synthetic4.pth"
+    torch.save({"model": model.state_dict(), "num_classes": 4}, ckpt)
+    frame = stm_probe.run("bias", models="unified_convnext_micro", data=data, checkpoint=str(ckpt),
+                          probe=["cue-conflict"], input_size=64, quiet=True, out=str(tmp_path / "run"))
+    source = resolve_source(data)
+    spec = source.synthetic
+    batch = next(iter(make_loader(source, batch_size=24, num_images=24, transform=eval_transform(64))))
+    from stm_probe.models.layers import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    reference = stm_probe.create_model("unified_convnext_micro", checkpoint=str(ckpt)).eval()
+    mean, std = torch.tensor(IMAGENET_DEFAULT_MEAN)[:, None, None], torch.tensor(IMAGENET_DEFAULT_STD)[:, None, None]
+    with torch.no_grad():  # pixels in [0, 1], normalised as the model was trained
+        decision = reference((batch.images - mean) / std).argmax(-1).numpy()
+    shape = np.array([spec.label(i) for i in range(24)])
+    texture = np.array([spec.texture_label(i) for i in range(24)])
+    shape_hit, texture_hit = (decision == shape) * 1.0, (decision == texture) * 1.0
+    rows = frame[frame["variant"] == "all"].set_index("metric")["value"]
+    assert rows["shape_hits"] == pytest.approx(100 * shape_hit.mean())
+    assert rows["texture_hits"] == pytest.approx(100 * texture_hit.mean())
+    assert rows["shape_bias"] == pytest.approx(shape_bias(shape_hit, texture_hit))
+    assert set(frame["variant"]) <= {"all", "disc", "square", "triangle", "star"}
+    with pytest.raises(UsageError, match="not the 4 shape classes"):
+        stm_probe.run("bias", models="unified_convnext_micro", data=data, probe=["cue-conflict"], input_size=64,
+                      quiet=True, out=str(tmp_path / "imagenet-head"))

@@ -6,6 +6,11 @@ Each image carries the shape of one of 16 categories and the texture of another,
 to the 16 categories by the MEAN probability of each category's class indices (the ImageNet-1k
 indices in ``stm_probe/resources/cue_conflict_categories.json``, or ``--category-map``) and
 the decision is the argmax. Images whose shape and texture categories agree are left out.
+
+The same method runs on the synthetic set's ``cue-conflict`` split (``--data synthetic:cue-conflict``,
+shape ``i`` filled with texture ``j != i``): the categories are its K shape classes, each the model's
+own class index (a model trained on the synthetic set by `stm-probe train`), so the decision is the
+argmax over the K logits, the shape cue the shape's class and the texture cue the texture's class.
 Per image: ``shape_hit`` / ``texture_hit`` (1 if the decision is the shape / texture category).
 Per model, overall (variant ``all``) and per shape category (variant = the category):
 
@@ -30,6 +35,7 @@ import numpy as np
 import torch
 
 from ...core.shape_bias import shape_bias, shape_bias_interval
+from ...data.synthetic.shapes import SHAPES
 from ...errors import UsageError
 from ..base import require_finite
 from . import CUE_CONFLICT_NAME
@@ -111,10 +117,12 @@ def parse_name(path: str) -> tuple[str, str] | None:
     return (match.group(1).lower(), match.group(2).lower()) if match else None
 
 
-def cue_indices(paths: tuple[str, ...] | list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Shape and texture category indices (B,) float64 of each path; NaN where the name does not
-    parse, names an unknown category, or shape == texture (no cue conflict: left out)."""
-    position = {name: float(i) for i, name in enumerate(categories())}
+def cue_indices(paths: tuple[str, ...] | list[str], names: tuple[str, ...] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Shape and texture category indices (B,) float64 of each path among ``names`` (default: the 16
+    ImageNet categories); NaN where the name does not parse, names an unknown category, or shape ==
+    texture (no cue conflict: left out)."""
+    position = {name: float(i) for i, name in enumerate(names or categories())}
     shape = np.full(len(paths), np.nan)
     texture = np.full(len(paths), np.nan)
     for i, path in enumerate(paths):  # file names only; no tensor work
@@ -148,12 +156,25 @@ class CueConflict(BiasMethod):
         self._matrices: dict[int, torch.Tensor] = {}
 
     def mapping(self) -> dict[str, tuple[int, ...]]:
-        """--category-map when given (read once), else the ImageNet-1k indices."""
+        """--category-map when given (read once); on the synthetic set its K shape classes, each its own
+        class index (the subjects `stm-probe train` makes); else the 16 categories' ImageNet-1k indices."""
+        synthetic = self.synthetic()
+        if synthetic is not None and self.config.category_map is None:
+            return {name: (k,) for k, name in enumerate(SHAPES[:synthetic.classes])}
         if self.config.category_map is None:
             return imagenet_categories()
         if self._custom is None:
             self._custom = read_category_map(self.config.category_map)
         return self._custom
+
+    def synthetic(self) -> Any:
+        """The synthetic set's spec when the data is ``synthetic:cue-conflict``, else None."""
+        spec = getattr(getattr(self.session, "source", None), "synthetic", None)
+        return spec if spec is not None and spec.split == "cue-conflict" else None
+
+    def names(self) -> tuple[str, ...]:
+        """The categories of the decision, in the order of its vector."""
+        return tuple(self.mapping())
 
     def check(self) -> None:
         if self.config.category_map is not None:
@@ -165,17 +186,22 @@ class CueConflict(BiasMethod):
     def matrix(self, num_classes: int, model: str) -> torch.Tensor:
         """The (num_classes, 16) averaging matrix for a model, validated once per class count."""
         if num_classes not in self._matrices:
-            if self.config.category_map is None and num_classes != 1000:
+            synthetic = self.synthetic()
+            if synthetic is not None and self.config.category_map is None and num_classes != synthetic.classes:
+                raise UsageError(f"cue-conflict: {model} has {num_classes} classes, not the {synthetic.classes} shape "
+                                 f"classes of --data {self.session.source.location}: pass the --checkpoint of a model "
+                                 f"trained on the synthetic set with {synthetic.classes} classes (stm-probe train)")
+            if synthetic is None and self.config.category_map is None and num_classes != 1000:
                 raise UsageError(f"cue-conflict: {model} has {num_classes} classes, not the 1000 ImageNet-1k classes "
                                  "the 16 categories refer to: pass --category-map FILE mapping them to its classes")
-            source = "ImageNet-1k categories" if self.config.category_map is None else \
-                f"--category-map {self.config.category_map}"
+            source = ("synthetic shape classes" if synthetic is not None else "ImageNet-1k categories") \
+                if self.config.category_map is None else f"--category-map {self.config.category_map}"
             check_indices(self.mapping(), num_classes, model, source)
             self._matrices[num_classes] = category_matrix(self.mapping(), num_classes)
         return self._matrices[num_classes]
 
     def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
-        shape, texture = cue_indices(batch.paths)
+        shape, texture = cue_indices(batch.paths, self.names())
         with torch.no_grad():
             logits = model.net(batch.images.to(self.session.device))
         require_finite(logits, model.name)
@@ -195,7 +221,7 @@ class CueConflict(BiasMethod):
         shape = values[(OVERALL, None, None, "_shape")]
         kept = ~np.isnan(shape_hit)
         groups = [(OVERALL, kept, int((~kept).sum()))]
-        groups += [(name, kept & (shape == i), 0) for i, name in enumerate(categories()) if (shape == i).any()]
+        groups += [(name, kept & (shape == i), 0) for i, name in enumerate(self.names()) if (shape == i).any()]
         out: dict[Key, tuple] = {}
         for variant, mask, skipped in groups:
             s, t = shape_hit[mask], texture_hit[mask]
