@@ -288,3 +288,15 @@ def test_quick_bias_settings_are_valid_for_the_probe() -> None:
     items = tuple(f"{n}.{k}={v}" for n, values in QUICK_SETTINGS.items() for k, v in values.items())
     parsed = parse_settings(items, chosen)
     assert parsed["bias"] == {"probe": "patch-shuffle,fourier", "grids": "1,4", "fourier_grid": "16"}
+
+
+def test_figures_have_captions_and_the_report_says_where_the_images_came_from(compared) -> None:
+    out, _ = compared
+    report = (out / "report.md").read_text()
+    assert "the embedded sample photographs, a convenience sample" in report
+    assert "paired by image" in report
+    # each analysis figure: what it shows (declared by its probe), n and weights, then the file
+    assert re.search(r"invariance: share of images whose top-1 prediction equals the standard view's .* "
+                     r"n = 2 images · random-init weights.* \(invariance_translation\.png\)", report)
+    assert re.search(r"adversarial: robust accuracy \(or flip rate without labels\) against the attack's eps.*"
+                     r"n = 2 images.*\(adversarial\.png\)", report)

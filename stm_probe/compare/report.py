@@ -82,6 +82,7 @@ def build_blocks(record: dict[str, Any], runs: Sequence[AnalysisRun], specs: Seq
                          f"({datetime.now().astimezone().isoformat(timespec='seconds')}). Models: "
                          f"{listed}. Data: {data_text}; {'/'.join(map(str, n_images))} image(s) per analysis; input "
                          f"size {first.manifest.get('input_size')} px; seed {first.manifest.get('seed')}.")]
+    blocks.append(Block("p", data_note(list(dict.fromkeys(sources.values())))))
     notes = list(dict.fromkeys(n for r in runs for n in r.manifest.get("notes", [])))
     if notes:
         blocks += [Block("h2", "Read this first"), Block("list", notes)]
@@ -240,8 +241,39 @@ def _analyses(runs: Sequence[AnalysisRun], record: dict[str, Any]) -> list[Block
             f"attempt, in {manifest.get('compute_seconds')} s",
             *[f"note: {n}" for n in manifest.get("notes", [])]]))
         for figure in run.figures():
-            blocks.append(Block("figure", figure, f"{run.name}: {figure.name}"))
+            blocks.append(Block("figure", figure, figure_caption(run, figure)))
     return blocks
+
+
+def data_note(sources: Sequence[str]) -> str:
+    """Where the images came from and whether they are independent draws, for the report's first lines."""
+    parts = []
+    for source in sources:
+        text = str(source)
+        if text.startswith("synthetic"):
+            parts.append(f"{text}: procedural images, each drawn from its own seed, so independent draws from the "
+                         "synthetic set (train and validation splits use separate random streams)")
+        elif text.startswith("embedded sample") or "data/images" in text:
+            parts.append(f"{text}: the embedded sample photographs, a convenience sample rather than a random draw "
+                         "of ImageNet; the numbers describe these images only")
+        else:
+            parts.append(f"{text}: images as given; they are as independent as that set's images are")
+    return ("Images: " + "; ".join(parts) + ". Every model sees the same images, so differences between models "
+            "are paired by image.")
+
+
+def figure_caption(run: AnalysisRun, figure: Path) -> str:
+    """What a run's figure shows (its probe's ``figure_captions``), the images and weights it rests on, and
+    its file: e.g. "erf: each model's effective receptive field per stage ... n = 16 images · trained weights
+    · input 64 px (erf_grid.png)"."""
+    from ..plots.style import run_caption
+    from ..probes import PROBES, get_probe
+
+    captions = get_probe(run.probe).figure_captions if run.probe in PROBES else {}
+    key = max((k for k in captions if figure.stem.startswith(k)), key=len, default=None)
+    what = captions[key] if key is not None else f"the {run.probe} figure"
+    facts = run_caption(run.frame)
+    return f"{run.name}: {what}" + (f". {facts}" if facts else "") + f" ({figure.name})"
 
 
 def _provenance(runs: Sequence[AnalysisRun], record: dict[str, Any], models: Sequence[str]) -> list[Block]:

@@ -73,6 +73,12 @@ class AdversarialConfig:
 class AdversarialProbe(Probe):
     name = "adversarial"
     help = "adversarial robustness: robust accuracy (or flip rate) under FGSM, PGD, AutoAttack, ... per eps"
+    figure_captions = {  # figure file stem (or its start) -> what it shows
+        "adversarial_heatmap": "robust accuracy (or flip rate without labels) of every model at every eps, one "
+                               "colour scale 0-100%",
+        "adversarial_examples": "clean images beside their adversarial versions and the perturbation",
+        "adversarial": "robust accuracy (or flip rate without labels) against the attack's eps, clean point first "
+                       "(95% Wilson intervals)"}
     Config = AdversarialConfig
     setting_columns = ("attack", "norm", "eps", "steps", "alpha", "random_start", "restarts")
     plot = "stm_probe.plots.adversarial:plot_adversarial"

@@ -42,6 +42,8 @@ class Probe:
     Config: ClassVar[type] = object
     setting_columns: ClassVar[tuple[str, ...]] = ()
     statistics: ClassVar[dict[str, str]] = {}  # metric -> "rate" | "mean" | "max"
+    #: figure file stem (or its start) -> what the figure shows, for the captions of compare's report
+    figure_captions: ClassVar[dict[str, str]] = {}
     #: metric -> (low, high): a value outside marks a damaged file when plots, compare or load_run read it
     metric_ranges: ClassVar[dict[str, tuple[float, float]]] = {}
     randomised: ClassVar[bool] = True  # draws at random (so --repeats means something)

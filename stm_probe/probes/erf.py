@@ -55,6 +55,12 @@ def area_ratio_bounds(side: int) -> tuple[float, float]:
 class ErfProbe(Probe):
     name = "erf"
     help = "effective receptive field of every stage: mean contribution maps, heatmaps and area ratios"
+    figure_captions = {  # figure file stem (or its start) -> what it shows
+        "erf_grid": "each model's effective receptive field per stage: the mean over images of the input-gradient "
+                    "magnitude of the stage's centre pixel, log-normalised, as a heat map",
+        "erf_area_ratio": "ERF area ratio (share of the input covered by the smallest centred square holding t of "
+                          "the map) against the threshold t, per stage and model",
+        "erf_": "one model's ERF heat maps per stage (log-normalised mean input-gradient magnitude)"}
     Config = ErfConfig
     setting_columns = ("init_copy", "stage", "threshold")
     randomised = False

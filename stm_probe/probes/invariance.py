@@ -54,6 +54,11 @@ class InvarianceConfig:
 class InvarianceProbe(Probe):
     name = "invariance"
     help = "invariance to translation, rotation and scale; shift consistency; per-stage shift equivariance"
+    figure_captions = {  # figure file stem (or its start) -> what it shows
+        "invariance_summary": "consistency with the standard view per kind of transformation, averaged over its "
+                              "levels, per model",
+        "invariance_": "share of images whose top-1 prediction equals the standard view's against the level of "
+                       "the transformation named in the file (95% Wilson bands)"}
     Config = InvarianceConfig
     setting_columns = ("kind", "level")
     plot = "stm_probe.plots.invariance:plot_invariance"

@@ -98,6 +98,15 @@ class BiasProbe(Probe):
     name = "bias"
     help = ("inductive-bias probes: patch shuffle, patch drop, Fourier heat map, frequency filtering, "
             "shape-vs-texture cue conflict, attribution maps")
+    figure_captions = {  # figure file stem (or its start) -> what it shows
+        "bias_patch-shuffle": "consistency of the top-1 prediction under shuffling g x g patches against g",
+        "bias_patch-drop": "consistency (and top-1) as a growing share of patches is dropped",
+        "bias_fourier": "error (or flip) rate under a single Fourier-basis perturbation per frequency (Yin et al. "
+                        "2019), zero frequency in the centre",
+        "bias_frequency-filter": "consistency and top-1 under low- and high-pass filtering against the radius",
+        "bias_cue_conflict": "shape bias per shape category (0 = texture, 1 = shape decisions) and overall with "
+                             "its 95% Wilson interval",
+        "bias_attribution": "attribution maps of example images and their concentration"}
     Config = BiasConfig
     setting_columns = ("probe", "variant", "level", "level2")
     plot = "stm_probe.plots.bias:plot_bias"
