@@ -237,6 +237,9 @@ class RunOptions:
                                              metavar="FMT[,FMT]")
     cmap: str | None = option(None, "colour map of ERF heat maps (any matplotlib name, or RdYlGn for RepLKNet's)",
                               metavar="NAME")
+    replicate: int | None = option(None, "label every row with this replicate index (one of several checkpoints of "
+                                   "the same architectures, e.g. training seeds; compare sets it)",
+                                   parse=non_negative_int, metavar="R")
     quiet: bool = option(False, "no progress bars")
     debug: bool = option(False, "show tracebacks")
 

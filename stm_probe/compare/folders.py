@@ -4,6 +4,7 @@ Layout of ``stm-probe compare --out DIR``::
 
     DIR/compare.json          what was compared: analyses, their probes and settings, models, the call
     DIR/<analysis>/           one probe run folder per analysis (run.json, manifest.json, CSVs, figures)
+    DIR/<analysis>-r<k>/      instead, one per analysis and replicate k (`stm_probe.compare.replicates`)
     DIR/report.md, report.html, summary_heatmap.png/.pdf
 
 `load_run` refuses (one line) a run folder that is unfinished, damaged (a data file whose
@@ -50,6 +51,7 @@ class AnalysisRun:
     frame: pd.DataFrame  # <probe>.csv, checked by read_results
     manifest: dict[str, Any]
     marker: dict[str, Any]  # run.json: what defines the run's numbers
+    replicate: int | None = None  # which replicate (checkpoint set) it ran, when compare ran several
     _per_image: pd.DataFrame | None = field(default=None, repr=False)
     _per_image_read: bool = field(default=False, repr=False)
 
@@ -129,6 +131,8 @@ def load_compare(out_dir: Path) -> tuple[dict[str, Any], list[AnalysisRun]]:
     for entry, (folder, name, probe) in zip(analyses, entries):
         run = load_run(folder, name, probe)
         check_identity(run, entry, out_dir)
+        if isinstance(entry.get("replicate"), int):
+            run.replicate = entry["replicate"]
         runs.append(run)
     return record, runs
 

@@ -40,13 +40,22 @@ from .folders import AnalysisRun
 
 
 # --- the columns of each analysis: declared by the probes -------------------------------------
-def headline_specs(runs: list[AnalysisRun]) -> list[HeadlineSpec]:
-    """Every headline column of these runs, in analysis order."""
-    specs = []
+def by_analysis(runs: list[AnalysisRun]) -> dict[str, list[AnalysisRun]]:
+    """{analysis name: its runs}, one run per analysis, or one per replicate (`compare.replicates`)."""
+    grouped: dict[str, list[AnalysisRun]] = {}
     for run in runs:
-        builder = _declared_columns(run.probe)
+        grouped.setdefault(run.name, []).append(run)
+    return grouped
+
+
+def headline_specs(runs: list[AnalysisRun]) -> list[HeadlineSpec]:
+    """Every headline column of these runs, in analysis order (replicates' rows taken together)."""
+    specs = []
+    for name, group in by_analysis(runs).items():
+        builder = _declared_columns(group[0].probe)
         if builder is not None:
-            specs += builder(run.name, run.frame)
+            frame = group[0].frame if len(group) == 1 else pd.concat([r.frame for r in group], ignore_index=True)
+            specs += builder(name, frame)
     return specs
 
 
@@ -112,18 +121,56 @@ def cell(run: AnalysisRun, spec: HeadlineSpec, model: str, n_boot: int = 1000) -
     return Cell(value, low, high, n)
 
 
+def replicate_cell(runs: list[AnalysisRun], spec: HeadlineSpec, model: str, n_boot: int = 1000) -> Cell | None:
+    """The headline number of one model over its replicates: the mean of the single-replicate values, with
+    a hierarchical bootstrap interval (replicates, then images: `compare.replicates`) where every replicate
+    has per-image values whose mean is its value, else a t interval over the replicate values (seed
+    variance only). None when a replicate lacks the row."""
+    from .replicates import hierarchical_interval
+
+    cells = [cell(run, spec, model, n_boot) for run in runs]
+    if any(c is None for c in cells):
+        return None
+    values = np.array([c.value for c in cells])
+    vectors = replicate_vectors(runs, spec, model)
+    n = min(c.n_images for c in cells)
+    if vectors is not None and all(np.isclose(v.mean(), c.value, rtol=1e-9, atol=1e-9) for v, c in zip(vectors, cells)):
+        low, high = hierarchical_interval(vectors, n_boot, _seed(spec.key, model, "replicates"))
+    else:
+        from ..core.stats import t_interval
+
+        _, low, high = t_interval(values)
+    return Cell(float(values.mean()), float(low), float(high), n)
+
+
+def replicate_vectors(runs: list[AnalysisRun], spec: HeadlineSpec, model: str) -> list[np.ndarray] | None:
+    """One per-image vector per replicate, on the images every replicate measured (same order); None when a
+    replicate has no per-image values for the column or they share no image."""
+    series = [per_image_vector(run, spec, model) for run in runs]
+    if any(s is None or not len(s) for s in series):
+        return None
+    common = series[0].index
+    for s in series[1:]:
+        common = common.intersection(s.index)
+    if not len(common):
+        return None
+    return [s.loc[common].to_numpy(dtype=np.float64) for s in series]
+
+
 def headline_table(runs: list[AnalysisRun], models: list[str], n_boot: int = 1000) -> tuple[list[HeadlineSpec],
                                                                                               pd.DataFrame]:
     """(columns, long table with column key, model, value, ci_low, ci_high, n_images, rank, saturated).
 
     ``saturated`` holds why a column cannot separate the models ("identical", "at its bound"; see
     `stm_probe.probes.columns.saturation`), "" otherwise; a saturated column gets no ranks."""
-    by_name = {run.name: run for run in runs}
+    grouped = by_analysis(runs)
     specs = headline_specs(runs)
     records = []
     for spec in specs:
         for model in models:
-            found = cell(by_name[spec.analysis], spec, model, n_boot)
+            group = grouped[spec.analysis]
+            found = cell(group[0], spec, model, n_boot) if len(group) == 1 else \
+                replicate_cell(group, spec, model, n_boot)
             if found is not None:
                 records.append({"key": spec.key, "model": model, **found.__dict__})
     table = pd.DataFrame(records, columns=["key", "model", "value", "ci_low", "ci_high", "n_images"])

@@ -139,14 +139,17 @@ def pairwise_table(runs: Sequence, specs: Sequence, models: Sequence[str], alpha
     """
     import pandas as pd
 
-    from .headline import per_image_vector
+    from .headline import by_analysis, per_image_vector
 
-    by_name = {run.name: run for run in runs}
+    grouped = by_analysis(list(runs))
     rows = []
     for spec in specs:
         if spec.test is None or spec.key in saturated:
             continue
-        run = by_name[spec.analysis]
+        if len(grouped[spec.analysis]) > 1:
+            rows += _replicate_rows(grouped[spec.analysis], spec, models, n_boot, seed)
+            continue
+        run = grouped[spec.analysis][0]
         vectors = {m: per_image_vector(run, spec, m) for m in models}
         present = [m for m in models if vectors[m] is not None and len(vectors[m])]
         for i, a in enumerate(present):
@@ -177,6 +180,42 @@ def pairwise_table(runs: Sequence, specs: Sequence, models: Sequence[str], alpha
     table["claim"] = [_claim(specs_by_key[r.key], r.a, r.b, r.difference) if r.significant else ""
                       for r in table.itertuples()]
     return table
+
+
+def _replicate_rows(runs: Sequence, spec, models: Sequence[str], n_boot: int, seed: int) -> list[dict]:
+    """Rows of one column whose analysis ran once per replicate: a hierarchical bootstrap of the difference
+    (replicates of each model resampled independently, the shared images once for both; `replicates`)."""
+    from .headline import _seed, replicate_vectors
+    from .replicates import hierarchical_difference
+
+    vectors = {m: replicate_vectors(list(runs), spec, m) for m in models}
+    images = {m: (per_image_index(list(runs), spec, m)) for m in models if vectors[m] is not None}
+    present = [m for m in models if vectors[m] is not None]
+    rows = []
+    for i, a in enumerate(present):
+        for b in present[i + 1:]:
+            common = images[a].intersection(images[b])
+            if not len(common):
+                continue
+            pick_a, pick_b = images[a].get_indexer(common), images[b].get_indexer(common)
+            va, vb = [v[pick_a] for v in vectors[a]], [v[pick_b] for v in vectors[b]]
+            diff, low, high, p = hierarchical_difference(va, vb, n_boot, _seed(seed, spec.key, a, b, "replicates"))
+            rows.append({"key": spec.key, "label": spec.label, "a": a, "b": b, "n": len(common),
+                         "test": f"hierarchical bootstrap over {len(va)} + {len(vb)} replicates and images ({n_boot})",
+                         "difference": diff, "ci_low": low, "ci_high": high, "only_a": np.nan, "only_b": np.nan,
+                         "p": p, "p_mid": np.nan})
+    return rows
+
+
+def per_image_index(runs: list, spec, model: str):
+    """The images (index) every replicate of ``model`` measured for a column, in `replicate_vectors` order."""
+    from .headline import per_image_vector
+
+    common = None
+    for run in runs:
+        index = per_image_vector(run, spec, model).index
+        common = index if common is None else common.intersection(index)
+    return common
 
 
 def _claim(spec, a: str, b: str, difference: float) -> str:

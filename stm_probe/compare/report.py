@@ -77,12 +77,20 @@ def build_blocks(record: dict[str, Any], runs: Sequence[AnalysisRun], specs: Seq
         f"{name}: {source}" for name, source in sources.items())
     version = record.get("version") or first.manifest.get("version", "")
     listed = ", ".join(f"{m} ({weights.get(m, '?')})" for m in models)
-    blocks = [Block("h1", f"Comparison of {len(models)} model(s): {', '.join(r.name for r in runs)}"),
+    blocks = [Block("h1", f"Comparison of {len(models)} model(s): {', '.join(dict.fromkeys(r.name for r in runs))}"),
               Block("p", f"Written by stm-probe {version} from the run folders in this directory "
                          f"({datetime.now().astimezone().isoformat(timespec='seconds')}). Models: "
                          f"{listed}. Data: {data_text}; {'/'.join(map(str, n_images))} image(s) per analysis; input "
                          f"size {first.manifest.get('input_size')} px; seed {first.manifest.get('seed')}.")]
     blocks.append(Block("p", data_note(list(dict.fromkeys(sources.values())))))
+    replicates = sorted({r.replicate for r in runs if r.replicate is not None})
+    if replicates:
+        blocks.append(Block("p", f"Replicates: every model ran with {len(replicates)} checkpoints (e.g. training "
+                                 "seeds; see Provenance). A headline value is the mean over a model's replicates; its "
+                                 "interval and the pairwise tests resample the replicates, then the images (a "
+                                 "hierarchical bootstrap), so they include the variance between seeds as well as "
+                                 "between images; a column without per-image values gets a t interval over the "
+                                 "replicate values."))
     notes = list(dict.fromkeys(n for r in runs for n in r.manifest.get("notes", [])))
     if notes:
         blocks += [Block("h2", "Read this first"), Block("list", notes)]
@@ -224,12 +232,13 @@ def _settings_text(settings: dict[str, Any]) -> str:
 
 
 def _analyses(runs: Sequence[AnalysisRun], record: dict[str, Any]) -> list[Block]:
-    status = {a["name"]: a for a in record.get("analyses", [])}
+    status = {a.get("folder", a["name"]): a for a in record.get("analyses", [])}
     blocks = [Block("h2", "Analyses")]
     for run in runs:
-        info = status.get(run.name, {})
+        info = status.get(run.path.name, {})
         manifest = run.manifest
-        blocks.append(Block("h3", f"{run.name} (probe `{run.probe}`)"))
+        which = "" if run.replicate is None else f", replicate {run.replicate}"
+        blocks.append(Block("h3", f"{run.name} (probe `{run.probe}`{which})"))
         blocks.append(Block("list", [
             f"folder: `{run.path.name}/` (CSV `{run.probe}.csv`, per-image values, manifest.json)",
             f"settings: {_settings_text(manifest.get('probe', {}).get('settings', {}))}",
@@ -277,14 +286,16 @@ def figure_caption(run: AnalysisRun, figure: Path) -> str:
 
 
 def _provenance(runs: Sequence[AnalysisRun], record: dict[str, Any], models: Sequence[str]) -> list[Block]:
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[tuple[str, Any], dict[str, Any]] = {}
     for run in runs:
         for entry in run.manifest.get("models", []):
-            entries.setdefault(entry.get("name"), entry)
-    rows = [[m, str(entries.get(m, {}).get("stm", "")), str(entries.get(m, {}).get("weights", "?")),
-             str(entries.get(m, {}).get("checkpoint", "none (random init)")),
-             str(entries.get(m, {}).get("sha256", "")), str(entries.get(m, {}).get("checkpoint_key", "") or "")]
-            for m in models]
+            entries.setdefault((entry.get("name"), run.replicate), entry)
+    replicates = sorted({r.replicate for r in runs}, key=lambda r: -1 if r is None else r)
+    rows = [[m if r is None else f"{m} (replicate {r})", str(entries.get((m, r), {}).get("stm", "")),
+             str(entries.get((m, r), {}).get("weights", "?")),
+             str(entries.get((m, r), {}).get("checkpoint", "none (random init)")),
+             str(entries.get((m, r), {}).get("sha256", "")), str(entries.get((m, r), {}).get("checkpoint_key", "") or "")]
+            for m in models for r in replicates]
     packages: dict[str, set] = {}
     for run in runs:
         for name, version in run.manifest.get("packages", {}).items():

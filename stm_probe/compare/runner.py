@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..options import RunOptions, did_you_mean, name_list, non_negative_int, option
+from .replicates import FOLDER, replicate_checkpoints
 
 #: the analyses `--analyses` defaults to (those registered; eval only on labelled data)
 DEFAULT_ANALYSES = ("eval", "erf", "invariance", "adversarial", "bias")
@@ -241,19 +242,21 @@ def _check_out(out: Path, names: list[str]) -> None:
 
 # --- the command -------------------------------------------------------------------------------------
 def _plan(analysis: Analysis, shared: dict[str, Any], settings: dict[str, Any], out: Path,
-          explicit: bool) -> tuple[Analysis, dict[str, Any], str, list[str]] | None:
-    """(analysis, its execute values, 'compute'/'reuse'/'resume', resolved models); None for a default eval
-    without labels. Every analysis is planned before any runs, so a conflicting folder is refused up front."""
+          explicit: bool, folder: str, replicate: dict[str, Any]) -> tuple | None:
+    """(analysis, its execute values, 'compute'/'reuse'/'resume', resolved models, identity, folder); None for a
+    default eval without labels. ``replicate``: the checkpoints and index of one replicate ({} without). Every
+    analysis is planned before any runs, so a conflicting folder is refused up front."""
     base = {k: v for k, v in shared.items() if not (analysis.own_data and k in DATA_OPTIONS)}
-    run_values = {**base, **analysis.defaults, **settings, **analysis.fixed, "out": str(out / analysis.name),
+    run_values = {**base, **analysis.defaults, **settings, **analysis.fixed, **replicate, "out": str(out / folder),
                   "resume": False}
     identity, session = expected_identity(analysis.probe, run_values)
     if analysis.name == "eval" and not explicit and not session.source.has_labels:
-        print(f"compare: eval left out: {session.source.location} has no labels (pass labelled --data, or "
-              "--analyses eval to insist)")
+        if replicate.get("replicate", 0) == 0:
+            print(f"compare: eval left out: {session.source.location} has no labels (pass labelled --data, or "
+                  "--analyses eval to insist)")
         return None
-    return (analysis, run_values, decide(out / analysis.name, analysis.probe, identity, analysis.name), session.models,
-            identity)
+    return (analysis, run_values, decide(out / folder, analysis.probe, identity, analysis.name), session.models,
+            identity, folder)
 
 
 def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
@@ -270,7 +273,9 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     own = {f.name for f in fields(CompareConfig)}
     config = coerce(CompareConfig, {k: v for k, v in values.items() if k in own and v is not None})
     shared = {k: v for k, v in values.items() if k not in own and v is not None}
-    options = coerce(RunOptions, {k: v for k, v in shared.items() if k != "out" or v})
+    replicates = replicate_checkpoints(shared.get("checkpoint"))
+    every_checkpoint = {} if replicates is None else {"checkpoint": [c for rep in replicates for c in rep]}
+    options = coerce(RunOptions, {**{k: v for k, v in shared.items() if k != "out" or v}, **every_checkpoint})
     light_checks(options)
     table = analyses()
     explicit = config.analyses is not None
@@ -290,30 +295,37 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     if distributed.init(resolve_device(options.device).type) and not options.out:
         raise UsageError("compare under torchrun needs --out DIR: every process must write into the same folder")
     out = Path(options.out) if options.out else default_out_dir("compare")
-    _check_out(out, names)
+    # one run per analysis, or per analysis and replicate (folders <analysis>-r<k>, rows labelled with k)
+    runs_of = [(None, {})] if replicates is None else \
+        [(FOLDER.format(analysis="{analysis}", replicate=r), {"checkpoint": list(checkpoints), "replicate": r})
+         for r, checkpoints in enumerate(replicates)]
+    folders = {name: [(pattern or "{analysis}").format(analysis=name) for pattern, _ in runs_of] for name in names}
+    _check_out(out, [folder for name in names for folder in folders[name]])
     started = time.perf_counter()
     distributed.barrier()  # under torchrun every rank looks at the folders before any rank writes into them
-    plans = [plan for name in names if (plan := _plan(chosen[name], shared, settings[name], out, explicit))]
+    plans = [plan for name in names for folder, (_, extra) in zip(folders[name], runs_of)
+             if (plan := _plan(chosen[name], shared, settings[name], out, explicit, folder, extra))]
     distributed.barrier()
     done = []
-    steps = sum(len(plan[3]) for plan in plans)  # plan: (analysis, run values, action, models, identity)
+    steps = sum(len(plan[3]) for plan in plans)  # plan: (analysis, run values, action, models, identity, folder)
     with overall_progress(steps, disable=options.quiet or not is_main()) as line:
-        for analysis, run_values, action, models, identity in plans:
+        for analysis, run_values, action, models, identity, folder in plans:
             name, tic = analysis.name, time.perf_counter()
             if action == "reuse":
-                line.bar.write(f"compare: {name}: reusing the complete run in {out / name} (same settings, models "
+                line.bar.write(f"compare: {name}: reusing the complete run in {out / folder} (same settings, models "
                                "and images)")
                 line.advance(len(models), computed=False)
             else:
                 line.bar.write(f"compare: {name}: {'continuing the unfinished' if action == 'resume' else 'computing the'}"
-                               f" run in {out / name}")
+                               f" run in {out / folder}")
                 execute(analysis.probe, {**run_values, "resume": action == "resume"},
                         {**call, "compare": {"analysis": name, "out": str(out)}})
             settings_used = {**analysis.defaults, **settings[name], **analysis.fixed}
-            done.append({"name": name, "probe": analysis.probe, "folder": name, "settings": settings_used,
+            done.append({"name": name, "probe": analysis.probe, "folder": folder, "settings": settings_used,
                          "status": {"reuse": "reused", "resume": "continued", "compute": "computed"}[action],
                          "seconds": round(time.perf_counter() - tic, 3), "models": models,
-                         "identity": json.loads(json.dumps(identity, default=str))})
+                         "identity": json.loads(json.dumps(identity, default=str)),
+                         **({"replicate": run_values["replicate"]} if "replicate" in run_values else {})})
     if not done:
         raise UsageError("compare: no analysis left to run: name some with --analyses")
     if not is_main():

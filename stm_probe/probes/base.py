@@ -156,7 +156,8 @@ class Probe:
     # --- derived -------------------------------------------------------------------------------
     @property
     def columns(self) -> tuple[str, ...]:
-        return (*ID_COLUMNS, *self.setting_columns, *VALUE_COLUMNS, *self.constants(), *RUN_COLUMNS)
+        replicate = ("replicate",) if getattr(self.session.options, "replicate", None) is not None else ()
+        return (*ID_COLUMNS, *self.setting_columns, *VALUE_COLUMNS, *self.constants(), *RUN_COLUMNS, *replicate)
 
     def repeated(self, units: list[Unit]) -> list[Unit]:
         """``units`` for every repeat (repeat-major within a setting)."""

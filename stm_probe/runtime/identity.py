@@ -44,7 +44,8 @@ def run_identity(probe: Probe, session: Any) -> dict[str, Any]:
             "checkpoint_sha256": {name: checkpoint_sha256(session, name) for name in session.models},
             "checkpoint_key": opts.checkpoint_key, "non_strict": opts.non_strict, "images": images_hash(session.source),
             "input_size": opts.input_size, "seed": opts.seed, "repeats": opts.repeats, "bootstrap": opts.bootstrap,
-            "precision": precision_key(session)}
+            "precision": precision_key(session), **({"replicate": opts.replicate}
+                                                    if getattr(opts, "replicate", None) is not None else {})}
 
 
 def checkpoint_sha256(session: Any, name: str) -> str:

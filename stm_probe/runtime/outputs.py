@@ -40,7 +40,8 @@ def tidy_rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
         rows.append({**columns[group], **dict(zip(probe.setting_columns, key[:-1])), "metric": key[-1],
                      "value": value, "ci_low": low, "ci_high": high, "n_images": n, "n_skipped": skipped + n_files,
                      "repeats": len(per_repeat), "repeat_mean": mean, "repeat_low": rep_low, "repeat_high": rep_high,
-                     **constants, "seed": opts.seed, "input_size": opts.input_size})
+                     **constants, "seed": opts.seed, "input_size": opts.input_size,
+                     **({"replicate": opts.replicate} if getattr(opts, "replicate", None) is not None else {})})
     return rows
 
 
