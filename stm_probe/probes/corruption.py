@@ -98,11 +98,9 @@ class CorruptionProbe(Probe):
     name = "corruption"
     help = ("ImageNet-C corruptions (an ImageNet-C folder, or made on the fly): error and flip rate per corruption "
             "and severity, CE, mCE, relative mCE")
-    figure_captions = {  # figure file stem (or its start) -> what it shows
-        "corruption_heatmap": "error (or flip rate) of every model under every corruption and severity",
-        "corruption_examples": "one image under every corruption at the severities run",
-        "corruption_": "error (or flip rate) against severity for the corruption family in the file name "
-                       "(95% Wilson bands)"}
+    figure_captions = {"corruption_heatmap": "error (or flip rate) of every model under every corruption and severity",
+                       "corruption_examples": "one image under every corruption at the severities run",
+                       "corruption_": "error (or flip rate) against severity, corruption family in the file name"}
     Config = CorruptionConfig
     setting_columns = ("corruption", "severity")
     statistics = {"error": "rate", "flip_rate": "rate"}
