@@ -1,50 +1,65 @@
 #!/usr/bin/env bash
-# Trained subjects on any machine: train the five micro STMs on the synthetic shapes-and-textures set
-# at 64 px, then run eval, ERF, invariance, adversarial, the bias probes and CKA on them. Full run folders go to
-# $WORK (runs/synthetic by default, not committed); the CSVs and figures are copied to
-# figures/synthetic/<probe>/. Rerunning resumes what is already done.
-# Usage: bash analyses/synthetic.sh   [EPOCHS=3 N=4000 IMAGES=16 WORK=runs/synthetic]  (about 11 min on 2 CPU cores)
+# The trained-subject study: train the five micro STMs on the synthetic shapes-and-textures set at 64 px,
+# several seeds each (replicates), then compare them with intervals that include the seed variance:
+# top-1, shape bias on the synthetic cue-conflict split, PGD/FGSM robustness, invariance, ERF and the other
+# bias probes, and CKA. Full run folders go to $WORK (runs/synthetic, not committed); the report, its
+# CSVs and figures are copied to $FIG (figures/synthetic). Rerunning resumes what is already done.
+#
+# Usage: bash analyses/synthetic.sh      [SEEDS="0 1 2" EPOCHS=12 N=8000 STMS="halo pvt swin convnext dcn_v3"]
+#   image counts: VAL=2000 (eval) CUE=1000 (cue-conflict) ATTACK=256 (adversarial, invariance) MAPS=64 (erf, bias)
+# A smoke run of the recipe itself: SEEDS="0 1" EPOCHS=1 N=64 VAL=16 CUE=16 ATTACK=8 MAPS=4 STMS="halo convnext"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-runs/synthetic}
 FIG=${FIG:-figures/synthetic}
-EPOCHS=${EPOCHS:-3}        # passes over the training split
-N=${N:-4000}               # training images (8 classes, shape k always with texture k)
-IMAGES=${IMAGES:-16}       # validation images each probe measures
-STMS="halo pvt swin convnext dcn_v3"
+SEEDS=${SEEDS:-"0 1 2"}     # training seeds: the replicates of every STM
+EPOCHS=${EPOCHS:-12}        # passes over the training split
+N=${N:-8000}                # training images (8 classes; shape k always filled with texture k)
+VAL=${VAL:-2000}            # validation images of eval (top-1 within about +-2 points at 85%)
+CUE=${CUE:-1000}            # cue-conflict images (shape i, texture j != i) of the shape bias
+ATTACK=${ATTACK:-256}       # images of adversarial and invariance
+MAPS=${MAPS:-64}            # images of erf and the other bias probes
+STMS=${STMS:-"halo pvt swin convnext dcn_v3"}
 start=$(date +%s)
 
-ckpts=()
+models=(); ckpts=()
+mkdir -p "$FIG/train"
 for stm in $STMS; do
-  out="$WORK/train_$stm"
-  resume=(); [ -f "$out/run.json" ] && resume=(--resume)
-  if ! grep -q '"status": "complete"' "$out/run.json" 2>/dev/null; then
-    stm-probe train --model "unified_${stm}_micro" --data "synthetic?n=$N" --num-val-images 512 --epochs "$EPOCHS" \
-      --input-size 64 --out "$out" --quiet "${resume[@]}"
-  fi
-  ckpts+=(--checkpoint "unified_${stm}_micro=$out/checkpoint.pth")
-  mkdir -p "$FIG/train"
-  cp "$out/train_log.csv" "$FIG/train/${stm}_train_log.csv"
-  cp "$out/train_curve.png" "$FIG/train/${stm}_train_curve.png"
+  files=()
+  for seed in $SEEDS; do
+    out="$WORK/train_${stm}_s$seed"
+    resume=(); [ -f "$out/run.json" ] && resume=(--resume)
+    if ! grep -q '"status": "complete"' "$out/run.json" 2>/dev/null; then
+      stm-probe train --model "unified_${stm}_micro" --data "synthetic:train?n=$N" --num-val-images 512 \
+        --epochs "$EPOCHS" --seed "$seed" --input-size 64 --out "$out" --quiet "${resume[@]}"
+    fi
+    files+=("$out/checkpoint.pth")
+    cp "$out/train_log.csv" "$FIG/train/${stm}_s${seed}_train_log.csv"
+    cp "$out/train_curve.png" "$FIG/train/${stm}_s${seed}_train_curve.png"
+  done
+  models+=(--model "unified_${stm}_micro")
+  ckpts+=(--checkpoint "unified_${stm}_micro=$(IFS=,; echo "${files[*]}")")
 done
 
-common=(--model 'unified_*_micro' "${ckpts[@]}" --data synthetic:val --num-images "$IMAGES" --input-size 64 --quiet)
-run_probe() {  # probe, then its own options
-  local probe=$1; shift
-  local out="$WORK/$probe"
-  if ! grep -q '"status": "complete"' "$out/run.json" 2>/dev/null; then
-    local resume=(); [ -f "$out/run.json" ] && resume=(--resume)
-    stm-probe "$probe" "${common[@]}" --out "$out" "${resume[@]}" "$@"
-  else
-    stm-probe plot "$probe" "$out" >/dev/null  # a complete run: redraw its figures in today's style
-  fi
-  mkdir -p "$FIG/$probe"
-  cp "$out/$probe.csv" "$out"/*.png "$FIG/$probe/"
-}
-run_probe eval
-run_probe erf
-run_probe invariance
-run_probe adversarial --attack fgsm,pgd --eps 1,2,4,8
-run_probe bias --probe patch-shuffle,patch-drop,fourier,frequency-filter,attribution
-run_probe cka --kernel linear,rbf --compare-init  # the five trained STMs against each other and their initialisation
-echo "synthetic recipe: $(( $(date +%s) - start )) s; figures and CSVs in $FIG"
+# one compare: every analysis once per replicate (seed); headline values are means over seeds with hierarchical
+# bootstrap intervals (seeds, then images) and the pairwise claims are Holm-corrected tests that include seed variance
+stm-probe compare "${models[@]}" "${ckpts[@]}" --data "synthetic:val?n=$VAL" --input-size 64 --quiet \
+  --analyses eval,cue-conflict,adversarial,invariance,erf,bias,cka \
+  --set "eval.num_images=$VAL" \
+  --set "cue-conflict.data=synthetic:cue-conflict?n=$CUE" --set "cue-conflict.num_images=$CUE" \
+  --set "adversarial.num_images=$ATTACK" --set adversarial.attack=fgsm,pgd --set adversarial.eps=1,2,4,8 \
+  --set "invariance.num_images=$ATTACK" \
+  --set "erf.num_images=$MAPS" --set erf.thresholds=0.2,0.3,0.5,0.99 \
+  --set "bias.num_images=$MAPS" --set bias.probe=patch-shuffle,patch-drop,fourier,frequency-filter \
+  --set "cka.num_images=$MAPS" \
+  --out "$WORK/compare"
+
+mkdir -p "$FIG"
+cp "$WORK/compare/report.md" "$WORK/compare/report.html" "$WORK/compare/summary_heatmap.png" "$FIG/"
+for folder in "$WORK"/compare/*/; do
+  name=$(basename "$folder")
+  mkdir -p "$FIG/$name"
+  cp "$folder"/*.csv "$FIG/$name/" 2>/dev/null || true
+  cp "$folder"/*.png "$FIG/$name/" 2>/dev/null || true
+done
+echo "synthetic study: $(( $(date +%s) - start )) s; report and figures in $FIG"

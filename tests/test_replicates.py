@@ -104,3 +104,21 @@ def test_the_report_rerenders_from_the_replicate_folders(replicated: Path, tmp_p
     (copy / "report.md").unlink()
     assert main(["report", str(copy)]) == 0
     assert (copy / "report.md").read_text().count("(replicate 1)") >= 2  # analyses and provenance
+
+
+def test_a_column_without_per_image_values_takes_the_union_of_the_replicate_intervals() -> None:
+    from types import SimpleNamespace
+
+    from stm_probe.compare.headline import replicate_cell
+    from stm_probe.probes.columns import HeadlineSpec
+
+    spec = HeadlineSpec("bias", "bias:shape-bias", "shape bias", "shape_bias", {"variant": "all"}, better=None,
+                        unit="fraction", test=None)
+
+    def run(value, low, high):
+        frame = pd.DataFrame({"model": ["m"], "variant": ["all"], "metric": ["shape_bias"], "value": [value],
+                              "ci_low": [low], "ci_high": [high], "n_images": [40]})
+        return SimpleNamespace(frame=frame, per_image=None, path=Path("x"), name="bias")
+
+    found = replicate_cell([run(0.4, 0.25, 0.57), run(0.6, 0.42, 0.75)], spec, "m")
+    assert (found.value, found.ci_low, found.ci_high, found.n_images) == pytest.approx((0.5, 0.25, 0.75, 40))

@@ -124,8 +124,9 @@ def cell(run: AnalysisRun, spec: HeadlineSpec, model: str, n_boot: int = 1000) -
 def replicate_cell(runs: list[AnalysisRun], spec: HeadlineSpec, model: str, n_boot: int = 1000) -> Cell | None:
     """The headline number of one model over its replicates: the mean of the single-replicate values, with
     a hierarchical bootstrap interval (replicates, then images: `compare.replicates`) where every replicate
-    has per-image values whose mean is its value, else a t interval over the replicate values (seed
-    variance only). None when a replicate lacks the row."""
+    has per-image values whose mean is its value, else the union of the replicates' own intervals (from the
+    lowest low to the highest high: conservative, within the metric's range, e.g. shape bias). None when a
+    replicate lacks the row."""
     from .replicates import hierarchical_interval
 
     cells = [cell(run, spec, model, n_boot) for run in runs]
@@ -137,9 +138,7 @@ def replicate_cell(runs: list[AnalysisRun], spec: HeadlineSpec, model: str, n_bo
     if vectors is not None and all(np.isclose(v.mean(), c.value, rtol=1e-9, atol=1e-9) for v, c in zip(vectors, cells)):
         low, high = hierarchical_interval(vectors, n_boot, _seed(spec.key, model, "replicates"))
     else:
-        from ..core.stats import t_interval
-
-        _, low, high = t_interval(values)
+        low, high = min(c.ci_low for c in cells), max(c.ci_high for c in cells)
     return Cell(float(values.mean()), float(low), float(high), n)
 
 

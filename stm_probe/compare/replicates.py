@@ -5,8 +5,9 @@
 headline value is the mean over its replicates of the single-replicate values, and its interval and
 the pairwise tests come from a hierarchical bootstrap that resamples replicates, then images within
 each (Davison & Hinkley 1997, §3.8; the usual two-stage bootstrap of nested data), so they include the
-variance between seeds as well as between images. Images are shared by every model, so a pairwise
-test resamples the same images for both models and the replicates of each model independently.
+variance between seeds as well as between images (a column without per-image values, such as shape bias,
+takes the union of its replicates' intervals). Images are shared by every model, so a pairwise test
+resamples the same images for both models and the replicates of each model independently.
 
 Plain numpy: `stm-probe report` uses this module without torch.
 """

@@ -89,8 +89,8 @@ def build_blocks(record: dict[str, Any], runs: Sequence[AnalysisRun], specs: Seq
                                  "seeds; see Provenance). A headline value is the mean over a model's replicates; its "
                                  "interval and the pairwise tests resample the replicates, then the images (a "
                                  "hierarchical bootstrap), so they include the variance between seeds as well as "
-                                 "between images; a column without per-image values gets a t interval over the "
-                                 "replicate values."))
+                                 "between images; a column without per-image values gets the union of its replicates' "
+                                 "intervals (conservative)."))
     notes = list(dict.fromkeys(n for r in runs for n in r.manifest.get("notes", [])))
     if notes:
         blocks += [Block("h2", "Read this first"), Block("list", notes)]
