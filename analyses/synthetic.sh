@@ -5,7 +5,7 @@
 # bias probes, and CKA. Full run folders go to $WORK (runs/synthetic, not committed); the report, its
 # CSVs and figures are copied to $FIG (figures/synthetic). Rerunning resumes what is already done.
 #
-# Usage: bash analyses/synthetic.sh      [SEEDS="0 1 2" EPOCHS=12 N=8000 STMS="halo pvt swin convnext dcn_v3"]
+# Usage: bash analyses/synthetic.sh      [SEEDS="0 1 2" EPOCHS=5 N=8000 STMS="halo pvt swin convnext dcn_v3"]
 #   image counts: VAL=2000 (eval) CUE=1000 (cue-conflict) ATTACK=256 (adversarial, invariance) MAPS=64 (erf, bias)
 # A smoke run of the recipe itself: SEEDS="0 1" EPOCHS=1 N=64 VAL=16 CUE=16 ATTACK=8 MAPS=4 STMS="halo convnext"
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-runs/synthetic}
 FIG=${FIG:-figures/synthetic}
 SEEDS=${SEEDS:-"0 1 2"}     # training seeds: the replicates of every STM
-EPOCHS=${EPOCHS:-12}        # passes over the training split
+EPOCHS=${EPOCHS:-5}         # passes over the training split (budget: about 40k images per model)
 N=${N:-8000}                # training images (8 classes; shape k always filled with texture k)
 VAL=${VAL:-2000}            # validation images of eval (top-1 within about +-2 points at 85%)
 CUE=${CUE:-1000}            # cue-conflict images (shape i, texture j != i) of the shape bias
