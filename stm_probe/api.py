@@ -110,6 +110,7 @@ def prepare(probe_name: str | type, values: dict[str, Any], call: dict[str, Any]
     from .runtime.session import open_session
 
     session = open_session(probe_name, options, call, write_files=write_files)
+    session.source = cls.adapt_source(config, session.source)  # the probe returns it; the runtime sets it
     return cls(config, session), session
 
 

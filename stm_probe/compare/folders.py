@@ -51,9 +51,9 @@ class AnalysisRun:
     frame: pd.DataFrame  # <probe>.csv, checked by read_results
     manifest: dict[str, Any]
     marker: dict[str, Any]  # run.json: what defines the run's numbers
-    replicate: int | None = None  # which replicate (checkpoint set) it ran, when compare ran several
     _per_image: pd.DataFrame | None = field(default=None, repr=False)
     _per_image_read: bool = field(default=False, repr=False)
+    replicate: int | None = None  # which replicate (checkpoint set) it ran, when compare ran several
 
     @property
     def per_image(self) -> pd.DataFrame | None:

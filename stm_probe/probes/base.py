@@ -28,9 +28,9 @@ from typing import Any, ClassVar, Iterable, Iterator
 import numpy as np
 
 from ..errors import UsageError
-from ..runtime.units import ID_COLUMNS, RUN_COLUMNS, VALUE_COLUMNS, Key, Unit, UnitResult
+from ..runtime.units import ID_COLUMNS, RUN_COLUMNS, VALUE_COLUMNS, Key, Summary, Unit, UnitResult
 
-__all__ = ["ID_COLUMNS", "RUN_COLUMNS", "VALUE_COLUMNS", "Key", "Probe", "Unit", "UnitResult", "clean_forward",
+__all__ = ["ID_COLUMNS", "RUN_COLUMNS", "VALUE_COLUMNS", "Key", "Probe", "Summary", "Unit", "UnitResult", "clean_forward",
            "require_finite"]
 
 
@@ -61,6 +61,12 @@ class Probe:
     def default_data(cls, config: Any) -> str | None:
         """The data this probe uses when --data is not given (None: the embedded sample images)."""
         return None
+
+    @classmethod
+    def adapt_source(cls, config: Any, source: Any) -> Any:
+        """The image source this probe measures, made from the session's (returned, not set: the runtime
+        puts it in the session before the probe is built). Default: unchanged."""
+        return source
 
     def check(self) -> None:
         """Validate settings against the session (raise UsageError); runs before any folder is made."""
@@ -113,8 +119,8 @@ class Probe:
         """The identifying columns of one model x unit (default: the model's own)."""
         return model.columns()
 
-    def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
-        """Per-image values -> {key: (value, ci_low, ci_high, n_images, n_skipped)}."""
+    def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, Summary]:
+        """Per-image values -> {key: Summary(value, ci_low, ci_high, n_images, n_skipped)}."""
         from ..core.stats import summarise_values
 
         n_boot = self.session.options.bootstrap
@@ -124,7 +130,7 @@ class Probe:
                 continue  # artefact data (e.g. saved examples), not a metric
             statistic = self.statistics.get(key[-1], "mean")
             value, low, high, n = summarise_values(per_image, statistic, n_boot, seed=_key_seed(seed, key))
-            out[key] = (value, low, high, n, 0)
+            out[key] = Summary(value, low, high, n, 0)
         return out
 
     def summarise_results(self, results: list[UnitResult], seed: int) -> list[tuple[UnitResult, dict[Key, tuple]]]:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .units import UnitResult
+from .units import Summary, UnitResult
 
 if TYPE_CHECKING:
     from ..probes.base import Probe
@@ -32,7 +32,7 @@ def tidy_rows(probe: Probe, results: list[UnitResult]) -> list[dict[str, Any]]:
     n_files = len(results[0].skipped_files) if results else 0
     for group, by_repeat in summaries.items():
         key = group[-1]
-        value, low, high, n, skipped = by_repeat[min(by_repeat)]
+        value, low, high, n, skipped = Summary(*by_repeat[min(by_repeat)])  # a probe may return plain tuples
         if n == 0:
             continue  # the metric applies to no image (e.g. accuracy without labels): no row
         per_repeat = [by_repeat[r][0] for r in sorted(by_repeat)]

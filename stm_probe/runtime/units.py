@@ -9,7 +9,7 @@ gives the same numbers); ``repeat_*`` the mean and Student-t 95% interval over t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -19,6 +19,16 @@ VALUE_COLUMNS = ("metric", "value", "ci_low", "ci_high", "n_images", "n_skipped"
 RUN_COLUMNS = ("seed", "input_size")
 
 Key = tuple  # (*setting values, metric)
+
+
+class Summary(NamedTuple):
+    """One tidy row's numbers, as a probe's ``summarise`` returns them for a key (a plain 5-tuple reads the same)."""
+
+    value: float
+    ci_low: float  # 95% interval; NaN where none (maxima, one image)
+    ci_high: float
+    n_images: int  # images the value rests on
+    n_skipped: int  # images the probe left out for this key
 
 
 @dataclass(frozen=True)

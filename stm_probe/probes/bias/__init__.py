@@ -115,10 +115,15 @@ class BiasProbe(Probe):
     def __init__(self, config: BiasConfig, session: Any) -> None:
         super().__init__(config, session)
         self.cue_conflict_data = is_cue_conflict_source(session.source)
-        if self.cue_conflict_data:  # folder labels are the 16 categories, not the model's classes
-            session.source = replace(session.source, labels=(-1,) * len(session.source), label_space=None)
         names = config.probe or tuple(n for n in METHODS if n != "cue-conflict" or self.cue_conflict_data)
         self.methods: dict[str, BiasMethod] = {n: method_class(n)(config, session) for n in names}
+
+    @classmethod
+    def adapt_source(cls, config: BiasConfig, source: Any) -> Any:
+        """A cue-conflict set without its folder labels: they are categories, not the model's classes."""
+        if is_cue_conflict_source(source):
+            return replace(source, labels=(-1,) * len(source), label_space=None)
+        return source
 
     @classmethod
     def default_data(cls, config: BiasConfig) -> str | None:
