@@ -90,6 +90,19 @@ def read_runs(folders: Sequence[str | Path], name: str, probe: str, required: Se
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
+def open_runs(out_dir: str | Path, sources: Sequence[Path] | None, style: Any, name: str, probe: str,
+              required: Sequence[str], numeric: Sequence[str] = ()) -> tuple[Path, list[Path], Any, pd.DataFrame]:
+    """What every figure function starts with: (its out folder, the run folders to draw (``sources`` or the out
+    folder), the figure style (given, else the first run's own: `style.resolve_style`), their checked rows
+    (`read_runs`))."""
+    from .style import resolve_style
+
+    out_dir = Path(out_dir)
+    folders = [Path(f) for f in (sources or [out_dir])]
+    style = style or resolve_style(folders[0])
+    return out_dir, folders, style, read_runs(folders, name, probe, required, numeric)
+
+
 def folder_of(rows: pd.DataFrame, model: str, default: str | Path) -> Path:
     """The run folder holding ``model``'s array files: its ``run_folder`` entry, else ``default``."""
     if FOLDER_COLUMN in rows.columns:

@@ -15,8 +15,8 @@ from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, new_figure, save_figure
 from ..runtime.results import load_npz
 from ..probes.adversarial import examples_path
-from . import folder_of, read_runs
-from .style import FigureStyle, annotate, log2_axis, resolve_style, short_name, wrap
+from . import folder_of, open_runs
+from .style import FigureStyle, annotate, log2_axis, short_name, wrap
 
 EXAMPLE_FIELDS = ("clean", "adversarial", "label", "clean_pred", "adv_pred", "clean_prob", "adv_prob", "clean_name",
                   "adv_name", "attack", "norm", "eps")
@@ -203,10 +203,7 @@ def plot_adversarial(out_dir: str | Path, probe: str = "adversarial", *, sources
                      style: FigureStyle | None = None) -> list[Path]:
     """Draw every adversarial figure of a run folder (or several, drawn together): the curves and
     the heat map from the CSV, and from the saved example files one figure per model and the grid."""
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, "adversarial.csv", probe, ("model", "weights", "attack", "norm", "eps", "steps",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, "adversarial.csv", probe, ("model", "weights", "attack", "norm", "eps", "steps",
                                                           "metric", "value", "ci_low", "ci_high"),
                       numeric=("eps", "steps"))
     with style.context():

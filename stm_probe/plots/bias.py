@@ -10,8 +10,8 @@ from typing import Sequence
 import pandas as pd
 
 from .figures import lines_with_ci, model_palette, save_figure
-from . import read_runs
-from .style import FigureStyle, annotate, log2_axis, resolve_style
+from . import open_runs
+from .style import FigureStyle, annotate, log2_axis
 
 #: method -> "module:function(out_dir, rows, style) -> list[Path]" for methods with their own figure
 FIGURES: dict[str, str] = {
@@ -59,10 +59,7 @@ def plot_bias(out_dir: str | Path, probe: str = "bias", *, sources: Sequence[Pat
               style: FigureStyle | None = None) -> list[Path]:
     """Every ``bias_<method>`` figure of a run folder (or several, drawn together), from ``bias.csv``
     and the methods' files."""
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, "bias.csv", probe, ("model", "weights", "probe", "variant", "level", "level2",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, "bias.csv", probe, ("model", "weights", "probe", "variant", "level", "level2",
                                                    "metric", "value", "ci_low", "ci_high"), numeric=("level", "level2"))
     written: list[Path] = []
     with style.context():

@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..errors import UsageError
 from .figures import save_figure
-from . import read_runs
-from .style import FigureStyle, annotate, resolve_style, short_name
+from . import open_runs
+from .style import FigureStyle, annotate, short_name
 
 COLOURBAR_LABEL = "CKA"
 #: cells per side up to which each cell shows its value
@@ -123,10 +123,7 @@ def plot_cka(out_dir: str | Path, probe: str = "cka", *, sources: Sequence[Path]
     """Draw every CKA figure of a run folder (or several, drawn together) from ``cka.csv``: per kernel
     ``cka_layers`` and, with more than one model (or an init copy), ``cka_models``; files of kernels
     after the first carry ``_<kernel>``."""
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, "cka.csv", probe, ("model", "weights", "layer", "other_model", "other_weights",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, "cka.csv", probe, ("model", "weights", "layer", "other_model", "other_weights",
                                                   "other_layer", "kernel", "metric", "value"))
     frame = frame[frame["metric"] == "cka"]
     if not len(frame):

@@ -22,8 +22,8 @@ from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, save_figure
 from ..runtime.results import load_npz
 from ..probes.corruption import EXAMPLES_FILE
-from . import read_runs
-from .style import FigureStyle, annotate, resolve_style, short_name
+from . import open_runs
+from .style import FigureStyle, annotate, short_name
 
 HEATMAP_CMAP = "cividis_r"  # bright = low error: better is brighter
 EXAMPLE_FIELDS = ("clean", "images", "corruptions", "severities", "path")
@@ -34,10 +34,7 @@ METRIC_LABELS = {"error": "top-1 error (%)", "flip_rate": "flip rate vs clean (%
 def plot_corruption(out_dir: str | Path, probe: str = "corruption", *, sources: Sequence[Path] | None = None,
                     style: FigureStyle | None = None) -> list[Path]:
     """Draw the family figures and the heat map of the run(s) (see the module docstring)."""
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, f"{probe}.csv", probe, ("model", "weights", "corruption", "severity", "metric",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, f"{probe}.csv", probe, ("model", "weights", "corruption", "severity", "metric",
                                                        "value", "ci_low", "ci_high"))
     known = set(imagenet_c_facts()["corruptions"]) | set(imagenet_c_facts()["extra_corruptions"]) | {"clean", "all"}
     unknown = sorted(set(frame["corruption"].astype(str)) - known)

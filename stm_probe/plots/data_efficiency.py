@@ -15,8 +15,8 @@ import pandas as pd
 
 from ..errors import UsageError
 from .figures import model_palette, save_figure
-from . import read_runs
-from .style import FigureStyle, annotate, model_look, resolve_style
+from . import open_runs
+from .style import FigureStyle, annotate, model_look
 
 PANELS = (("val_acc", "val accuracy (%)"), ("shape_bias", "shape bias (cue conflict)"))
 
@@ -33,10 +33,7 @@ def _band(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def plot_data_efficiency(out_dir: str | Path, probe: str = "data-efficiency", *,
                          sources: Sequence[Path] | None = None, style: FigureStyle | None = None) -> list[Path]:
     """``data-efficiency.png/.pdf``: val accuracy (left) and shape bias (right) vs fraction."""
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, f"{probe}.csv", probe, ("model", "weights", "fraction", "metric", "value", "ci_low",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, f"{probe}.csv", probe, ("model", "weights", "fraction", "metric", "value", "ci_low",
                                                        "ci_high", "repeats", "repeat_mean", "repeat_low",
                                                        "repeat_high"), numeric=("fraction",))
     if not (frame["metric"] == "val_acc").any():

@@ -14,8 +14,8 @@ from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, save_figure
 from ..runtime.results import load_array
 from ..probes.erf import map_path
-from . import folder_of, read_runs
-from .style import FigureStyle, annotate, resolve_style, short_name
+from . import folder_of, open_runs
+from .style import FigureStyle, annotate, short_name
 
 COLOURBAR_LABEL = "log-normalised contribution"
 
@@ -97,10 +97,7 @@ def plot_erf(out_dir: str | Path, probe: str = "erf", *, sources: Sequence[Path]
     colour scale [0, 1]; with several panels also ``erf_grid.png/.pdf`` (rows x stages); always
     ``erf_area_ratio.png/.pdf``.
     """
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, "erf.csv", probe, ("model", "weights", "init_copy", "stage", "threshold", "metric",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, "erf.csv", probe, ("model", "weights", "init_copy", "stage", "threshold", "metric",
                                                   "value"), numeric=("stage", "threshold"))
     frame = frame[frame["metric"] == "area_ratio"]
     if not len(frame):

@@ -14,8 +14,8 @@ import pandas as pd
 
 from ..errors import UsageError
 from .figures import model_palette, save_figure
-from . import read_runs
-from .style import FigureStyle, annotate, resolve_style
+from . import open_runs
+from .style import FigureStyle, annotate
 
 PANELS = (("top1", "top-1 (%)"), ("ece", "ECE (%, 15 bins)"))
 ROW_INCHES = 0.28  # panel height per model row
@@ -37,10 +37,7 @@ def plot_eval(out_dir: str | Path, probe: str = "eval", *, sources: Sequence[Pat
     """``eval.png/.pdf`` in ``out_dir`` (see module docstring), from one or several run folders."""
     from matplotlib.lines import Line2D
 
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, f"{probe}.csv", probe, ("model", "weights", "metric", "value", "ci_low", "ci_high",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, f"{probe}.csv", probe, ("model", "weights", "metric", "value", "ci_low", "ci_high",
                                                         "n_images"))
     if not (frame["metric"] == "top1").any():
         raise UsageError(f"{folders[0] / f'{probe}.csv'} holds no top1 rows: it is not the CSV eval writes, or "

@@ -12,8 +12,8 @@ import pandas as pd
 
 from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, save_figure
-from . import read_runs
-from .style import FigureStyle, annotate, log2_axis, resolve_style
+from . import open_runs
+from .style import FigureStyle, annotate, log2_axis
 
 
 def setting_columns(frame: pd.DataFrame) -> list[str]:
@@ -24,10 +24,7 @@ def setting_columns(frame: pd.DataFrame) -> list[str]:
 def plot_generic(out_dir: str | Path, probe: str, *, sources: Sequence[Path] | None = None,
                  style: FigureStyle | None = None) -> list[Path]:
     """``<probe>.png/.pdf``: one panel per metric, value vs the swept setting per model."""
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, f"{probe}.csv", probe, ("model", "weights", "metric", "value", "ci_low", "ci_high"))
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, f"{probe}.csv", probe, ("model", "weights", "metric", "value", "ci_low", "ci_high"))
     numeric = [c for c in setting_columns(frame)
                if pd.to_numeric(frame[c], errors="coerce").notna().all() and frame[c].nunique() > 1]
     if not numeric:

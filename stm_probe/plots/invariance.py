@@ -11,8 +11,8 @@ import pandas as pd
 from ..core.invariance.kinds import KINDS, PREDICTION_METRICS
 from ..errors import UsageError
 from .figures import lines_with_ci, model_palette, save_figure
-from . import read_runs
-from .style import FigureStyle, annotate, log2_axis, mark_standard_view, model_look, resolve_style, short_name
+from . import open_runs
+from .style import FigureStyle, annotate, log2_axis, mark_standard_view, model_look, short_name
 
 AXIS_LABELS = {"translation": "jitter (px)", "pre-rotation": "rotation before the crop (degrees)",
                "post-rotation": "rotation after the crop (degrees)", "scale": "crop ratio",
@@ -109,10 +109,7 @@ def plot_invariance(out_dir: str | Path, probe: str = "invariance", *, sources: 
                     style: FigureStyle | None = None) -> list[Path]:
     """Draw ``invariance_<kind>.png/.pdf`` for every kind in ``invariance.csv`` (metric vs level, one
     line per model with its 95% CI band: Wilson for rates, bootstrap for means) and the summary."""
-    out_dir = Path(out_dir)
-    folders = list(sources or [out_dir])
-    style = style or resolve_style(folders[0])
-    frame = read_runs(folders, "invariance.csv", probe, ("model", "weights", "kind", "level", "metric", "value",
+    out_dir, folders, style, frame = open_runs(out_dir, sources, style, "invariance.csv", probe, ("model", "weights", "kind", "level", "metric", "value",
                                                          "ci_low", "ci_high"), numeric=("level",))
     unknown = sorted(set(frame["kind"]) - set(KINDS))
     if unknown:
