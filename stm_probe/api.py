@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
-from .options import RunOptions, coerce, did_you_mean
+from .options import RunOptions, check_out_folder, check_unified_input_size, coerce, did_you_mean
 
 
 def run(probe: str | type, /, models: str | Sequence[str], data: str | Path | None = None,
@@ -185,9 +185,8 @@ def light_checks(options: RunOptions) -> None:
             close = [text for _, text in unified_suggestions(pattern)[:3]]
             hint = f"did you mean {', '.join(close)}?" if close else "run `stm-probe models` for the list"
             raise UsageError(f"unknown model '{pattern}': {hint}")
-    if unified_only and options.input_size is not None and options.input_size % 32:
-        raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
-                         f"use {max(32, round(options.input_size / 32) * 32)}")
+    if unified_only:
+        check_unified_input_size(options.input_size)
     for item in options.checkpoint:
         path = Path(item.split("=", 1)[1]) if "=" in item and not Path(item).exists() else Path(item)
         if path.is_dir():
@@ -210,5 +209,4 @@ def light_checks(options: RunOptions) -> None:
         what = "is a folder, not a file" if Path(options.labels).expanduser().is_dir() else "no such file"
         raise UsageError(f"--labels {options.labels}: {what}; pass ILSVRC2012_validation_ground_truth.txt, "
                          "LOC_val_solution.csv or a filename,label CSV")
-    if options.out is not None and Path(options.out).exists() and not Path(options.out).is_dir():
-        raise UsageError(f"--out {options.out} is an existing file, not a folder: choose a folder path")
+    check_out_folder(options.out)

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .errors import UsageError
-from .options import RunOptions, did_you_mean, flag_name
+from .options import RunOptions, check_out_folder, did_you_mean, flag_name
 
 SYNTHETIC_SPLITS = ("train", "val", "shape-only", "texture-only", "cue-conflict")  # stm_probe.data.synthetic.SPLITS
 _SHARED_GROUPS = {"run": ("device", "out", "resume", "seed", "bootstrap", "repeats", "precision", "channels_last",
@@ -227,8 +227,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     if len(dirs) > 1 and args.out is None:
         raise UsageError(f"{len(dirs)} run folders: give --out DIR for the figures drawn from them together")
     out = args.out or dirs[0]
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
+    check_out_folder(out)
     style = resolve_style(dirs[0], args.style, args.cmap, args.formats)
     if args.probe == "train":
         from .plots.train import plot_train

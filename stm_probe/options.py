@@ -115,6 +115,20 @@ def _from_python(f: dataclasses.Field, value: Any) -> Any:
 
 
 # --- parsers (text -> value) ----------------------------------------------------------------------
+# --- checks shared by the commands (one wording each) -----------------------------------------------------
+def check_out_folder(out: str | Path | None) -> None:
+    """Refuse an --out that exists as a file (UsageError naming it and the fix)."""
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
+
+
+def check_unified_input_size(size: int | None) -> None:
+    """Refuse an --input-size the unified models cannot take (not a multiple of 32), naming the nearest that works."""
+    if size is not None and size % 32:
+        raise UsageError(f"--input-size {size} is not a multiple of 32, which the unified models need: "
+                         f"use {max(32, round(size / 32) * 32)}")
+
+
 def whole_number(text: str) -> int:
     """'12' -> 12; anything else (2.7, 'x') -> ValueError naming it."""
     try:

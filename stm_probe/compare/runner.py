@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..options import RunOptions, did_you_mean, name_list, non_negative_int, option
+from ..options import RunOptions, check_out_folder, did_you_mean, name_list, non_negative_int, option
 from .replicates import FOLDER, replicate_checkpoints
 
 #: the analyses `--analyses` defaults to (those registered; eval only on labelled data)
@@ -227,8 +227,7 @@ def decide(folder: Path, probe_name: str, identity: dict[str, Any], analysis: st
 def _check_out(out: Path, names: list[str]) -> None:
     from .folders import COMPARE_FILE, REPORT_FILES
 
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
+    check_out_folder(out)
     if not out.is_dir():
         return
     if (out / "run.json").exists():

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from ..options import RunOptions, settings_dict
+from ..options import RunOptions, check_out_folder, check_unified_input_size, settings_dict
 from .manifest import RunRecord, default_out_dir, device_description
 
 
@@ -165,8 +165,7 @@ def _inside(path: Path, folder: Path) -> bool:
 def check_out_dir(out: Path, data_location: Path | None) -> None:
     """Refuse an output folder that is a file, cannot be written, or lies inside (or contains) an image
     folder given as data (a later run would read its own figures; a list file names fixed paths)."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
+    check_out_folder(out)
     parent = next((p for p in [out, *out.parents] if p.exists()), Path("."))
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UsageError(f"--out {out}: cannot write into {parent}; choose a folder you can write to")
@@ -203,9 +202,8 @@ def open_session(probe_name: str, options: RunOptions, call: dict[str, Any], wri
             checkpoints[name] = str(released[name].path)
             found_notes += released[name].notes
     options, size_note = resolve_input_size(options, checkpoints)
-    if any(resolve_name(m).is_unified for m in models) and options.input_size % 32:
-        raise UsageError(f"--input-size {options.input_size} is not a multiple of 32, which the unified models need: "
-                         f"use {max(32, round(options.input_size / 32) * 32)}")
+    if any(resolve_name(m).is_unified for m in models):
+        check_unified_input_size(options.input_size)
     device = resolve_device(options.device)
     source = resolve_source(options.data, labels=options.labels)
     if options.image_list is not None:

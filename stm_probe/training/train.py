@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import UsageError
-from ..options import coerce, settings_dict
+from ..options import check_unified_input_size, coerce, settings_dict
 from .checkpoints import (
     CHECKPOINT_NAME,
     LOG_COLUMNS,
@@ -93,9 +93,8 @@ def train(config: TrainConfig, call: dict[str, Any] | None = None,
     from ..runtime.store import RunFolder
 
     spec = resolve_name(config.model)
-    if spec.is_unified and config.input_size % 32:
-        raise UsageError(f"--input-size {config.input_size} is not a multiple of 32, which the unified models need: "
-                         f"use {max(32, round(config.input_size / 32) * 32)}")
+    if spec.is_unified:
+        check_unified_input_size(config.input_size)
     device = resolve_device(config.device)
     from ..runtime import distributed
 
