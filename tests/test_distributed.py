@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytestmark = [pytest.mark.filterwarnings("ignore"), pytest.mark.slow]  # launches 5 interpreters: the slow tier
@@ -155,3 +156,18 @@ def test_a_failing_rank_stops_the_run_in_one_line_and_the_saved_unit_resumes(
     assert json.loads((out / "manifest.json").read_text())["units_resumed"] == 1
     for name in ("invariance.csv", "per_image.csv"):  # the same as the uninterrupted run
         assert (out / name).read_bytes() == (outputs[0] / "invariance-cli" / name).read_bytes()
+
+
+def test_a_probe_regroups_within_chunks_and_a_batch_across_two_is_refused() -> None:
+    """`LoaderStream.chunks` groups the loader batches by chunk, and the loop refuses a measured batch whose
+    images come from two chunks (its numbers would change with the number of processes)."""
+    from stm_probe.runtime.shards import LoaderStream, ShardBatches
+
+    stream = LoaderStream(iter([(0, "a"), (0, "b"), (2, "c")]))
+    assert [list(chunk) for chunk in stream.chunks()] == [["a", "b"], ["c"]]
+    assert list(LoaderStream(iter([(0, "a"), (2, "c")]))) == ["a", "c"]
+    batches = ShardBatches.__new__(ShardBatches)
+    batches.chunk = 4
+    assert batches.chunk_of(np.array([4, 5, 7]), "toy") == 1
+    with pytest.raises(RuntimeError, match="toy.unit_batches made a batch of images from two chunks"):
+        batches.chunk_of(np.array([3, 4]), "toy")

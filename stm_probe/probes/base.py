@@ -8,7 +8,7 @@ A probe declares
 * ``units()``: the passes over the images one model needs (one per setting group and repeat);
 * ``measure(model, unit, batch)``: per-image values of one batch, ``{(*setting values, metric):
   array (B, ...)}``;
-* optionally ``transform``/``batches`` (the images it needs), ``summarise`` (per-image values ->
+* optionally ``transform``/``unit_batches`` (the images it needs), ``summarise`` (per-image values ->
   value and interval; default: `stats.summarise_values` by ``statistics[metric]``; or
   ``summarise_results`` over every unit at once, for numbers that pair models),
   ``artefacts`` (array files), ``plot`` (module:function drawing from the run folder) and
@@ -23,7 +23,7 @@ loop's layer) and are re-exported here for probes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 
@@ -88,22 +88,11 @@ class Probe:
     def loader_batch_size(self) -> int:
         return self.session.options.batch_size
 
-    def batches(self, batches: Iterable[Any]) -> Iterator[Any]:
-        """Group or move the loader's batches; each must have ``indices`` (B,). Default: as loaded."""
+    def unit_batches(self, unit: Unit, batches: Any) -> Iterator[Any]:
+        """The batches one unit measures, made from the loader's (`stm_probe.runtime.shards.LoaderStream`:
+        iterate it, or regroup images within ``batches.chunks()``); each must have ``indices`` (B,).
+        Default: as loaded."""
         return iter(batches)
-
-    def unit_batches(self, unit: Unit, batches: Iterable[Any]) -> Iterator[Any]:
-        """The batches one unit measures (e.g. corrupted copies of the loader's clean batches);
-        default: `batches` of the loader's batches, the same for every unit."""
-        return self.batches(batches)
-
-    def unit_chunks(self, unit: Unit, chunks: Iterable[tuple[int, list]]) -> Iterator[tuple[int, Any]]:
-        """(chunk number, batch) of one unit over this process's chunks of loader batches. Default:
-        `unit_batches` chunk by chunk, so a probe's regrouping never crosses a chunk (whatever the
-        number of processes, a batch holds the same images)."""
-        for number, loader_batches in chunks:
-            for batch in self.unit_batches(unit, loader_batches):
-                yield number, batch
 
     def units(self) -> list[Unit]:
         return [Unit(self.name)]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
@@ -258,21 +257,6 @@ class CorruptionProbe(Probe):
 
             return StoredView(self.session.options.input_size)
         return super().transform()
-
-    def unit_chunks(self, unit: Unit, chunks: Iterable[tuple[int, list]]) -> Iterator[tuple[int, Any]]:
-        """One stream over every chunk, so corrupting (or reading) the next batches overlaps the model's
-        work on this one; `unit_batches` gives exactly one batch per loader batch, in order, so each
-        keeps its chunk number."""
-        numbers: deque = deque()
-
-        def loader_batches() -> Iterator[Any]:
-            for number, group in chunks:
-                for batch in group:
-                    numbers.append(number)
-                    yield batch
-
-        for batch in self.unit_batches(unit, loader_batches()):
-            yield numbers.popleft(), batch
 
     def unit_batches(self, unit: Unit, batches: Iterable[Any]) -> Iterator[Any]:
         kind = unit.parts[0]

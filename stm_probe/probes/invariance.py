@@ -103,12 +103,14 @@ class InvarianceProbe(Probe):
         return ShortSideResize(*self._plan(self.config.kind).base_short_sides())
 
     def loader_batch_size(self) -> int:
-        return 1  # images keep their own sizes; `batches` groups them on the device
+        return 1  # images keep their own sizes; `unit_batches` groups them on the device
 
-    def batches(self, batches: Any) -> Any:
+    def unit_batches(self, unit: Unit, batches: Any) -> Any:
         from ..core.invariance.geometry import group_images
 
-        return group_images(batches, self.session.options.batch_size, self.session.device)
+        size, device = self.session.options.batch_size, self.session.device
+        for chunk in batches.chunks():
+            yield from group_images(chunk, size, device)
 
     @staticmethod
     def compare_columns(name: str, frame: Any) -> list[Any]:

@@ -38,7 +38,8 @@ class ShardBatches:
     whole loader batches); process r of N takes chunks r, r + N, r + 2N, ... (all of them in one
     process). A probe's batches are made within a chunk, so every batch holds the same images
     whatever N is, and values that depend on the batch (random draws, batched float arithmetic)
-    are the same as in one process. `chunks` yields (chunk number, the chunk's loader batches).
+    are the same as in one process. `stream` gives one unit's batches; `chunk_of` the chunk of a
+    measured batch.
     """
 
     def __init__(self, loader: Any, chunk_images: int, rank: int, world_size: int, pin_memory: bool) -> None:
@@ -81,9 +82,37 @@ class ShardBatches:
         if fits:
             self.cache = kept
 
-    def chunks(self) -> Iterator[tuple[int, Iterator[Any]]]:
-        for number, group in itertools.groupby(self._batches(), key=lambda item: item[0]):
-            yield number, (batch for _, batch in group)
+    def stream(self) -> "LoaderStream":
+        """This process's loader batches for one unit (see `LoaderStream`)."""
+        return LoaderStream(self._batches())
+
+    def chunk_of(self, indices: np.ndarray, probe: str) -> int:
+        """The chunk number of a measured batch's image positions ``indices`` (B,); a batch holding images
+        of two chunks is a probe's bug (its numbers would depend on the number of processes)."""
+        if len(indices) == 0:
+            return -1
+        first, last = int(indices.min()) // self.chunk, int(indices.max()) // self.chunk
+        if first != last:
+            raise RuntimeError(f"{probe}.unit_batches made a batch of images from two chunks ({first} and {last}): "
+                               "regroup within `batches.chunks()`")
+        return first
+
+
+class LoaderStream:
+    """The loader batches one unit reads, in order, over every chunk of this process: iterate it for
+    the batches one by one, or `chunks()` for them grouped by chunk (a probe that regroups images
+    regroups within a chunk, so that a batch holds the same images whatever the number of processes)."""
+
+    def __init__(self, batches: Iterator[tuple[int, Any]]) -> None:
+        self._groups = itertools.groupby(batches, key=lambda item: item[0])
+
+    def chunks(self) -> Iterator[Iterator[Any]]:
+        for _, group in self._groups:
+            yield (batch for _, batch in group)
+
+    def __iter__(self) -> Iterator[Any]:
+        for group in self.chunks():
+            yield from group
 
 
 
@@ -91,10 +120,10 @@ def measure_shard(probe: Probe, model: Any, unit: Unit, batches: ShardBatches) -
     """This process's per-image values of one unit, chunk by chunk."""
     parts = []
     with probe.session.progress(batches.num_images, f"{probe.name} {model.name} {unit.label}") as bar:
-        for number, batch in probe.unit_chunks(unit, batches.chunks()):
+        for batch in probe.unit_batches(unit, batches.stream()):
             values = probe.measure(model, unit, batch)
             idx = np.asarray(batch.indices.cpu() if hasattr(batch.indices, "cpu") else batch.indices, dtype=np.int64)
-            parts.append((number, idx, {key: np.asarray(value) for key, value in values.items()}))
+            parts.append((batches.chunk_of(idx, probe.name), idx, {key: np.asarray(value) for key, value in values.items()}))
             bar.update(len(idx))
     return Shard(parts, batches.skipped)
 
