@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import UsageError
-from .options import RunOptions, check_out_folder, check_unified_input_size, coerce, did_you_mean
+from .options import (RunOptions, check_checkpoint_file, check_out_folder, check_unified_input_size, coerce,
+                      did_you_mean)
 
 
 def run(probe: str | type, /, models: str | Sequence[str], data: str | Path | None = None,
@@ -188,11 +189,7 @@ def light_checks(options: RunOptions) -> None:
     if unified_only:
         check_unified_input_size(options.input_size)
     for item in options.checkpoint:
-        path = Path(item.split("=", 1)[1]) if "=" in item and not Path(item).exists() else Path(item)
-        if path.is_dir():
-            raise UsageError(f"checkpoint '{path}' is a directory: give the weights file inside it")
-        if not path.is_file():
-            raise UsageError(f"checkpoint '{path}' does not exist: check the path given to --checkpoint")
+        check_checkpoint_file(item.split("=", 1)[1] if "=" in item and not Path(item).exists() else item)
     if options.checkpoint_dir is not None and not Path(options.checkpoint_dir).expanduser().is_dir():
         what = "is a file, not a folder" if Path(options.checkpoint_dir).expanduser().exists() else "does not exist"
         raise UsageError(f"--checkpoint-dir {options.checkpoint_dir} {what}: pass the folder holding the "

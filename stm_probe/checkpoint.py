@@ -26,6 +26,7 @@ from torch import nn
 
 from .errors import UsageError
 from .files import file_sha256
+from .options import check_checkpoint_file
 from .models import resize
 
 # keys looked for, in order, when the user names none
@@ -46,11 +47,7 @@ def checkpoint_format(path: str | Path) -> str:
     UsageError (one line) for a missing path, a directory, an empty file or any other content.
     """
     path = Path(path)
-    if path.is_dir():
-        raise UsageError(f"checkpoint '{path}' is a directory, not a file: give the weights file inside it "
-                         "(.pth, .pt, .bin or .safetensors) to --checkpoint")
-    if not path.is_file():
-        raise UsageError(f"checkpoint '{path}' does not exist: check the path given to --checkpoint")
+    check_checkpoint_file(path)
     size = path.stat().st_size
     if size == 0:
         raise UsageError(f"checkpoint '{path}' is empty (0 bytes): re-download it or check the path")

@@ -122,6 +122,17 @@ def check_out_folder(out: str | Path | None) -> None:
         raise UsageError(f"--out {out} is an existing file, not a folder: choose a folder path")
 
 
+def check_checkpoint_file(path: str | Path, model: str | None = None) -> None:
+    """Refuse a --checkpoint path that is a folder or does not exist (UsageError naming it, and the model it is for)."""
+    path = Path(path)
+    named = f"checkpoint '{path}'" + (f" for {model}" if model else "")
+    if path.is_dir():
+        raise UsageError(f"{named} is a directory, not a file: give the weights file inside it (.pth, .pt, .bin or "
+                         ".safetensors) to --checkpoint")
+    if not path.is_file():
+        raise UsageError(f"{named} does not exist: check the path given to --checkpoint")
+
+
 def check_unified_input_size(size: int | None) -> None:
     """Refuse an --input-size the unified models cannot take (not a multiple of 32), naming the nearest that works."""
     if size is not None and size % 32:

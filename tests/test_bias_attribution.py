@@ -16,7 +16,9 @@ from torch import nn
 from stm_probe.cli import main
 from stm_probe.data import Batch
 from stm_probe.probes.bias import BiasConfig
+from stm_probe.probes.base import Extra
 from stm_probe.probes.bias.attribution import (
+    COM,
     Attribution,
     attribute,
     attribution_maps,
@@ -106,7 +108,7 @@ def test_the_mean_maps_centre_is_summarised_with_a_ci() -> None:
     maps[2] = 0.0
     method = Attribution(BiasConfig(), _session(16))
     values = {("saliency", None, None, "concentration"): concentration(maps),
-              ("saliency", None, None, "_com"): centre_of_mass(maps)}
+              ("saliency", None, None, COM): centre_of_mass(maps)}
     summary = method.summarise(values, seed=0, n_boot=200)
     kept = maps[[0, 1, 3, 4, 5]]
     mean_map = (kept / kept.sum((1, 2), keepdim=True)).mean(0, keepdim=True)  # the mean map, directly
@@ -129,9 +131,9 @@ def test_measure_explains_the_label_else_the_clean_prediction() -> None:
     values = method.measure(model, Batch(images, labels, torch.tensor([0, 1, 5]), ("a", "b", "c")), repeat=0)
     expected_maps = weight[targets].abs().sum(1)
     np.testing.assert_allclose(values[("saliency", None, None, "concentration")], concentration(expected_maps))
-    np.testing.assert_allclose(values[("saliency", None, None, "_example_map")], expected_maps[:2].numpy())
-    assert values[("saliency", None, None, "_example_index")].tolist() == [0, 1]
-    assert values[("saliency", None, None, "_example_target")].tolist() == targets[:2].tolist()
+    np.testing.assert_allclose(values[("saliency", None, None, Extra("example_map"))], expected_maps[:2].numpy())
+    assert values[("saliency", None, None, Extra("example_index"))].tolist() == [0, 1]
+    assert values[("saliency", None, None, Extra("example_target"))].tolist() == targets[:2].tolist()
 
 
 def test_attribution_end_to_end_saves_examples_and_plots(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from stm_probe.models import create_model
 from stm_probe.models.complexity import count_gmacs
 from stm_probe.models.facts import MODEL_FACTS
 from stm_probe.models.features import Normalized
+from stm_probe.probes.base import Extra
 from stm_probe.probes.eval import EvalConfig, EvalProbe, count_gmacs_at, published_top1
 from stm_probe.speed import measure_throughput
 
@@ -158,8 +159,8 @@ def test_gap_is_measured_minus_published_and_only_where_comparable() -> None:
     n = top1.size
     values = {("top1",): top1, ("top5",): np.where(np.isnan(top1), np.nan, 100.0),
               ("nll",): np.array([0.1, 0.2, 2.0, 0.3, np.nan]), ("confidence",): np.array([0.9, 0.8, 0.7, 0.9, np.nan]),
-              ("_params_m",): np.full(n, 4.4), ("_gmacs",): np.full(n, 0.65), ("_throughput_img_s",): np.full(n, 9.0),
-              ("_published_top1",): np.full(n, 80.0), ("_gap_comparable",): np.full(n, 1.0)}
+              (Extra("params_m"),): np.full(n, 4.4), (Extra("gmacs"),): np.full(n, 0.65), (Extra("throughput_img_s"),): np.full(n, 9.0),
+              (Extra("published_top1"),): np.full(n, 80.0), (Extra("gap_comparable"),): np.full(n, 1.0)}
     out = probe.summarise(values, seed=0)
     value, low, high, count, skipped = out[("top1",)]
     assert value == 75.0 and count == 4 and skipped == 1
@@ -167,7 +168,7 @@ def test_gap_is_measured_minus_published_and_only_where_comparable() -> None:
     assert out[("published_top1",)][0] == 80.0 and out[("params_m",)][0] == 4.4
     assert ("throughput_img_s",) not in out  # timing varies between runs: models.csv only
     assert out[("nll",)][0] == pytest.approx(2.6 / 4)
-    values[("_gap_comparable",)] = np.zeros(n)
+    values[(Extra("gap_comparable"),)] = np.zeros(n)
     assert not {("top1_gap",), ("published_top1",)} & set(probe.summarise(values, seed=0))  # nothing to set beside
 
 

@@ -166,3 +166,34 @@ def test_file_hash_is_cached_by_size_and_mtime_and_follows_changes(tmp_path: Pat
     assert file_sha256(path) == hashlib.sha256(b"a,b\n1,3\n").hexdigest()
     path.write_bytes(b"a,b\n1,30\n")
     assert file_sha256(path) == hashlib.sha256(b"a,b\n1,30\n").hexdigest()
+
+
+def test_extras_are_typed_kept_apart_from_metrics_and_survive_a_saved_unit() -> None:
+    """An `Extra` metric is artefact data: a key of its own beside the metric of the same name, left out of
+    summaries and per-image rows, and read back as an `Extra` from a saved unit (resume)."""
+    from stm_probe.probes.base import Extra, Probe, Unit, UnitResult, Values
+
+    values = {("gaussian", 1, "error"): np.array([100.0, 0.0]), ("gaussian", 1, Extra("error")): np.array([1.0, 2.0]),
+              ("gaussian", 1, Extra("example_image")): np.zeros((2, 3, 4, 4), np.uint8)}
+    result = UnitResult({"model": "m"}, Unit("gaussian 1", ("gaussian", 1)), np.arange(2), values)
+    assert isinstance(result.values, Values) and len(result.values) == 3
+    assert list(result.values.metrics()) == [("gaussian", 1, "error")]
+    assert set(result.values.extras()) == {("gaussian", 1, Extra("error")), ("gaussian", 1, Extra("example_image"))}
+    arrays, meta = result.to_arrays()
+    json.dumps(meta)
+    back = UnitResult.from_arrays(result.unit, arrays, json.loads(json.dumps(meta)))
+    assert list(back.values) == list(values)
+    for key, value in values.items():
+        np.testing.assert_array_equal(back.values[key], value)
+
+    class Twice(Probe):
+        name = "twice"
+        setting_columns = ("corruption", "severity")
+
+    probe = Twice(None, type("S", (), {"options": type("O", (), {"bootstrap": 100})()})())
+    summaries = probe.summarise(result.values, seed=0)
+    assert list(summaries) == [("gaussian", 1, "error")] and summaries[("gaussian", 1, "error")].value == 50.0
+    assert list(probe.per_image(result.values)) == [("gaussian", 1, "error")]
+    key = Twice.key("gaussian", 1, metric="error")
+    assert key == ("gaussian", 1, "error") and hash(key) == hash(("gaussian", 1, "error"))
+    assert (key.corruption, key.severity, key.metric) == ("gaussian", 1, "error")

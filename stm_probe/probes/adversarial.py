@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..options import name_list, non_negative_int, option, positive_int
-from .base import Key, Probe, Unit, UnitResult, clean_forward, require_finite
+from .base import Extra, Key, Probe, Unit, UnitResult, clean_forward, require_finite
+
+EXAMPLE = "example_"  # Extra(EXAMPLE + field): the shown setting's first images for adversarial_examples/<model>.npz
 
 NORMS = ("Linf", "L2")
 
@@ -87,15 +89,18 @@ class AdversarialProbe(Probe):
         super().__init__(config, session)
         self.specs = {}
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         specs = self.config.specs()
         self.specs = {spec.key(): spec for spec in specs}
         shown = max((s for s in specs if s.name == specs[-1].name), key=lambda s: s.eps)
         self.shown_key = shown.key()
+        return []
+
+    def manifest(self) -> dict[str, Any]:
         import torchattacks
 
-        self.session.record.update(adversarial={
-            "settings": [s.settings() for s in specs],
+        return dict(adversarial={
+            "settings": [s.settings() for s in self.specs.values()],
             "eps_units": "1/255 of the [0, 1] pixel range" if self.config.norm == "Linf" else "absolute L2",
             "target": "label where known, else the clean top-1 prediction",
             "random_starts": "per image: seeds.image_seeds(stream (seed, 'adversarial', setting, repeat), image index)",
@@ -163,7 +168,7 @@ class AdversarialProbe(Probe):
                       "adv_prob": adv_logits.softmax(1).amax(1),
                       "num_classes": torch.full_like(labels, clean_logits.shape[1])}
             for name, value in fields.items():
-                out[(*columns, f"_example_{name}")] = value.detach().cpu()[keep].numpy()
+                out[(*columns, Extra(f"{EXAMPLE}{name}"))] = value.detach().cpu()[keep].numpy()
         return out
 
     def constants(self) -> dict[str, Any]:
@@ -175,8 +180,8 @@ class AdversarialProbe(Probe):
 
         written = []
         for result in results:
-            example = {k[-1].removeprefix("_example_"): v for k, v in result.values.items()
-                       if str(k[-1]).startswith("_example_")}
+            example = {k[-1].name.removeprefix(EXAMPLE): v for k, v in result.values.extras().items()
+                       if k[-1].name.startswith(EXAMPLE)}
             if not example or not len(example["clean"]):
                 continue
             spec = self.specs[result.unit.parts[0]]

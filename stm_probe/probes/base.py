@@ -6,8 +6,9 @@ A probe declares
   API keywords, manifest entry and cache key all come from it);
 * ``setting_columns``: the CSV columns that name a setting (e.g. ``kind, level``);
 * ``units()``: the passes over the images one model needs (one per setting group and repeat);
-* ``measure(model, unit, batch)``: per-image values of one batch, ``{(*setting values, metric):
-  array (B, ...)}``;
+* ``measure(model, unit, batch)``: per-image values of one batch (`Values`), ``{(*setting values,
+  metric): array (B, ...)}`` (``key(...)`` names the fields; an `Extra` metric carries artefact
+  data, never summarised);
 * optionally ``transform``/``unit_batches`` (the images it needs), ``summarise`` (per-image values ->
   value and interval; default: `stats.summarise_values` by ``statistics[metric]``; or
   ``summarise_results`` over every unit at once, for numbers that pair models),
@@ -28,10 +29,11 @@ from typing import Any, ClassVar, Iterator
 import numpy as np
 
 from ..errors import UsageError
-from ..runtime.units import ID_COLUMNS, RUN_COLUMNS, VALUE_COLUMNS, Key, Summary, Unit, UnitResult
+from ..runtime.units import (ID_COLUMNS, RUN_COLUMNS, VALUE_COLUMNS, Extra, Key, Summary, Unit, UnitResult, Values,
+                             is_extra, key_type)
 
-__all__ = ["ID_COLUMNS", "RUN_COLUMNS", "VALUE_COLUMNS", "Key", "Probe", "Summary", "Unit", "UnitResult", "clean_forward",
-           "require_finite"]
+__all__ = ["ID_COLUMNS", "RUN_COLUMNS", "VALUE_COLUMNS", "Extra", "Key", "Probe", "Summary", "Unit", "UnitResult",
+           "Values", "clean_forward", "is_extra", "require_finite"]
 
 
 class Probe:
@@ -68,11 +70,19 @@ class Probe:
         puts it in the session before the probe is built). Default: unchanged."""
         return source
 
-    def check(self) -> None:
-        """Validate settings against the session (raise UsageError); runs before any folder is made."""
+    def check(self) -> list[str]:
+        """Validate settings against the session (raise UsageError); runs before any folder is made.
+        Returns notes for the run (lines printed after it and kept in its manifest); the session is not
+        changed."""
+        return []
 
-    def check_model(self, model: Any) -> None:
-        """Validate one loaded model (e.g. it exposes stages); raise UsageError."""
+    def check_model(self, model: Any) -> list[str]:
+        """Validate one loaded model (e.g. it exposes stages; raise UsageError); returns notes as `check`."""
+        return []
+
+    def manifest(self) -> dict[str, Any]:
+        """Entries this probe adds to ``manifest.json`` beside its settings (e.g. units, versions); after `check`."""
+        return {}
 
     def model_label_space(self, model: Any) -> Any:
         """The label space the probe scores ``model``'s outputs in (default: the loaded model's own;
@@ -98,6 +108,8 @@ class Probe:
         return [Unit(self.name)]
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
+        """Per-image values of one batch (a `Values` or a plain dict): ``{key: array (B, ...)}``, the key
+        ``(*setting values, metric)`` (see `key`), an `Extra` metric for artefact data."""
         raise NotImplementedError
 
     def skip_reason_for(self, unit: Unit) -> str:
@@ -115,7 +127,7 @@ class Probe:
         n_boot = self.session.options.bootstrap
         out = {}
         for key, per_image in values.items():
-            if str(key[-1]).startswith("_"):
+            if is_extra(key):
                 continue  # artefact data (e.g. saved examples), not a metric
             statistic = self.statistics.get(key[-1], "mean")
             value, low, high, n = summarise_values(per_image, statistic, n_boot, seed=_key_seed(seed, key))
@@ -129,7 +141,7 @@ class Probe:
 
     def per_image(self, values: dict[Key, np.ndarray]) -> dict[Key, np.ndarray]:
         """Per-image scalars (N,) for per_image.csv; default: the 1-D metric values as they are."""
-        return {k: v for k, v in values.items() if v.ndim == 1 and not str(k[-1]).startswith("_")}
+        return {k: v for k, v in values.items() if v.ndim == 1 and not is_extra(k)}
 
     def constants(self) -> dict[str, Any]:
         """Settings that change numbers, repeated on every CSV row (beside seed and input_size)."""
@@ -149,6 +161,11 @@ class Probe:
         return []
 
     # --- derived -------------------------------------------------------------------------------
+    @classmethod
+    def key(cls, *values: Any, **named: Any) -> Key:
+        """A key of this probe, named by its setting columns and ``metric`` (equal to the plain tuple)."""
+        return key_type(cls.setting_columns)(*values, **named)
+
     @property
     def columns(self) -> tuple[str, ...]:
         replicate = ("replicate",) if getattr(self.session.options, "replicate", None) is not None else ()

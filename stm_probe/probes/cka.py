@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..options import name_list, option, positive_int
-from .base import Key, Probe, Unit, UnitResult
+from .base import Extra, Key, Probe, Unit, UnitResult
 
 # kept in step with stm_probe.core.cka (which imports torch); checked by a test
 LAYERS = ("stages", "blocks")
@@ -28,7 +28,7 @@ ESTIMATORS = ("auto", "full", "minibatch")
 #: for stages, 2.2 GB for blocks at the lower limit), ``minibatch`` beyond
 AUTO_FULL_IMAGES = {"stages": 1000, "blocks": 250}
 METRIC = "cka"
-GRAM = "_gram"  # per-image rows of Gram matrices: artefact data, not a metric
+GRAM = Extra("gram")  # per-image rows of Gram matrices: artefact data, not a metric
 
 
 @dataclass(frozen=True)
@@ -71,25 +71,25 @@ class CkaProbe(Probe):
         self._init_nets: dict[str, Any] = {}
 
     # --- settings ----------------------------------------------------------------------------------
-    def check(self) -> None:
+    def check(self) -> list[str]:
         from ..core import cka
 
         assert (LAYERS, KERNELS, ESTIMATORS[1:]) == (cka.LAYERS, cka.KERNELS, cka.ESTIMATORS), \
             "probes.cka constants out of step with stm_probe.core.cka"
         if self.session.options.repeats > 1:
             raise UsageError("--repeats: cka draws nothing at random; drop --repeats")
-        n = len(self.session.source)
+        n, notes = len(self.session.source), []
         if self.estimator == "auto":
             self.estimator = "full" if n <= AUTO_FULL_IMAGES[self.config.layers] else "minibatch"
         if self.estimator == "minibatch" and n < 2 * self.config.minibatch_size:
-            self.session.notes.append(f"the minibatch estimator has {-(-n // self.config.minibatch_size)} minibatch(es) "
-                                      f"of {self.config.minibatch_size} images: its bootstrap over minibatches needs "
-                                      "at least two (lower --minibatch-size), else the intervals are NaN")
+            notes.append(f"the minibatch estimator has {-(-n // self.config.minibatch_size)} minibatch(es) of "
+                         f"{self.config.minibatch_size} images: its bootstrap over minibatches needs at least two (lower "
+                         "--minibatch-size), else the intervals are NaN")
         if self.config.compare_init and not self.session.checkpoints:
-            self.session.notes.append("--compare-init does nothing without --checkpoint: the models are already at "
-                                      "random init")
+            notes.append("--compare-init does nothing without --checkpoint: the models are already at random init")
+        return notes
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> list[str]:
         from ..models.unified import UnifiedNet
 
         net = model.net.model
@@ -100,6 +100,7 @@ class CkaProbe(Probe):
                                                     and getattr(net, "feature_info", None)):
             raise UsageError(f"{model.name} exposes no feature stages, which cka reads: choose a unified model or a "
                              "timm model with features_only support")
+        return []
 
     def loader_batch_size(self) -> int:
         """full: every image in one batch (its Gram matrix needs them all); minibatch: one minibatch."""

@@ -33,7 +33,7 @@ from ..errors import UsageError
 from ..options import int_list, option
 from .base import Key, Probe, Unit, require_finite
 from .corruption_files import StoredImages, int_array, match_clean_images
-from .corruption_summary import CLEAN, OVERALL, overall_summaries
+from .corruption_summary import CLEAN, ERROR, FLIP, OVERALL, PRED, overall_summaries
 
 NAMES = benchmark_corruptions() + extra_corruptions()
 #: the example images a run corrupting on the fly writes (`stm_probe.plots.corruption` draws them)
@@ -133,10 +133,11 @@ class CorruptionProbe(Probe):
 
         return not self.on_disk and any(c in RANDOM_CORRUPTIONS for c in self.names)
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         if self.on_disk:
-            self._check_imagenet_c()
+            notes = self._check_imagenet_c()
         else:
+            notes = []
             if self.config.clean_data is not None:
                 raise UsageError("--clean-data is for ImageNet-C folders; on other --data the clean images are the "
                                  "data itself: drop --clean-data")
@@ -149,10 +150,11 @@ class CorruptionProbe(Probe):
                 check_assets()
             except RuntimeError as exc:
                 raise UsageError(str(exc)) from None
-        self._decide_ce()
+        return notes + self._decide_ce()
 
-    def _check_imagenet_c(self) -> None:
-        source = self.session.source
+    def _check_imagenet_c(self) -> list[str]:
+        """Which ImageNet-C variants run (fewer than 75: a note), and the clean images; returns notes."""
+        source, notes = self.session.source, []
         present = set(source.variants)
         missing = [v for v in self.variants if v not in present]
         if missing and (self.config.corruptions is not None or self.config.severities != SEVERITIES):
@@ -165,32 +167,33 @@ class CorruptionProbe(Probe):
                 raise UsageError(f"--data {source.location} holds none of the 15 benchmark corruptions: name the ones "
                                  "it holds with --corruptions")
             self.names = tuple(dict.fromkeys(c for c, _ in self.variants))
-            self.session.notes.append(f"{source.location} lacks {len(missing)} of the 75 benchmark corruption/severity "
+            notes.append(f"{source.location} lacks {len(missing)} of the 75 benchmark corruption/severity "
                                       f"folders (first: {missing[0][0]}/{missing[0][1]}): running the "
                                       f"{len(self.variants)} present")
         if self.config.clean_data is not None:
             self.clean_paths = match_clean_images(source, self.config.clean_data)
         else:
-            self.session.notes.append("no --clean-data: no clean error, flip rates or relative mCE (pass --clean-data "
+            notes.append("no --clean-data: no clean error, flip rates or relative mCE (pass --clean-data "
                                       "with the ImageNet validation images)")
         size = self.session.options.input_size
         if size != 224:
-            self.session.notes.append(f"the 224 px ImageNet-C images are resized to --input-size {size}")
+            notes.append(f"the 224 px ImageNet-C images are resized to --input-size {size}")
+        return notes
 
-    def _decide_ce(self) -> None:
-        """Which corruption errors can be stood behind; a note for each that cannot."""
-        source, notes = self.session.source, self.session.notes
+    def _decide_ce(self) -> list[str]:
+        """Which corruption errors can be stood behind; returns a note for each that cannot."""
+        source, notes = self.session.source, []
         if not source.has_labels:
             notes.append("the images are unlabelled: flip rates against the clean prediction only (no error, CE or mCE)")
-            return
+            return notes
         if source.label_space != "imagenet-1k":
             notes.append("the labels are not ImageNet-1k classes: errors only, no CE or mCE (AlexNet's normalisers are "
                          "ImageNet-1k errors)")
-            return
+            return notes
         if not self.on_disk and self.session.options.input_size != 224:
             notes.append(f"no CE or mCE at --input-size {self.session.options.input_size}: the severities are defined "
                          "in pixels of 224 px images (errors and flip rates only)")
-            return
+            return notes
         if not self.on_disk:
             notes.append("corruptions made on the fly by the benchmark's definitions (stm_probe.corrupt): other random "
                          "draws than the released ImageNet-C files, which were also JPEG-stored (quality 85) after "
@@ -211,6 +214,7 @@ class CorruptionProbe(Probe):
         self.relative_ok = self.has_clean
         if not self.has_clean and self.ce_names:
             notes.append("no relative CE or mCE: they need the clean error (pass --clean-data)")
+        return notes
 
     # --- units and images -------------------------------------------------------------------------
     @staticmethod
@@ -324,7 +328,7 @@ class CorruptionProbe(Probe):
         if kind == CLEAN:
             memory.clean_pred[indices] = pred
             memory.put((CLEAN, 0, 0), indices, error, np.zeros(len(pred)))
-            return {(CLEAN, 0, "error"): error, (CLEAN, 0, "_pred"): pred.astype(np.float64)}
+            return {(CLEAN, 0, "error"): error, (CLEAN, 0, PRED): pred.astype(np.float64)}
         corruption, severity = unit.parts
         clean_pred = self._clean_predictions(model, batch, indices)
         flip = np.where(clean_pred >= 0, 100.0 * (pred != clean_pred), np.nan)
@@ -354,7 +358,7 @@ class CorruptionProbe(Probe):
             if not memory.has((CLEAN, 0, 0), indices):
                 clean_batch = next(iter(self.unit_batches(Unit(CLEAN, (CLEAN, 0)), [batch])))
                 self.measure(model, Unit(CLEAN, (CLEAN, 0)), clean_batch)
-            out[(CLEAN, 0, "_error")] = memory.units[(CLEAN, 0, 0)][0][indices]
+            out[(CLEAN, 0, ERROR)] = memory.units[(CLEAN, 0, 0)][0][indices]
         for corruption, severity in self.variants:
             r = self._stream_repeat(corruption, repeat)
             key = (corruption, severity, r)
@@ -362,14 +366,14 @@ class CorruptionProbe(Probe):
                 unit = Unit(f"{corruption} {severity}", (corruption, severity), r)
                 self.measure(model, unit, next(iter(self.unit_batches(unit, [batch]))))
             error, flip, _ = memory.units[key]
-            out[(corruption, severity, "_error")] = error[indices]
-            out[(corruption, severity, "_flip")] = flip[indices]
+            out[(corruption, severity, ERROR)] = error[indices]
+            out[(corruption, severity, FLIP)] = flip[indices]
         return out
 
     # --- summaries --------------------------------------------------------------------------------
     def summarise(self, values: dict[Key, np.ndarray], seed: int) -> dict[Key, tuple]:
         out = super().summarise(values, seed)
-        if any(k[-1] in ("_error", "_flip") and k[0] != CLEAN for k in values):
+        if any(k[-1] in (ERROR, FLIP) and k[0] != CLEAN for k in values):
             out.update(self._aggregate(values, seed))
         return out
 

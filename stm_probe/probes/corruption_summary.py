@@ -15,10 +15,13 @@ from ..core.corruption_metrics import (
     mean_corruption_error,
     relative_corruption_error,
 )
-from .base import Key
+from .base import Extra, Key
 
 CLEAN = "clean"
 OVERALL = "all"
+#: the summary unit's per-image data (artefacts, not metrics): error and flip (N,) percent of every unit
+ERROR, FLIP = Extra("error"), Extra("flip")
+PRED = Extra("pred")  # the clean unit's top-1 class per image (kept for resumed runs' flip rates)
 #: images per bootstrap chunk x replicates held at once (the weights matrix)
 _BOOT_CHUNK = 4_000_000
 
@@ -26,12 +29,12 @@ _BOOT_CHUNK = 4_000_000
 def overall_summaries(values: dict[Key, np.ndarray], n_boot: int, boot_seed: int, ce_names: tuple[str, ...],
                       mce_ok: bool, relative_ok: bool) -> dict[Key, tuple]:
     """Overall rows of one model from the summary unit's per-image values (``(corruption, severity,
-    '_error' | '_flip')``: (N,) percent), each with a percentile bootstrap of ``n_boot`` replicates
+    ERROR | FLIP)``: (N,) percent), each with a percentile bootstrap of ``n_boot`` replicates
     seeded with ``boot_seed`` that resamples the same images in every unit: CE for ``ce_names``, mCE
     when ``mce_ok``, relative CE and mCE when ``relative_ok`` and the clean error is there."""
-    variants = [(k[0], k[1]) for k in values if k[-1] == "_flip" and k[0] != CLEAN]
-    flips = np.stack([values[(c, s, "_flip")] for c, s in variants], axis=1)
-    errors = np.stack([values[(c, s, "_error")] for c, s in variants], axis=1)
+    variants = [(k[0], k[1]) for k in values if k[-1] == FLIP and k[0] != CLEAN]
+    flips = np.stack([values[(c, s, FLIP)] for c, s in variants], axis=1)
+    errors = np.stack([values[(c, s, ERROR)] for c, s in variants], axis=1)
     out: dict[Key, tuple] = {}
     kept = np.isfinite(flips).all(axis=1)
     if kept.any():
@@ -40,7 +43,7 @@ def overall_summaries(values: dict[Key, np.ndarray], n_boot: int, boot_seed: int
     labelled = np.isfinite(errors).all(axis=1)
     if not labelled.any():
         return out
-    clean = values.get((CLEAN, 0, "_error"))
+    clean = values.get((CLEAN, 0, ERROR))
     columns = {v: i for i, v in enumerate(variants)}
     matrix = errors[labelled] / 100.0
     if clean is not None and relative_ok:

@@ -33,9 +33,9 @@ import numpy as np
 
 from ..errors import UsageError
 from ..options import option, positive_int
-from .base import Key, Probe, Unit
+from .base import Extra, Key, Probe, Unit
 
-CUE = "_cue"  # per-unit cue-conflict decisions (not a metric): 1 shape hit, 2 texture hit, 0 neither
+CUE = Extra("cue")  # per-unit cue-conflict decisions (not a metric): 1 shape hit, 2 texture hit, 0 neither
 SHAPE_HIT, TEXTURE_HIT = 1.0, 2.0
 DEFAULT_FRACTIONS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)
 
@@ -125,7 +125,7 @@ class DataEfficiencyProbe(Probe):
     def default_data(cls, config: DataEfficiencyConfig) -> str:
         return f"synthetic:val?classes={config.classes}"
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         opts = self.session.options
         if opts.repeats > 1:
             raise UsageError(f"--repeats {opts.repeats}: data-efficiency repeats over training seeds; pass "
@@ -134,9 +134,9 @@ class DataEfficiencyProbe(Probe):
             raise UsageError("--checkpoint: data-efficiency trains every model from scratch; drop --checkpoint")
         spec = self.session.source.synthetic
         if spec is not None and opts.input_size != spec.size:
-            self.session.notes.append(f"--input-size {opts.input_size} resizes the {spec.size} px synthetic images; "
-                                      f"pass --input-size {spec.size} (or size={opts.input_size} in --data) to train "
-                                      "at the rendered size")
+            return [f"--input-size {opts.input_size} resizes the {spec.size} px synthetic images; pass --input-size "
+                    f"{spec.size} (or size={opts.input_size} in --data) to train at the rendered size"]
+        return []
 
     def model_label_space(self, model: Any) -> Any:
         """The models scored are trained here on the data's own K classes (the session's weights are

@@ -74,15 +74,15 @@ class ErfProbe(Probe):
         self._init_nets: dict[str, Any] = {}
         self._makers: dict[tuple[str, bool], Any] = {}
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         from ..core.erf import flush_denormals
 
         if self.session.options.repeats > 1:
             raise UsageError("--repeats: erf draws nothing at random; drop --repeats")
         flush_denormals()  # subnormal gradients slow the CPU backward up to 2x
         if self.config.compare_init and not self.session.checkpoints:
-            self.session.notes.append("--compare-init does nothing without --checkpoint: the models are already "
-                                      "at random init")
+            return ["--compare-init does nothing without --checkpoint: the models are already at random init"]
+        return []
 
     def transform(self) -> Any:
         from ..data import eval_transform
@@ -133,7 +133,7 @@ class ErfProbe(Probe):
             units.append(Unit("init copy", ("init", self.config.init_layer_scale)))
         return units
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> list[str]:
         from ..models.features import num_stages
 
         count = num_stages(model.net.model)
@@ -142,6 +142,7 @@ class ErfProbe(Probe):
         if bad:
             raise UsageError(f"--stages {','.join(map(str, wanted))}: {model.name} has stages 1..{count}")
         self._stages[model.name] = [s - 1 for s in wanted]
+        return []
 
     def unit_columns(self, model: Any, unit: Unit) -> dict[str, str]:
         columns = model.columns()

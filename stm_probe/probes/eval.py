@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..models.facts import PUBLISHED_CSV, published_top1
-from .base import Key, Probe, Unit, UnitResult, _key_seed, clean_forward
+from .base import Extra, Key, Probe, Unit, UnitResult, _key_seed, clean_forward
 
 DEFAULT_DATA = "synthetic:val"
 SPEED_WARMUP = 2  # short throughput measurement inside eval (the paper's protocol: 10 + 100 at batch 128)
@@ -52,7 +52,7 @@ VAL_NAME = re.compile(r"ILSVRC2012_val_\d{8}")  # the validation files' names (t
 #: ("imagenet-1k"), a list or filename,label CSV ("list"). Shift sets (imagenet-v2, -r, -a, -sketch) and
 #: integer class folders are other test sets: no gap to the published ImageNet-1k top-1.
 IMAGENET_LABEL_SPACES = ("imagenet-1k", "list")
-#: per-model constants carried through the unit's values as (N,) arrays (names start with "_": not metrics)
+#: per-model constants carried through the unit's values as (N,) arrays under `Extra` keys (not metrics)
 FACTS = ("params_m", "gmacs", "throughput_img_s", "published_top1", "gap_comparable")
 MODELS_COLUMNS = ("model", "stm", "size", "weights", "checkpoint", "params_m", "gmacs", "throughput_img_s", "top1",
                   "top1_ci_low", "top1_ci_high", "top5", "nll", "ece", "published_top1", "top1_gap", "n_images",
@@ -110,17 +110,34 @@ class EvalProbe(Probe):
                              describe="share of images whose top-1 prediction is the label", 
                              claim="{a} is more accurate than {b} (top-1)")]
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         opts = self.session.options
         if opts.repeats > 1:
-            self.session.notes.append(f"eval draws nothing at random: --repeats {opts.repeats} has no effect")
-        self.session.record.update(eval={
+            return [f"eval draws nothing at random: --repeats {opts.repeats} has no effect"]
+        return []
+
+    def manifest(self) -> dict[str, Any]:
+        opts = self.session.options
+        return dict(eval={
             "metrics": "top1/top5 (Wilson), nll in nats (bootstrap), ece in percent over 15 equal-width confidence "
                        "bins (bootstrap over images), params_m, gmacs at input_size",
             "throughput": f"forward, eval mode, no gradients, batch {opts.batch_size} at {opts.input_size} px on "
                           f"{self.session.device}: {SPEED_WARMUP} warm-up + {SPEED_ITERATIONS} timed iterations "
                           "(models.csv)",
             "published": f"resources/{PUBLISHED_CSV} (ImageNet-1k top-1 at {PUBLISHED_SIZE} px, the paper's tables)"})
+
+    def check_model(self, model: Any) -> list[str]:
+        """Notes on a model whose published top-1 is not comparable, or whose classes are not the synthetic set's."""
+        notes = []
+        published = self._published.get(model.name, float("nan"))
+        reason = self._gap_obstacle(model) if np.isfinite(published) else None
+        if reason:
+            notes.append(f"{model.name}: no gap to the published top-1 ({published:g}): {reason}")
+        source = self.session.source
+        if source.kind == "synthetic" and model.num_classes != len(source.class_names):
+            notes.append(f"{model.name} has {model.num_classes} classes, the synthetic set {len(source.class_names)}: "
+                         "its accuracy there is a smoke test; pass --data with the images it was trained for")
+        return notes
 
     def constants(self) -> dict[str, Any]:
         from ..core.classification import ECE_BINS
@@ -137,8 +154,9 @@ class EvalProbe(Probe):
         facts = self._model_facts(model)
         _, labels, logits = clean_forward(model, batch, self.session.device)
         values = classification_values(logits, labels)
-        values.update({f"_{name}": np.full(len(labels), value, dtype=np.float64) for name, value in facts.items()})
-        return {(name,): value for name, value in values.items()}
+        out: dict[Key, np.ndarray] = {(name,): value for name, value in values.items()}
+        out.update({(Extra(name),): np.full(len(labels), value, dtype=np.float64) for name, value in facts.items()})
+        return out
 
     def _model_facts(self, model: Any) -> dict[str, float]:
         """params (M), GMACs, throughput, published top-1 and whether the gap is meaningful; once per model."""
@@ -149,13 +167,6 @@ class EvalProbe(Probe):
             device = self.session.device
             published = self._published.get(model.name, float("nan"))
             reason = self._gap_obstacle(model) if np.isfinite(published) else None
-            if reason:
-                self.session.notes.append(f"{model.name}: no gap to the published top-1 ({published:g}): {reason}")
-            source = self.session.source
-            if source.kind == "synthetic" and model.num_classes != len(source.class_names):
-                self.session.notes.append(f"{model.name} has {model.num_classes} classes, the synthetic set "
-                                          f"{len(source.class_names)}: its accuracy there is a smoke test; pass --data "
-                                          "with the images it was trained for")
             self._facts[model.name] = {
                 "params_m": sum(p.numel() for p in model.net.parameters()) / 1e6,
                 "gmacs": count_gmacs_at(model.net, opts.input_size, device),
@@ -206,7 +217,7 @@ class EvalProbe(Probe):
         out[("ece",)] = (*ece, unlabelled)
         out[("confidence",)] = (*base[("confidence",)][:4], unlabelled)
         n = int(out[("top1",)][3])
-        facts = {name: _constant(values.get((f"_{name}",))) for name in FACTS}
+        facts = {name: _constant(values.get((Extra(name),))) for name in FACTS}
         for name in ("params_m", "gmacs"):
             out[(name,)] = (facts[name], float("nan"), float("nan"), n if np.isfinite(facts[name]) else 0, unlabelled)
         if facts["gap_comparable"] == 1.0:  # the published number only where it measures the same thing
@@ -240,7 +251,7 @@ class EvalProbe(Probe):
             checkpoint = self.session.checkpoints.get(model)
             rows.append({**result.columns, "checkpoint": Path(checkpoint).name if checkpoint else "",
                          "params_m": metric("params_m"), "gmacs": metric("gmacs"),
-                         "throughput_img_s": _constant(result.values.get(("_throughput_img_s",))),
+                         "throughput_img_s": _constant(result.values.get((Extra("throughput_img_s"),))),
                          "top1": metric("top1"), "top1_ci_low": metric("top1", "ci_low"),
                          "top1_ci_high": metric("top1", "ci_high"), "top5": metric("top5"), "nll": metric("nll"),
                          "ece": metric("ece"), "published_top1": self._published.get(model, float("nan")),

@@ -68,10 +68,10 @@ class InvarianceProbe(Probe):
         super().__init__(config, session)
         self.levels: dict[str, tuple[float, ...]] = {}
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         from ..core.invariance.plan import default_levels
 
-        size = self.session.options.input_size
+        size, notes = self.session.options.input_size, []
         for kind in self.config.kind:
             given = self.config.levels
             if given is None:  # the paper's grids, without pixel levels that move everything off the image
@@ -88,8 +88,10 @@ class InvarianceProbe(Probe):
                 _check_level(kind, value, size)
             self.levels[kind] = tuple(given)
             if kind == "scale" and any(not 0.2 <= v <= 1.95 for v in given):
-                self.session.notes.append(f"scale levels outside the paper's 0.2..1.95 ({', '.join(f'{v:g}' for v in given if not 0.2 <= v <= 1.95)}): "
-                                          "views that far from the standard one say little about invariance")
+                outside = ", ".join(f"{v:g}" for v in given if not 0.2 <= v <= 1.95)
+                notes.append(f"scale levels outside the paper's 0.2..1.95 ({outside}): views that far from the standard "
+                             "one say little about invariance")
+        return notes
 
     def _plan(self, kinds: tuple[str, ...], repeat: int = 0) -> Any:
         from ..core.invariance.plan import SweepPlan
@@ -133,7 +135,7 @@ class InvarianceProbe(Probe):
     def units(self) -> list[Unit]:
         return [Unit(kind, (kind,)) for kind in self.config.kind]
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> list[str]:
         if "equivariance" in self.config.kind:
             net = model.net.model
             from ..models.unified import UnifiedNet
@@ -142,6 +144,7 @@ class InvarianceProbe(Probe):
                                                     and getattr(net, "feature_info", None))):
                 raise UsageError(f"{model.name} exposes no feature stages, which --kind equivariance needs: leave "
                                  "equivariance out of --kind")
+        return []
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
         from ..core.invariance.geometry import Views

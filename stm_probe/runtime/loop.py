@@ -48,7 +48,7 @@ def run_probe(probe: Probe, session: Any) -> Any:
         raise UsageError(f"--data {session.source.location} is an ImageNet-C tree ({len(variants)} corrupted variants "
                          f"of one image set): {probe.name} would measure one variant as if it were the data; run "
                          "`stm-probe corruption` on it, or pass one variant's folder or the clean images")
-    probe.check()
+    _add_notes(session, probe.check())
     opts = session.options
     main = getattr(session, "rank", 0) == 0
     store = RunFolder(session.out_dir, probe.name, opts.resume, auto_named=opts.out is None) \
@@ -57,7 +57,8 @@ def run_probe(probe: Probe, session: Any) -> Any:
     session.record.update(probe={"name": probe.name, "settings": settings_dict(probe.config),
                                  "class": f"{type(probe).__module__}.{type(probe).__name__}"},
                           seeding="every draw from stream (seed, probe, setting, repeat) x image index "
-                                  "(stm_probe.core.seeds); random-init weights: torch seeded with seed before each model")
+                                  "(stm_probe.core.seeds); random-init weights: torch seeded with seed before each model",
+                          **probe.manifest())
     try:
         distributed.collective(lambda: _open_store(store, probe, session), name_rank=False)
         if session.out_dir is not None:  # rank 0's folder on every rank (default names carry a timestamp)
@@ -144,11 +145,16 @@ def _prepare_model(probe: Probe, session: Any, name: str) -> Any:
         _check_label_space(probe, session, model)
         session.source.check_labels(model.num_classes, name)
     trained = model.record.get("trained")
-    note = chance_note(name, trained) if trained else None
-    if note and note not in session.notes:
-        session.notes.append(note)
-    probe.check_model(model)
+    _add_notes(session, [chance_note(name, trained)] if trained else [])
+    _add_notes(session, probe.check_model(model))
     return model
+
+
+def _add_notes(session: Any, notes: list[str] | None) -> None:
+    """The run's notes (what a probe's checks return), each once."""
+    for note in notes or ():
+        if note and note not in session.notes:
+            session.notes.append(note)
 
 
 def _check_label_space(probe: Probe, session: Any, model: Any) -> None:
@@ -165,8 +171,7 @@ def _check_label_space(probe: Probe, session: Any, model: Any) -> None:
     if note:
         model.weights = f"{model.weights} [labels as index]"
         model.record["labels_as_index"] = True
-        if note not in session.notes:
-            session.notes.append(note)
+        _add_notes(session, [note])
 
 
 def _save_unit(store: Any, key: str, result: UnitResult) -> UnitResult:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from ..options import RunOptions, check_out_folder, check_unified_input_size, settings_dict
+from ..options import RunOptions, check_checkpoint_file, check_out_folder, check_unified_input_size, settings_dict
 from .manifest import RunRecord, default_out_dir, device_description
 
 
@@ -65,11 +65,7 @@ def pair_checkpoints(models: list[str], checkpoints: tuple[str, ...]) -> dict[st
                              "--model order, or use NAME=PATH")
         mapping.update(zip(rest, plain))
     for name, path in mapping.items():
-        p = Path(path)
-        if p.is_dir():
-            raise UsageError(f"checkpoint '{path}' for {name} is a directory: give the weights file inside it")
-        if not p.is_file():
-            raise UsageError(f"checkpoint '{path}' for {name} does not exist: check the path given to --checkpoint")
+        check_checkpoint_file(path, name)
     return mapping
 
 

@@ -8,6 +8,8 @@ gives the same numbers); ``repeat_*`` the mean and Student-t 95% interval over t
 """
 from __future__ import annotations
 
+import collections
+import functools
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -18,7 +20,55 @@ VALUE_COLUMNS = ("metric", "value", "ci_low", "ci_high", "n_images", "n_skipped"
                  "repeat_low", "repeat_high")
 RUN_COLUMNS = ("seed", "input_size")
 
-Key = tuple  # (*setting values, metric)
+Key = tuple  # (*setting values, metric); a probe's `key_type` names the fields
+
+
+@dataclass(frozen=True)
+class Extra:
+    """The metric slot of a key that holds artefact data, not a metric: per-image arrays a probe keeps for
+    its files or for numbers it makes from several keys (saved examples, Gram rows, predictions). Never
+    summarised, never a CSV row; ``(corruption, severity, Extra("error"))`` and ``(..., "error")`` are two keys."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return f"extra:{self.name}"
+
+
+def is_extra(key: Key) -> bool:
+    """Whether ``key`` holds artefact data (its metric is an `Extra`)."""
+    return isinstance(key[-1], Extra)
+
+
+class Values(dict):
+    """Per-image values by key, ``{(*setting values, metric): array (B, ...) or (N, ...)}``, as a probe's
+    ``measure`` returns them and a `UnitResult` holds them: metrics (a ``str`` metric, summarised into
+    rows) and extras (an `Extra` metric, artefact data)."""
+
+    def metrics(self) -> dict[Key, np.ndarray]:
+        return {key: value for key, value in self.items() if not is_extra(key)}
+
+    def extras(self) -> dict[Key, np.ndarray]:
+        return {key: value for key, value in self.items() if is_extra(key)}
+
+
+def key_type(setting_columns: tuple[str, ...]) -> type:
+    """The named key of a probe with these setting columns: a named tuple ``(*setting_columns, metric)``,
+    equal to (and hashing as) the plain tuple of the same values."""
+    return _key_types(tuple(setting_columns))
+
+
+@functools.lru_cache(maxsize=None)
+def _key_types(columns: tuple[str, ...]) -> type:
+    return collections.namedtuple("Key", (*columns, "metric"))
+
+
+def _encode_key(key: Key) -> list:
+    return [{"extra": part.name} if isinstance(part, Extra) else part for part in key]
+
+
+def _decode_key(parts: list) -> Key:
+    return tuple(Extra(part["extra"]) if isinstance(part, dict) else part for part in parts)
 
 
 class Summary(NamedTuple):
@@ -47,18 +97,22 @@ class UnitResult:
     columns: dict[str, str]  # model, stm, size, weights
     unit: Unit
     indices: np.ndarray  # (N,) image positions in the session's source
-    values: dict[Key, np.ndarray]  # (N, ...) per key
+    values: Values  # (N, ...) per key
     skipped_files: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.values, Values):
+            self.values = Values(self.values)
 
     def to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         arrays = {"indices": self.indices, **{f"v{i}": v for i, v in enumerate(self.values.values())}}
         meta = {"columns": self.columns, "label": self.unit.label, "parts": list(self.unit.parts),
-                "repeat": self.unit.repeat, "keys": [list(k) for k in self.values],
+                "repeat": self.unit.repeat, "keys": [_encode_key(k) for k in self.values],
                 "skipped_files": self.skipped_files}
         return arrays, meta
 
     @classmethod
     def from_arrays(cls, unit: Unit, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> "UnitResult":
-        keys = [tuple(k) for k in meta["keys"]]
-        values = {k: arrays[f"v{i}"] for i, k in enumerate(keys)}
+        keys = [_decode_key(k) for k in meta["keys"]]
+        values = Values((k, arrays[f"v{i}"]) for i, k in enumerate(keys))
         return cls(meta["columns"], unit, arrays["indices"], values, list(meta.get("skipped_files", [])))

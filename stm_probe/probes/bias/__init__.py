@@ -140,16 +140,18 @@ class BiasProbe(Probe):
     def statistics(self) -> dict[str, str]:  # type: ignore[override]
         return {k: v for m in self.methods.values() for k, v in m.statistics.items()}
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
+        notes = []
         if "cue-conflict" in self.methods and not self.cue_conflict_data:
             raise UsageError(f"--probe cue-conflict needs cue-conflict images (<shape>/<shape><k>-<texture><m>.png), "
                              f"but --data {self.session.source.location} is not such a set: leave --data out for the "
                              "shipped sample, or point it at the stimuli")
         if self.cue_conflict_data and len(self.methods) > 1:
-            self.session.notes.append("the data is a cue-conflict set: its folder labels are categories, not "
-                                      "ImageNet classes, so the other methods run label-free")
+            notes.append("the data is a cue-conflict set: its folder labels are categories, not ImageNet classes, so "
+                         "the other methods run label-free")
         for method in self.methods.values():
-            method.check()
+            notes += method.check() or []
+        return notes
 
     @staticmethod
     def compare_columns(name: str, frame: Any) -> list[Any]:
@@ -193,9 +195,8 @@ class BiasProbe(Probe):
         return [Unit(u.label if r == 0 else f"{u.label} (repeat {r})", u.parts, r) for u in units
                 for r in range(count if self.methods[u.parts[0]].randomised else 1)]
 
-    def check_model(self, model: Any) -> None:
-        for method in self.methods.values():
-            method.check_model(model)
+    def check_model(self, model: Any) -> list[str]:
+        return [note for method in self.methods.values() for note in method.check_model(model) or []]
 
     def measure(self, model: Any, unit: Unit, batch: Any) -> dict[Key, np.ndarray]:
         name = unit.parts[0]

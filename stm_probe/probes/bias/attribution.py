@@ -33,9 +33,12 @@ import torch
 
 from ...models.features import frozen_parameters
 from ...core.stats import bootstrap_ci, summarise_values
-from ..base import clean_forward, require_finite
+from ..base import Extra, clean_forward, is_extra, require_finite
 from .base import BiasMethod, Key
 from .files import attribution_path
+
+COM = Extra("com")  # per-image centre of mass (row, col) px of the map: the mean map's centre distance comes from it
+EXAMPLE = "example_"  # Extra(EXAMPLE + field): the first images' maps for attribution/<model>.npz
 
 #: fraction of pixels whose share of the total attribution is the concentration
 TOP_FRACTION = 0.1
@@ -138,16 +141,16 @@ class Attribution(BiasMethod):
         require_finite(maps, model.name, "attributions")
         variant = self.config.method
         out = {(variant, None, None, "concentration"): concentration(maps),
-               (variant, None, None, "_com"): centre_of_mass(maps)}
+               (variant, None, None, COM): centre_of_mass(maps)}
         keep = (batch.indices < self.config.attribution_images).cpu()
         examples = {"image": (images.cpu()[keep] * 255).round().clamp(0, 255).to(torch.uint8), "map": maps.cpu()[keep],
                     "label": labels.cpu()[keep], "prediction": logits.argmax(1).cpu()[keep],
                     "target": targets.cpu()[keep], "index": batch.indices.cpu()[keep]}
-        out.update({(variant, None, None, f"_example_{k}"): v.numpy() for k, v in examples.items()})
+        out.update({(variant, None, None, Extra(f"{EXAMPLE}{k}")): v.numpy() for k, v in examples.items()})
         return out
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int, n_boot: int) -> dict[Key, tuple]:
-        """concentration: mean and bootstrap CI; the mean map's centre distance from ``_com``."""
+        """concentration: mean and bootstrap CI; the mean map's centre distance from the centres of mass (``COM``)."""
         from ...core.seeds import stream_seed
 
         out: dict[Key, tuple] = {}
@@ -158,7 +161,7 @@ class Attribution(BiasMethod):
                 value, low, high, n = summarise_values(per_image, "mean", n_boot,
                                                        seed=stream_seed(seed, "bootstrap", self.name, *key))
                 out[key] = (value, low, high, n, len(per_image) - n)
-            elif metric == "_com":
+            elif metric == COM:
                 com = per_image[np.isfinite(per_image).all(1)]
                 skipped = len(per_image) - len(com)
                 if not len(com):
@@ -176,7 +179,8 @@ class Attribution(BiasMethod):
         prediction, target, index (K,) int64, method (text)."""
         from ...files import atomic_path
 
-        data = {k[-1].removeprefix("_example_"): v for k, v in values.items() if str(k[-1]).startswith("_example_")}
+        data = {k[-1].name.removeprefix(EXAMPLE): v for k, v in values.items()
+                if is_extra(k) and k[-1].name.startswith(EXAMPLE)}
         if not data or not len(data["image"]):
             return []
         order = np.argsort(data["index"], kind="stable")

@@ -41,11 +41,13 @@ class BiasMethod:
 
         return stream_id(self.session.seed, "bias", self.name, *parts)
 
-    def check(self) -> None:
-        """Validate settings against the session (UsageError); before any folder is made."""
+    def check(self) -> list[str]:
+        """Validate settings against the session (UsageError); before any folder is made. Returns notes."""
+        return []
 
-    def check_model(self, model: Any) -> None:
-        """Validate one loaded model (UsageError)."""
+    def check_model(self, model: Any) -> list[str]:
+        """Validate one loaded model (UsageError). Returns notes."""
+        return []
 
     def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
         raise NotImplementedError

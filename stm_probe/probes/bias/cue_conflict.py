@@ -37,12 +37,13 @@ import torch
 from ...core.shape_bias import shape_bias, shape_bias_interval
 from ...data.synthetic.shapes import SHAPES
 from ...errors import UsageError
-from ..base import require_finite
+from ..base import Extra, require_finite
 from . import CUE_CONFLICT_NAME
 from .base import BiasMethod, Key
 
 RESOURCE = "cue_conflict_categories.json"
 OVERALL = "all"
+SHAPE = Extra("shape")  # the shape category per image (per-category rows); NaN where the hits are
 
 
 @lru_cache(maxsize=1)
@@ -176,12 +177,14 @@ class CueConflict(BiasMethod):
         """The categories of the decision, in the order of its vector."""
         return tuple(self.mapping())
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         if self.config.category_map is not None:
             self.mapping()
+        return []
 
-    def check_model(self, model: Any) -> None:
+    def check_model(self, model: Any) -> list[str]:
         self.matrix(model.num_classes, model.name)
+        return []
 
     def matrix(self, num_classes: int, model: str) -> torch.Tensor:
         """The (num_classes, 16) averaging matrix for a model, validated once per class count."""
@@ -208,17 +211,17 @@ class CueConflict(BiasMethod):
         probs = category_probabilities(logits, self.matrix(logits.shape[-1], model.name))  # (B, 16)
         decision = probs.argmax(-1).cpu().numpy().astype(np.float64)
         shape_hit, texture_hit = hits(decision, shape, texture)
-        # "_shape" (the shape category, for the per-category rows) is NaN wherever the hits are: an image left
+        # SHAPE (the shape category, for the per-category rows) is NaN wherever the hits are: an image left
         # out leaves no finite value, so a batch of such images only counts as not measured
         return {(OVERALL, None, None, "shape_hit"): shape_hit, (OVERALL, None, None, "texture_hit"): texture_hit,
-                (OVERALL, None, None, "_shape"): shape}
+                (OVERALL, None, None, SHAPE): shape}
 
     def summarise(self, values: dict[Key, np.ndarray], seed: int, n_boot: int) -> dict[Key, tuple]:
         from ...core.stats import summarise_values
 
         shape_hit = values[(OVERALL, None, None, "shape_hit")]
         texture_hit = values[(OVERALL, None, None, "texture_hit")]
-        shape = values[(OVERALL, None, None, "_shape")]
+        shape = values[(OVERALL, None, None, SHAPE)]
         kept = ~np.isnan(shape_hit)
         groups = [(OVERALL, kept, int((~kept).sum()))]
         groups += [(name, kept & (shape == i), 0) for i, name in enumerate(self.names()) if (shape == i).any()]

@@ -93,11 +93,12 @@ class FourierHeatMap(BiasMethod):
         self.cells: list[tuple[int, int]] = representatives(self.input_size, self.step)
         self.labelled = bool(getattr(session.source, "has_labels", False))
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         if self.step > self.input_size // 2:
             raise UsageError(f"--fourier-grid {self.step}: a step above Nyquist ({self.input_size // 2} at "
                              f"--input-size {self.input_size}) leaves only the zero frequency; use at most "
                              f"{self.input_size // 2} (1 = every frequency)")
+        return []
 
     def signs(self, indices: Any, repeat: int) -> torch.Tensor:
         """Seeded signs (F, B, 3) float32 of +-1 per cell, image and channel (CPU)."""

@@ -96,12 +96,13 @@ class PatchDrop(BiasMethod):
     def fractions(self) -> tuple[float, ...]:
         return tuple(dict.fromkeys(float(f) for f in self.config.fractions))
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         side, patch = self.input_size, self.config.patch_size
         if side % patch:
             sizes = ",".join(str(d) for d in range(2, min(side, 64) + 1) if side % d == 0)
             raise UsageError(f"--patch-size {patch}: patches must tile --input-size {side} exactly; choose a divisor "
                              f"such as {sizes}")
+        return []
 
     def _fill(self, images: torch.Tensor, indices: Any, repeat: int) -> torch.Tensor:
         """The fill, broadcastable to ``images`` (B, 3, S, S)."""

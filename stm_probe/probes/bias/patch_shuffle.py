@@ -92,8 +92,9 @@ class PatchShuffle(BiasMethod):
                              f"choose from {divisors}")
         return tuple(dict.fromkeys(self.config.grids))
 
-    def check(self) -> None:
+    def check(self) -> list[str]:
         _ = self.grids  # validates --grids (UsageError)
+        return []
 
     def measure(self, model: Any, batch: Any, repeat: int) -> dict[Key, np.ndarray]:
         device = self.session.device
