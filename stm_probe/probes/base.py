@@ -71,9 +71,10 @@ class Probe:
         return source
 
     def check(self) -> list[str]:
-        """Validate settings against the session (raise UsageError); runs before any folder is made.
-        Returns notes for the run (lines printed after it and kept in its manifest); the session is not
-        changed."""
+        """Validate settings against the session (raise UsageError); runs before any folder is made and
+        before `units` (what it derives from the settings, e.g. the attack specs, may be kept on the probe
+        for `units`). Returns notes for the run (lines printed after it and kept in its manifest); the
+        session is not changed."""
         return []
 
     def check_model(self, model: Any) -> list[str]:
