@@ -235,7 +235,8 @@ class RunOptions:
     subset_seed: int | None = option(None, "with --num-images: a seeded class-balanced subset (the same for every "
                                      "model) instead of the first N", parse=whole_number, metavar="S")
     checkpoint_dir: str | None = option(None, "folder of released checkpoints: each model finds its own file "
-                                        "(unified_<stm>_<size>[-ema].pth/.safetensors)", metavar="DIR")
+                                        "(unified_<stm>_<size>[-ema].pth/.safetensors); in compare, files with a "
+                                        "seed suffix (_s0, -seed1, ...) are replicates", metavar="DIR")
     pretrained: bool = option(False, "load each unified model's released checkpoint, downloaded once into the cache "
                               "($STM_PROBE_CACHE, default ~/.cache/stm-probe; see `stm-probe weights`)")
     batch_size: int = option(16, "images per batch (default 16)", parse=positive_int, metavar="B")

@@ -106,6 +106,36 @@ def test_the_report_rerenders_from_the_replicate_folders(replicated: Path, tmp_p
     assert (copy / "report.md").read_text().count("(replicate 1)") >= 2  # analyses and provenance
 
 
+def test_seed_suffixed_files_in_a_checkpoint_dir_are_replicates_in_seed_order(tmp_path: Path) -> None:
+    from stm_probe.models.checkpoint_dir import seed_checkpoints
+
+    for name in ("unified_halo_micro_s10.pth", "unified_halo_micro_s2.pth", "unified_halonet_micro-ema-seed0.pt",
+                 "unified_pvt_micro-s1.safetensors", "unified_pvt_micro-s0.pth", "unified_pvt_micro.pth", "notes_s1.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = seed_checkpoints(["unified_halo_micro", "unified_pvt_micro", "unified_swin_micro"], tmp_path)
+    assert {m: [Path(p).name for p in paths] for m, paths in found.items()} == {
+        "unified_halo_micro": ["unified_halonet_micro-ema-seed0.pt", "unified_halo_micro_s2.pth",
+                               "unified_halo_micro_s10.pth"],
+        "unified_pvt_micro": ["unified_pvt_micro-s0.pth", "unified_pvt_micro-s1.safetensors"]}
+    (tmp_path / "unified_halo_micro-seed2.pt").write_bytes(b"x")
+    with pytest.raises(UsageError, match="2 files are seed 2 of unified_halo_micro"):
+        seed_checkpoints(["unified_halo_micro"], tmp_path)
+
+
+def test_compare_with_a_checkpoint_dir_of_seed_files_equals_the_explicit_lists(replicated: Path) -> None:
+    """The fixture's files are named <model>-s<seed>.pth: --checkpoint-dir finds the same replicates."""
+    out = replicated.parent / "from-dir"
+    assert main(["compare", *[a for m in MODELS for a in ("--model", m)], "--checkpoint-dir", str(replicated.parent),
+                 "--analyses", "invariance", "--set", "invariance.kind=translation", "--set", "invariance.levels=0,1",
+                 "--input-size", "32", "--num-images", "6", "--bootstrap", "200", "--pairwise-bootstrap", "1000",
+                 "--quiet", "--out", str(out)]) == 0
+    for r in (0, 1):
+        pd.testing.assert_frame_equal(pd.read_csv(out / f"invariance-r{r}" / "invariance.csv"),
+                                      pd.read_csv(replicated / f"invariance-r{r}" / "invariance.csv"))
+    table = lambda folder: [l for l in (folder / "report.md").read_text().splitlines() if l.startswith("| unified_")]  # noqa: E731
+    assert table(out) == table(replicated)
+
+
 def test_a_column_without_per_image_values_takes_the_union_of_the_replicate_intervals() -> None:
     from types import SimpleNamespace
 

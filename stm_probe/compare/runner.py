@@ -258,6 +258,23 @@ def _plan(analysis: Analysis, shared: dict[str, Any], settings: dict[str, Any], 
             identity, folder)
 
 
+def _seeded_checkpoint_dir(shared: dict[str, Any]) -> None:
+    """``--checkpoint-dir`` holding seed-suffixed files (`stm_probe.models.checkpoint_dir.seed_checkpoints`):
+    each model's files become one ``--checkpoint NAME=S0,S1,...`` entry, i.e. its replicates (``shared`` is
+    changed in place; nothing happens without such files or when ``--checkpoint`` already lists replicates)."""
+    if shared.get("checkpoint_dir") is None or replicate_checkpoints(shared.get("checkpoint")) is not None:
+        return
+    from ..models import expand_model_patterns
+    from ..models.checkpoint_dir import seed_checkpoints
+
+    explicit = {str(c).partition("=")[0] for c in shared.get("checkpoint") or ()}
+    models = [m for m in expand_model_patterns(list(shared.get("model") or ())) if m not in explicit]
+    seeded = seed_checkpoints(models, shared["checkpoint_dir"])
+    if seeded:
+        shared["checkpoint"] = [*(shared.get("checkpoint") or ()), *(f"{m}={','.join(p)}" for m, p in seeded.items())]
+        del shared["checkpoint_dir"]
+
+
 def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     """Run the analyses named in ``values`` (shared options + CompareConfig fields) and write the report.
 
@@ -272,6 +289,7 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     own = {f.name for f in fields(CompareConfig)}
     config = coerce(CompareConfig, {k: v for k, v in values.items() if k in own and v is not None})
     shared = {k: v for k, v in values.items() if k not in own and v is not None}
+    _seeded_checkpoint_dir(shared)
     replicates = replicate_checkpoints(shared.get("checkpoint"))
     every_checkpoint = {} if replicates is None else {"checkpoint": [c for rep in replicates for c in rep]}
     options = coerce(RunOptions, {**{k: v for k, v in shared.items() if k != "out" or v}, **every_checkpoint})

@@ -8,9 +8,14 @@ each optionally with the original trainer's ``-ema`` suffix (``unified_halonet_t
 searched (not subfolders). Two fitting files for one model (e.g. plain and ``-ema``) and a model
 with none are refused in one line naming the files; an explicit ``--checkpoint NAME=PATH`` resolves
 either (the session searches only the models without one).
+
+Replicates (`seed_checkpoints`, for ``stm-probe compare``): files with a training-seed suffix,
+``<name>_s<k>`` or ``<name>-seed<k>`` before the extension (``unified_halo_micro_s0.pth``,
+``unified_halonet_micro-seed2.safetensors``), are several checkpoints of one model, in seed order.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from ..errors import UsageError
@@ -18,6 +23,7 @@ from .names import release_stem, unified_spec
 
 EXTENSIONS = (".pth", ".pt", ".safetensors")
 EMA_SUFFIX = "-ema"
+SEED_SUFFIX = re.compile(r"^(?P<base>.+?)[_-](?:s|seed)(?P<seed>\d+)$", re.IGNORECASE)
 
 
 def stems(model: str) -> list[str]:
@@ -99,3 +105,32 @@ def checkpoints_from_dir(models: list[str], explicit: dict[str, str], folder: st
         for line in lines:
             print(f"stm-probe: {line}", file=sys.stderr)
     return found, lines
+
+
+def seed_checkpoints(models: list[str], folder: str | Path) -> dict[str, list[str]]:
+    """{model: [its file of seed k, in increasing k]} for the models with seed-suffixed files in ``folder``
+    (module docstring); {} when no file carries a seed suffix. UsageError when ``folder`` cannot be listed or
+    two files give one model the same seed."""
+    folder = Path(folder).expanduser()
+    try:
+        listing = sorted(p for p in folder.iterdir() if p.is_file())
+    except OSError as exc:
+        raise UsageError(f"--checkpoint-dir {folder}: cannot list the folder ({exc.strerror}); check the path and "
+                         "its permissions") from None
+    seeded: dict[tuple[str, int], list[Path]] = {}
+    for entry in listing:
+        stem, ext = entry.stem, entry.suffix.lower()
+        match = SEED_SUFFIX.match(stem) if ext in EXTENSIONS else None
+        if match:
+            seeded.setdefault((match["base"].lower(), int(match["seed"])), []).append(entry)
+    found: dict[str, list[str]] = {}
+    for model in models:
+        bases = {f"{stem}{ema}".lower() for stem in stems(model) for ema in ("", EMA_SUFFIX)}
+        files = {seed: paths for (base, seed), paths in seeded.items() if base in bases}
+        for seed, paths in files.items():
+            if len(paths) > 1:
+                raise UsageError(f"--checkpoint-dir {folder}: {len(paths)} files are seed {seed} of {model} "
+                                 f"({', '.join(p.name for p in paths)}); keep one")
+        if files:
+            found[model] = [str(files[seed][0]) for seed in sorted(files)]
+    return found
