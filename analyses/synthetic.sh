@@ -60,10 +60,13 @@ stm-probe compare "${models[@]}" "${ckpts[@]}" --data "synthetic:val?n=$VAL" --i
   --set "cka.num_images=$MAPS" \
   --out "$WORK/compare"
 
-# committed: report.md, the heat map, each run's tidy CSV (not per_image.csv) and the figures report.md shows,
-# as 256-colour PNGs (report.html embeds every figure: `stm-probe report runs/synthetic/compare` writes it)
+# committed: report.md, a report.html that links its figures (--link-figures; the self-contained page embeds
+# 14 MB of figures and stays in $WORK/compare), the heat map, each run's tidy CSV (not per_image.csv) and the
+# figures the report shows, as 256-colour PNGs
 mkdir -p "$FIG"
-cp "$WORK/compare/report.md" "$WORK/compare/summary_heatmap.png" "$FIG/"
+stm-probe report "$WORK/compare" --link-figures > /dev/null
+cp "$WORK/compare/report.md" "$WORK/compare/report.html" "$WORK/compare/summary_heatmap.png" "$FIG/"
+stm-probe report "$WORK/compare" > /dev/null  # the self-contained page again
 for folder in "$WORK"/compare/*/; do
   name=$(basename "$folder")
   mkdir -p "$FIG/$name"

@@ -152,7 +152,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Re-render the report of a compare folder from its files (no torch)."""
     from .compare import render_report
 
-    paths = render_report(args.dir, alpha=args.alpha, n_boot=args.pairwise_bootstrap)
+    paths = render_report(args.dir, alpha=args.alpha, n_boot=args.pairwise_bootstrap, link_figures=args.link_figures)
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -353,6 +353,8 @@ def build_parser() -> Parser:
                    "tests (default: the compare run's, 0.05)")
     p.add_argument("--pairwise-bootstrap", type=int, default=None, metavar="N", help="bootstrap replicates of each "
                    "paired test (default: the compare run's, 10000)")
+    p.add_argument("--link-figures", action="store_true", help="report.html links each figure by its relative path "
+                   "instead of embedding it (a small page to keep beside its figures, e.g. in a repository)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(handler=cmd_report)
     p = sub.add_parser("plot", help="redraw a probe's figures from its saved CSV/npy files, without recomputing")

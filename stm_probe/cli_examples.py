@@ -62,6 +62,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "report": (
         "stm-probe report runs/micro",
         "stm-probe report runs/micro --alpha 0.01",
+        "stm-probe report runs/micro --link-figures   # report.html links its figures instead of embedding them",
     ),
     "plot": (
         "stm-probe plot erf runs/erf-tiny",

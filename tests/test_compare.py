@@ -92,6 +92,28 @@ def test_html_is_self_contained(compared: tuple[Path, float]) -> None:
         assert f"## {heading}" in md and heading in text
 
 
+def test_linked_html_points_at_the_embedded_figures(compared: tuple[Path, float], tmp_path: Path) -> None:
+    """--link-figures: the same page, each figure a relative path to the file the embedded page carries."""
+    import base64
+    import shutil
+
+    out, _ = compared
+    copy = tmp_path / "linked"
+    shutil.copytree(out, copy)
+    embedded = (out / "report.html").read_text()
+    assert main(["report", str(copy), "--link-figures"]) == 0
+    linked = (copy / "report.html").read_text()
+    data = re.findall(r'<img [^>]*src="data:image/png;base64,([^"]*)"', embedded)
+    paths = re.findall(r'<img [^>]*src="([^"]*)"', linked)
+    assert len(paths) == len(data) >= 3 and "data:" not in linked
+    for path, blob in zip(paths, data):
+        assert not Path(path).is_absolute() and ".." not in Path(path).parts
+        assert (copy / path).read_bytes() == base64.b64decode(blob)
+    strip = lambda text: re.sub(r'src="[^"]*"', "", re.sub(r"\(20\d\d-[^)]*\)", "", text))
+    assert strip(linked) == strip(embedded)  # only the figure sources (and the time stamp) differ
+    assert len(linked) < len(embedded) / 10
+
+
 def test_second_run_reuses_everything(compared: tuple[Path, float], monkeypatch: pytest.MonkeyPatch,
                                       capsys: pytest.CaptureFixture) -> None:
     out, first = compared

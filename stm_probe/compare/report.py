@@ -3,7 +3,9 @@
 The report is one list of blocks (headings, paragraphs, lists, tables, figures) rendered twice:
 as Markdown (figures linked by relative path) and as HTML with every figure embedded as a
 base64 ``data:`` URI and the style inline, so the page opens offline and links to nothing.
-No torch: `stm-probe report DIR` re-renders from the CSVs, manifests and PNGs.
+With ``link_figures`` the HTML links each figure by relative path instead, as the Markdown does
+(a small page to commit beside its figures). No torch: `stm-probe report DIR` re-renders from
+the CSVs, manifests and PNGs.
 """
 from __future__ import annotations
 
@@ -362,7 +364,14 @@ def _inline(text: str) -> str:
     return re.sub(r"\*\*([^*]*)\*\*", r"<strong>\1</strong>", text)
 
 
-def _html_blocks(blocks: Sequence[Block]) -> list[str]:
+def _figure_source(path: Path, base: Path | None) -> str:
+    """The img src of a figure: a base64 data URI, or the path relative to ``base`` when given."""
+    if base is not None:
+        return html.escape(Path(path).relative_to(base).as_posix())
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def _html_blocks(blocks: Sequence[Block], base: Path | None = None) -> list[str]:
     out = []
     for block in blocks:
         if block.kind in ("h1", "h2", "h3"):
@@ -376,26 +385,26 @@ def _html_blocks(blocks: Sequence[Block]) -> list[str]:
             body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in block.content)
             out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif block.kind == "figure":
-            data = base64.b64encode(Path(block.content).read_bytes()).decode("ascii")
             caption = _inline(block.extra)
-            out.append(f'<figure><img alt="{caption}" src="data:image/png;base64,{data}">'
+            out.append(f'<figure><img alt="{caption}" src="{_figure_source(block.content, base)}">'
                        f"<figcaption>{caption}</figcaption></figure>")
         elif block.kind == "details":
-            out.append(f"<details><summary>{_inline(block.extra)}</summary>{''.join(_html_blocks(block.content))}"
-                       "</details>")
+            inner = "".join(_html_blocks(block.content, base))
+            out.append(f"<details><summary>{_inline(block.extra)}</summary>{inner}</details>")
     return out
 
 
-def to_html(blocks: Sequence[Block]) -> str:
+def to_html(blocks: Sequence[Block], base: Path | None = None) -> str:
+    """The report page: figures embedded, or linked relative to ``base`` when it is given."""
     title = next((b.content for b in blocks if b.kind == "h1"), "stm-probe comparison")
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>\n"
-            + "\n".join(_html_blocks(blocks)) + "\n</body></html>\n")
+            + "\n".join(_html_blocks(blocks, base)) + "\n</body></html>\n")
 
 
-def write_report(out_dir: Path, blocks: Sequence[Block]) -> list[Path]:
-    """report.md and report.html in ``out_dir`` (atomically)."""
+def write_report(out_dir: Path, blocks: Sequence[Block], link_figures: bool = False) -> list[Path]:
+    """report.md and report.html in ``out_dir`` (atomically); ``link_figures``: the HTML links, not embeds."""
     out_dir = Path(out_dir)
     write_text(out_dir / "report.md", to_markdown(blocks, out_dir))
-    write_text(out_dir / "report.html", to_html(blocks))
+    write_text(out_dir / "report.html", to_html(blocks, out_dir if link_figures else None))
     return [out_dir / "report.md", out_dir / "report.html"]

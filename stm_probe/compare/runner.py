@@ -362,10 +362,12 @@ def run_compare(values: dict[str, Any], call: dict[str, Any]) -> Path:
     return out
 
 
-def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int | None = None) -> list[Path]:
+def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int | None = None,
+                  link_figures: bool = False) -> list[Path]:
     """(Re)write report.md, report.html and the summary heat map of a compare folder from its files.
 
     ``alpha``/``n_boot``: the pairwise tests' level and bootstrap replicates (default: compare.json's).
+    ``link_figures``: report.html links each figure by its path in the folder instead of embedding it.
     Refuses (UsageError) an unfinished or damaged analysis. Imports no torch.
     """
     from ..plots.summary import plot_summary
@@ -396,4 +398,4 @@ def render_report(out_dir: str | Path, alpha: float | None = None, n_boot: int |
                              tied=tied_with_best(specs, table, pairs))
         heatmap = paths[0]
     blocks = build_blocks(record, runs, specs, table, pairs, models, alpha, heatmap, n_boot)
-    return write_report(out_dir, blocks)
+    return write_report(out_dir, blocks, link_figures=link_figures)
