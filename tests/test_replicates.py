@@ -122,6 +122,23 @@ def test_seed_suffixed_files_in_a_checkpoint_dir_are_replicates_in_seed_order(tm
         seed_checkpoints(["unified_halo_micro"], tmp_path)
 
 
+def test_a_checkpoint_dir_with_seed_files_for_some_models_only_is_refused(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture) -> None:
+    """A model without seed files would otherwise run at random init beside trained replicates."""
+    for name in ("unified_halo_micro_s0.pth", "unified_halo_micro_s1.pth", "unified_pvt_micro.pth"):
+        (tmp_path / name).write_bytes(b"x")
+    argv = ["compare", "--model", "unified_halo_micro", "--model", "unified_pvt_micro", "--checkpoint-dir",
+            str(tmp_path), "--analyses", "invariance", "--input-size", "32", "--quiet", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "of unified_halo_micro but none of unified_pvt_micro" in err
+    (tmp_path / "unified_pvt_micro_s0.pth").write_bytes(b"x")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different numbers of seed files (unified_halo_micro: 2, unified_pvt_micro: 1)" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_compare_with_a_checkpoint_dir_of_seed_files_equals_the_explicit_lists(replicated: Path) -> None:
     """The fixture's files are named <model>-s<seed>.pth: --checkpoint-dir finds the same replicates."""
     out = replicated.parent / "from-dir"

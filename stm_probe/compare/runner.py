@@ -271,6 +271,16 @@ def _seeded_checkpoint_dir(shared: dict[str, Any]) -> None:
     models = [m for m in expand_model_patterns(list(shared.get("model") or ())) if m not in explicit]
     seeded = seed_checkpoints(models, shared["checkpoint_dir"])
     if seeded:
+        missing = [m for m in models if m not in seeded]
+        counts = {m: len(p) for m, p in seeded.items()}
+        if missing:  # the folder is no longer searched: such a model would run at random init
+            raise UsageError(f"--checkpoint-dir {shared['checkpoint_dir']} holds seed-suffixed checkpoints (_s<k>) of "
+                             f"{', '.join(seeded)} but none of {missing[0]}: give every model its seed files, or "
+                             "--checkpoint NAME=P1,P2,...")
+        if len(set(counts.values())) > 1:
+            raise UsageError(f"--checkpoint-dir {shared['checkpoint_dir']}: the models have different numbers of seed "
+                             f"files ({', '.join(f'{m}: {n}' for m, n in counts.items())}); give every model one per "
+                             "training seed")
         shared["checkpoint"] = [*(shared.get("checkpoint") or ()), *(f"{m}={','.join(p)}" for m, p in seeded.items())]
         del shared["checkpoint_dir"]
 
