@@ -9,11 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from stm_probe.options import float_list, option
 from stm_probe.probes import Probe, Unit
-from stm_probe.probes.base import clean_forward
+from stm_probe.probes.base import Values, clean_forward
 
 
 @dataclass(frozen=True)
@@ -35,7 +33,7 @@ class ContrastProbe(Probe):
     def units(self) -> list[Unit]:
         return [Unit(f"contrast {c:g}", (c,)) for c in self.config.contrast]
 
-    def measure(self, model: Any, unit: Unit, batch: Any) -> dict[tuple, np.ndarray]:
+    def measure(self, model: Any, unit: Unit, batch: Any) -> Values:
         import torch
 
         images, _, logits = clean_forward(model, batch, self.session.device)  # (B, 3, S, S) in [0, 1], (B, K)
@@ -45,7 +43,8 @@ class ContrastProbe(Probe):
         clean_log, low_log = logits.double().log_softmax(-1), low.double().log_softmax(-1)
         kl = (clean_log.exp() * (clean_log - low_log)).sum(-1)
         agree = (logits.argmax(-1) == low.argmax(-1)).double() * 100
-        return {(c, "consistency"): agree.cpu().numpy(), (c, "kl"): kl.cpu().numpy()}
+        return Values({self.key(c, metric="consistency"): agree.cpu().numpy(),
+                       self.key(c, metric="kl"): kl.cpu().numpy()})
 
     @staticmethod
     def compare_columns(name: str, frame: Any) -> list:

@@ -167,14 +167,13 @@ class CorruptionProbe(Probe):
                 raise UsageError(f"--data {source.location} holds none of the 15 benchmark corruptions: name the ones "
                                  "it holds with --corruptions")
             self.names = tuple(dict.fromkeys(c for c, _ in self.variants))
-            notes.append(f"{source.location} lacks {len(missing)} of the 75 benchmark corruption/severity "
-                                      f"folders (first: {missing[0][0]}/{missing[0][1]}): running the "
-                                      f"{len(self.variants)} present")
+            notes.append(f"{source.location} lacks {len(missing)} of the 75 benchmark corruption/severity folders "
+                         f"(first: {missing[0][0]}/{missing[0][1]}): running the {len(self.variants)} present")
         if self.config.clean_data is not None:
             self.clean_paths = match_clean_images(source, self.config.clean_data)
         else:
-            notes.append("no --clean-data: no clean error, flip rates or relative mCE (pass --clean-data "
-                                      "with the ImageNet validation images)")
+            notes.append("no --clean-data: no clean error, flip rates or relative mCE (pass --clean-data with the "
+                         "ImageNet validation images)")
         size = self.session.options.input_size
         if size != 224:
             notes.append(f"the 224 px ImageNet-C images are resized to --input-size {size}")
