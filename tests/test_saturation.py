@@ -3,6 +3,7 @@ varies, and the heat map marks cells no test separates from the best (issue #21)
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from stm_probe.compare.pairwise import tied_with_best
@@ -50,3 +51,25 @@ def test_cells_no_test_separates_from_the_best_are_tied_with_it() -> None:
                           "significant": [False, True, True]})
     tied = tied_with_best(specs, table, pairs)
     assert tied == {"a:k": {"y"}, "a:u": {"x", "z"}}  # z differs from x (held); y does not; no tests: all tied
+
+
+def test_a_tied_cell_stays_distinct_from_an_untied_one_when_the_heat_map_is_shown_small(tmp_path) -> None:
+    """Two worst cells of one colour: the one no test separates from the best must not look like the other
+    at a quarter of the size (where a thin hatch alone vanished and the colour read as a difference)."""
+    from PIL import Image
+    from matplotlib import colormaps
+
+    from stm_probe.plots.summary import plot_summary
+
+    values = pd.DataFrame({"k": [1.0, 0.0, 0.0], "j": [0.0, 1.0, 0.5]}, index=["x", "y", "z"])
+    worst = np.array(colormaps["viridis"](0.0)[:3]) * 255
+
+    def worst_coloured_share(tied: dict) -> float:
+        (png,) = plot_summary(values, {"k": "higher", "j": "higher"}, {}, tmp_path / f"h{len(tied)}", formats=["png"],
+                              tied=tied)
+        image = Image.open(png).convert("RGB")
+        small = np.asarray(image.resize((image.width // 4, image.height // 4), Image.Resampling.BOX), float)
+        return float((np.abs(small - worst).max(-1) < 30).mean())
+
+    untied, tied = worst_coloured_share({}), worst_coloured_share({"k": {"y"}})
+    assert untied > 0 and tied == pytest.approx(untied * 2 / 3, rel=0.2)  # 3 worst cells -> 2: y's is paled

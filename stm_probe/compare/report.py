@@ -102,9 +102,10 @@ def build_blocks(record: dict[str, Any], runs: Sequence[AnalysisRun], specs: Seq
         blocks += [Block("h2", "Summary heat map"),
                    Block("figure", heatmap, "Models x headline metrics. Each column is scaled over the models so the "
                                             "brightest cell is the best model (for columns without a better "
-                                            "direction: the largest value); cells show the raw values. Hatched "
-                                            "cells: no pairwise test (Holm-corrected) separates the model from its "
-                                            "column's best, so their colour is no evidence of a difference; a grey "
+                                            "direction: the largest value); cells show the raw values. Pale, "
+                                            "hatched cells: no pairwise test (Holm-corrected) separates the model "
+                                            "from its column's best, so their colour is no evidence of a difference; "
+                                            "a grey "
                                             "column is saturated (not ranked or tested).")]
     blocks += _pairwise(specs, pairs, alpha, n_boot, _saturated(specs, table))
     blocks += _similarity(runs)

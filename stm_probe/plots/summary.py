@@ -5,8 +5,10 @@ is flipped, so the brightest cell of every column is its best model. A column wi
 direction (ERF size, shape bias) is drawn larger-is-brighter and marked with "(size)" in its label.
 A column whose models all score the same is drawn mid-grey-scale (0.5). Cells show the raw values.
 A saturated column (every model the same or at the metric's bound: `stm_probe.probes.columns.saturation`)
-is drawn grey and labelled so; a cell that no pairwise test separates from its column's best is hatched,
-so that a colour difference is not read as evidence the tests reject. The figure says both under it.
+is drawn grey and labelled so; a cell that no pairwise test separates from its column's best is paled
+(half white) and hatched, so that a colour difference is not read as evidence the tests reject, even where
+the figure is shown small (a hatch alone vanishes when the image is scaled down). The figure says both
+under it.
 """
 from __future__ import annotations
 
@@ -18,6 +20,10 @@ import pandas as pd
 
 from .figures import model_palette, new_figure, save_figure
 from .style import FigureStyle, wrap
+
+#: a cell no test separates from its column's best: white over half its colour, dark hatch (150 dpi: visible at 1/4)
+TIED_CELL = {"facecolor": (1.0, 1.0, 1.0, 0.5), "hatch": "//", "edgecolor": "#444444", "hatch_linewidth": 1.2,
+             "linewidth": 0}
 
 ARROWS = {"higher": "\u2191", "lower": "\u2193", None: "(size)"}
 
@@ -67,15 +73,17 @@ def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str,
     for i in range(n_models):
         for j in range(n_cols):
             raw = values.iloc[i, j]
+            is_tied = values.index[i] in tied.get(values.columns[j], ()) and values.columns[j] not in saturated
+            if is_tied:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, **TIED_CELL))
             if pd.isna(raw):
                 text, colour = "n/a", "black"
             else:
                 text = f"{raw:.3g}" if 0 < abs(raw) < 1 else f"{raw:.1f}"
-                colour = "black" if not scaled.iloc[i, j] <= 0.6 else "white"  # NaN (grey) reads black
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour)
-            if values.index[i] in tied.get(values.columns[j], ()) and values.columns[j] not in saturated:
-                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="#9a9a9a",
-                                       linewidth=0))
+                dark = scaled.iloc[i, j] <= 0.6 and not is_tied  # NaN (grey) and paled cells read black
+                colour = "white" if dark else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color=colour,
+                    bbox={"facecolor": "white", "alpha": 0.7, "linewidth": 0, "pad": 1} if is_tied else None)
     ax.set_xticks(range(n_cols))
     ax.set_xticklabels([f"{labels.get(c, c)} {'(saturated)' if c in saturated else ARROWS[better.get(c)]}"
                         for c in values.columns], rotation=40, ha="right", fontsize=7)
@@ -88,7 +96,8 @@ def _draw(values: pd.DataFrame, better: dict[str, str | None], labels: dict[str,
     bar.set_ticklabels(["worst", "best"], fontsize=7)
     ax.set_title(wrap("Summary: each column scaled over the models, brighter = better (\u2191 higher is better, "
                       "\u2193 lower is better, (size): larger, no better direction)", fig, fontsize=8), fontsize=8)
-    fig.supxlabel(wrap("Hatched: no pairwise test (Holm-corrected) separates the cell from its column's best. "
+    fig.supxlabel(wrap("Pale and hatched: no pairwise test (Holm-corrected) separates the cell from its column's "
+                       "best. "
                        "Grey column: saturated (every model the same or at the metric's bound), not ranked.",
                        fig, fontsize=7), fontsize=7)  # in the layout, so never clipped
     return save_figure(fig, stem, formats=formats)
