@@ -22,7 +22,7 @@ from stm_probe.plots.style import (
     resolve_style,
     run_caption,
 )
-from stm_probe.plots.figures import lines_with_ci, model_palette, overlap_note, save_figure
+from stm_probe.plots.figures import lines_with_ci, model_palette, overlap_note, save_figure, weights_in_labels
 
 PVT, SWIN, CONV = "unified_pvt_tiny", "unified_swin_tiny", "unified_convnext_micro"
 
@@ -128,6 +128,20 @@ def test_identical_curves_are_named_in_a_note() -> None:
     assert overlap_note(curves, tolerance=0.1) == "curves overlap: pvt_tiny = swin_tiny"
     assert overlap_note(curves, tolerance=0.001) == ""
     assert overlap_note(curves, tolerance=10) == "curves overlap: pvt_tiny = swin_tiny = convnext_micro"
+
+
+def test_labels_carry_weights_only_where_a_model_has_several_or_random_init_meets_trained() -> None:
+    """A study (every model its own checkpoint) labels models by name; the weights go in the note."""
+    def frame(*pairs: tuple[str, str]) -> pd.DataFrame:
+        return pd.DataFrame({"model": [m for m, _ in pairs], "weights": [w for _, w in pairs]})
+
+    trained = frame((PVT, "checkpoint (trained here: val 90%)"), (SWIN, "checkpoint (trained here: val 93%)"))
+    assert not weights_in_labels(trained)
+    assert not weights_in_labels(frame((PVT, "random-init"), (SWIN, "random-init")))
+    assert weights_in_labels(frame((PVT, "random-init"), (SWIN, "checkpoint")))  # which one is untrained
+    assert weights_in_labels(frame((PVT, "random-init"), (PVT, "checkpoint"), (SWIN, "checkpoint")))
+    assert weights_in_labels(frame((PVT, "checkpoint a"), (PVT, "checkpoint b")))
+    assert not weights_in_labels(pd.DataFrame({"model": [PVT]}))
 
 
 def test_caption_names_images_weights_and_input_size() -> None:

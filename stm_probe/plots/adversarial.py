@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from .figures import lines_with_ci, model_palette, new_figure, save_figure
+from .figures import lines_with_ci, model_palette, new_figure, row_label, save_figure, weights_in_labels
 from ..runtime.results import load_npz
 from ..probes.adversarial import examples_path
 from . import folder_of, open_runs
@@ -93,11 +93,11 @@ def plot_heatmap(out_dir: Path, frame: pd.DataFrame, style: FigureStyle) -> list
     metric = _metric(frame)
     panels = list(frame.groupby(["attack", "norm"], sort=False))
     labels = list(dict.fromkeys(zip(frame["model"], frame["weights"])))
-    split = frame["weights"].nunique() > 1
+    split = weights_in_labels(frame)
     cols = min(len(panels), 2)
     fig, axes = style.subplots(-(-len(panels) // cols), cols, aspect=0.15 + 0.12 * len(labels), extra_height=1.1)
     image = None
-    for ax, ((attack, norm), rows) in zip(axes.ravel(), panels):
+    for i, (ax, ((attack, norm), rows)) in enumerate(zip(axes.ravel(), panels)):
         eps = sorted(rows.loc[rows["metric"] == metric, "eps"].unique())
         clean = metric == "robust_acc" and (rows["metric"] == "clean_acc").any()
         table = np.full((len(labels), len(eps) + clean), np.nan)
@@ -115,7 +115,7 @@ def plot_heatmap(out_dir: Path, frame: pd.DataFrame, style: FigureStyle) -> list
                 ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
                         color="black" if value > 55 else "white")
         ax.set_xticks(range(table.shape[1]), (["clean"] if clean else []) + [f"{e:g}" for e in eps])
-        ax.set_yticks(range(len(labels)), [short_name(m) + (f" ({w})" if split else "") for m, w in labels])
+        ax.set_yticks(range(len(labels)), [row_label(m, w, split) if i % cols == 0 else "" for m, w in labels])
         ax.set_xlabel(_eps_label(norm))
         ax.set_title(_panel_title(attack, norm, rows), fontsize="medium")
         ax.spines[:].set_visible(False)

@@ -19,11 +19,11 @@ import pandas as pd
 
 from ..core.corruption_metrics import family_of, imagenet_c_facts
 from ..errors import UsageError
-from .figures import lines_with_ci, model_palette, save_figure
+from .figures import lines_with_ci, model_palette, row_label, save_figure, weights_in_labels
 from ..runtime.results import load_npz
 from ..probes.corruption import EXAMPLES_FILE
 from . import open_runs
-from .style import FigureStyle, annotate, short_name
+from .style import FigureStyle, annotate
 
 HEATMAP_CMAP = "cividis_r"  # bright = low error: better is brighter
 EXAMPLE_FIELDS = ("clean", "images", "corruptions", "severities", "path")
@@ -120,7 +120,7 @@ def _family_figure(out_dir: Path, per_unit: pd.DataFrame, family: str, palette: 
 def _heatmap(out_dir: Path, frame: pd.DataFrame, per_unit: pd.DataFrame, style: FigureStyle) -> list[Path]:
     """Models x corruptions of CE (+ mCE), or of the mean over severities of the error (flip rate)."""
     labels = list(dict.fromkeys(zip(frame["model"], frame["weights"])))
-    split = frame["weights"].nunique() > 1
+    split = weights_in_labels(frame)
     ce = frame[frame["metric"] == "ce"]
     if len(ce):
         metric, columns = "ce", list(dict.fromkeys(ce["corruption"]))
@@ -158,7 +158,7 @@ def _heatmap(out_dir: Path, frame: pd.DataFrame, per_unit: pd.DataFrame, style: 
             ax.text(c, r, f"{value:.0f}", ha="center", va="center", fontsize="x-small",
                     color="white" if value > 0.55 * vmax else "black")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
-    ax.set_yticks(range(len(labels)), [short_name(m) + (f" ({w})" if split else "") for m, w in labels])
+    ax.set_yticks(range(len(labels)), [row_label(m, w, split) for m, w in labels])
     ax.spines[:].set_visible(False)
     ax.tick_params(length=0)
     fig.colorbar(image, ax=ax, shrink=0.8, label=METRIC_LABELS[metric])

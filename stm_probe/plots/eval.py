@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UsageError
-from .figures import model_palette, save_figure
+from .figures import model_palette, save_figure, weights_in_labels
 from . import open_runs
 from .style import FigureStyle, annotate
 
@@ -43,7 +43,7 @@ def plot_eval(out_dir: str | Path, probe: str = "eval", *, sources: Sequence[Pat
         raise UsageError(f"{folders[0] / f'{probe}.csv'} holds no top1 rows: it is not the CSV eval writes, or "
                          "damaged; rerun eval")
     keys = list(dict.fromkeys(zip(frame["model"], frame["weights"])))
-    several = bool(frame.groupby("model")["weights"].nunique().max() > 1)
+    several = weights_in_labels(frame)
     palette = model_palette(list(dict.fromkeys(frame["model"])))
     positions = np.arange(len(keys))[::-1]
     handles: dict[str, object] = {}

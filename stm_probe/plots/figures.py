@@ -85,6 +85,25 @@ def model_palette(models: Sequence[str]) -> dict[str, tuple]:
 OVERLAP_TOLERANCE = 0.005
 
 
+def weights_in_labels(frame: pd.DataFrame) -> bool:
+    """Whether a figure names the weights beside each model: where a model was measured with several
+    weights, or random-init models stand beside trained ones. Otherwise each model has one label and
+    the figure's note lists the weights (every model trained on its own checkpoint, as in a study,
+    would else carry a line-long label that crowds the axes)."""
+    if "weights" not in frame.columns or not len(frame):
+        return False
+    random_init = frame["weights"].eq("random-init")
+    several = frame.groupby("model")["weights"].nunique().max() > 1
+    return bool(several or (random_init.any() and not random_init.all()))
+
+
+def row_label(model: str, weights: str, with_weights: bool) -> str:
+    """A model's row label in a table-like figure: its short name, with its weights when ``with_weights``."""
+    from .style import short_name
+
+    return short_name(model) + (f" ({weights})" if with_weights else "")
+
+
 def _curve_label(model: str, weights: str | None) -> str:
     return model if weights is None else f"{model} ({'init' if weights == 'random-init' else weights})"
 
@@ -104,7 +123,7 @@ def lines_with_ci(ax, data: pd.DataFrame, x: str, palette: dict[str, tuple], leg
 
     from .style import model_look
 
-    split = "weights" in data.columns and data["weights"].nunique() > 1
+    split = weights_in_labels(data)
     keys = ["model", "weights"] if split else ["model"]
     order = {m: i for i, m in enumerate(palette)}
     groups = sorted(data.groupby(keys, sort=False), key=lambda g: order.get(g[0][0], len(order)))

@@ -10,9 +10,9 @@ import pandas as pd
 
 from ..core.invariance.kinds import KINDS, PREDICTION_METRICS
 from ..errors import UsageError
-from .figures import lines_with_ci, model_palette, save_figure
+from .figures import lines_with_ci, model_palette, row_label, save_figure, weights_in_labels
 from . import open_runs
-from .style import FigureStyle, annotate, log2_axis, mark_standard_view, model_look, short_name
+from .style import FigureStyle, annotate, log2_axis, mark_standard_view, model_look
 
 AXIS_LABELS = {"translation": "jitter (px)", "pre-rotation": "rotation before the crop (degrees)",
                "post-rotation": "rotation after the crop (degrees)", "scale": "crop ratio",
@@ -77,7 +77,7 @@ def plot_summary(out_dir: Path, frame: pd.DataFrame, style: FigureStyle) -> list
         return []
     rows = frame[frame["metric"] == metric]
     kinds = [k for k in KINDS if k in set(rows["kind"])]
-    split = rows["weights"].nunique() > 1
+    split = weights_in_labels(rows)
     labels = list(dict.fromkeys(zip(rows["model"], rows["weights"])))
     cols = min(len(kinds), 4)
     fig, axes = style.subplots(-(-len(kinds) // cols), cols, aspect=0.25 + 0.09 * len(labels), sharey=True)
@@ -97,7 +97,7 @@ def plot_summary(out_dir: Path, frame: pd.DataFrame, style: FigureStyle) -> list
         ax.set_title(f"{kind}, level {top:g}", fontsize="medium")
         ax.set_xlabel(SHORT_LABELS.get(metric, metric))
         ax.grid(axis="x", alpha=0.3)
-    axes[0][0].set_yticks(range(len(labels)), [short_name(m) + (f" ({w})" if split else "") for m, w in labels])
+    axes[0][0].set_yticks(range(len(labels)), [row_label(m, w, split) for m, w in labels])
     axes[0][0].set_ylim(len(labels) - 0.5, -0.5)
     for ax in axes.ravel()[len(kinds):]:
         ax.set_axis_off()
