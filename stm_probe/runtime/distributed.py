@@ -98,13 +98,20 @@ def init(device_type: str = "cpu") -> bool:
 
 
 def shutdown() -> None:
-    """Leave the process group (at exit; safe to call twice or outside torchrun)."""
+    """Leave the process group (at exit; safe to call twice or outside torchrun).
+
+    Objects still holding the group are freed first: a DistributedDataParallel wrapper (from `train`)
+    sits in a reference cycle, and left to the interpreter's teardown, after the group is destroyed,
+    its reducer's threads could abort the process ('terminate called without an active exception')."""
     global _objects_group
     try:
         import torch.distributed as dist
     except ImportError:
         return
     if dist.is_available() and dist.is_initialized():
+        import gc
+
+        gc.collect()
         dist.destroy_process_group()
     _objects_group = None
 
